@@ -1,0 +1,1 @@
+"""Cell families: one module each."""

@@ -1,0 +1,67 @@
+"""Pieces every cell family shares: argument checks, mixed-precision matmul, gate parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from recurrax import init as _init
+
+Array = jax.Array
+
+
+def check_size(cell: str, arg: str, value: Any, *, allow_none: bool = False) -> None:
+    """Raises unless ``value`` is a positive int (or ``None`` where allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{cell}: `{arg}` must be a positive int, got {value!r}.")
+
+
+def matmul(x: Array, w: Array, dtype: Any | None) -> Array:
+    """``x @ w``; with a compute ``dtype`` both operands are cast to it and accumulated in >= float32.
+
+    This is the mixed-precision policy: bf16/fp16 matmuls, float32 results for the gate math.
+    """
+    if dtype is None:
+        return x @ w
+    acc = jnp.promote_types(dtype, jnp.float32)
+    return jnp.matmul(x.astype(dtype), w.astype(dtype), preferred_element_type=acc)
+
+
+def layer_norm(x: Array, scale: Array, bias: Array | None = None, eps: float = 1e-5) -> Array:
+    """Layer normalisation over the last axis (Ba et al., 2016), computed in >= float32."""
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    mean = xf.mean(-1, keepdims=True)
+    var = jnp.square(xf - mean).mean(-1, keepdims=True)
+    y = (xf - mean) * jax.lax.rsqrt(var + eps) * scale
+    return y if bias is None else y + bias
+
+
+def gate_params(
+    key: Array,
+    input_size: int,
+    recurrent_size: int,
+    hidden_size: int,
+    num_gates: int,
+    scheme: _init.Scheme,
+    dtype: Any,
+    *,
+    use_bias: bool = True,
+) -> dict[str, Array]:
+    """``w_i: (I, G*H)``, ``w_h: (R, G*H)`` and, with ``use_bias``, ``b: (G*H,)``; gate blocks side by side."""
+    k_i, k_h, k_b = jax.random.split(key, 3)
+    params = {
+        "w_i": _init.gate_blocks(scheme.kernel, k_i, input_size, hidden_size, num_gates, dtype),
+        "w_h": _init.gate_blocks(scheme.recurrent, k_h, recurrent_size, hidden_size, num_gates, dtype),
+    }
+    if use_bias:
+        params["b"] = scheme.bias(k_b, (num_gates * hidden_size,), dtype)
+    return params
+
+
+def zeros_state(batch_shape, size: int, dtype) -> Array:
+    """Zeros of shape ``(*batch_shape, size)``."""
+    return jnp.zeros((*tuple(batch_shape), size), dtype)

@@ -1,0 +1,89 @@
+"""Gated recurrent unit (Cho et al., 2014), in both the cuDNN/PyTorch and the original form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from recurrax import init as _init
+from recurrax.cells._common import check_size, gate_params, matmul, zeros_state
+from recurrax.core import Cell, RNNState, make_cell
+
+
+def gru(
+    hidden_size: int,
+    *,
+    reset_after: bool = True,
+    init: str | _init.Scheme = "pytorch",
+    chrono_t_max: float | None = None,
+    param_dtype: Any = jnp.float32,
+    dtype: Any | None = None,
+) -> Cell:
+    r"""A GRU cell; state ``RNNState(h)``, gate order r, z, n (as PyTorch).
+
+    With ``reset_after=True`` (cuDNN, PyTorch, Keras's default)::
+
+        r = σ(z_r + h W_hr),  u = σ(z_z + h W_hz),  n = tanh(z_n + r ⊙ (h W_hn + b_hn))
+        h' = (1 - u) ⊙ n + u ⊙ h,            z = x W_i + b
+
+    With ``reset_after=False`` (Cho et al., 2014): ``n = tanh(z_n + (r ⊙ h) W_hn)``.
+
+    Params: ``w_i: (I, 3H)``, ``w_h: (H, 3H)``, ``b: (3H,)`` (for r and z PyTorch's
+    ``b_ih + b_hh``, for n its ``b_in``) and, with ``reset_after``, ``b_hn: (H,)``.
+
+    Args:
+      hidden_size: ``H``.
+      reset_after: where the reset gate applies (see above).
+      init: an :mod:`recurrax.init` scheme name or :class:`recurrax.init.Scheme`.
+      chrono_t_max: chrono initialisation of the update-gate bias, ``b_z = log U(1, T_max - 1)``.
+      param_dtype: dtype of the params and the state.
+      dtype: compute dtype of the matmuls, accumulated in float32.
+    """
+    name = "gru"
+    check_size(name, "hidden_size", hidden_size)
+    H = hidden_size
+    scheme = _init.resolve(init, H)
+
+    def init_fn(key, input_size: int):
+        check_size(name, "input_size", input_size)
+        k_gates, k_hn, k_chrono = jax.random.split(key, 3)
+        params = gate_params(k_gates, input_size, H, H, 3, scheme, param_dtype)
+        if chrono_t_max is not None:
+            b_z = _init.chrono_bias(k_chrono, H, chrono_t_max, param_dtype)
+            params["b"] = params["b"].at[H : 2 * H].set(b_z)
+        if reset_after:
+            params["b_hn"] = scheme.bias(k_hn, (H,), param_dtype)
+        return params
+
+    def initial_state(params, batch_shape):
+        return RNNState(h=zeros_state(batch_shape, H, params["w_h"].dtype))
+
+    def project(params, x):
+        return matmul(x, params["w_i"], dtype) + params["b"]
+
+    def transition(params, state, z):
+        h = state.h
+        z_r, z_z, z_n = jnp.split(z, 3, axis=-1)
+        if reset_after:
+            h_r, h_z, h_n = jnp.split(matmul(h, params["w_h"], dtype), 3, axis=-1)
+            r = jax.nn.sigmoid(z_r + h_r)
+            u = jax.nn.sigmoid(z_z + h_z)
+            n = jnp.tanh(z_n + r * (h_n + params["b_hn"]))
+        else:
+            h_r, h_z = jnp.split(matmul(h, params["w_h"][:, : 2 * H], dtype), 2, axis=-1)
+            r = jax.nn.sigmoid(z_r + h_r)
+            u = jax.nn.sigmoid(z_z + h_z)
+            n = jnp.tanh(z_n + matmul(r * h, params["w_h"][:, 2 * H :], dtype))
+        h_new = (1.0 - u) * n + u * h
+        return RNNState(h=h_new.astype(h.dtype))
+
+    return make_cell(
+        name,
+        init=init_fn,
+        initial_state=initial_state,
+        project=project,
+        transition=transition,
+        input_size=lambda params: params["w_i"].shape[0],
+    )

@@ -1,0 +1,136 @@
+"""Long short-term memory (Hochreiter & Schmidhuber, 1997), with the usual variants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from recurrax import init as _init
+from recurrax.cells import _common
+from recurrax.cells._common import check_size, gate_params, matmul, zeros_state
+from recurrax.core import Cell, LSTMState, make_cell
+
+
+def lstm(
+    hidden_size: int,
+    *,
+    forget_bias: float = 1.0,
+    peephole: bool = False,
+    proj_size: int | None = None,
+    layer_norm: bool = False,
+    cell_clip: float | None = None,
+    init: str | _init.Scheme = "pytorch",
+    chrono_t_max: float | None = None,
+    use_bias: bool = True,
+    param_dtype: Any = jnp.float32,
+    dtype: Any | None = None,
+) -> Cell:
+    r"""An LSTM cell; state ``LSTMState(h, c)``, gate order i, f, g, o (as PyTorch).
+
+    .. math::
+        i, f, g, o = \sigma(z_i + h W_{hi}),\ \sigma(z_f + h W_{hf}),\ \tanh(z_g + h W_{hg}),\
+                     \sigma(z_o + h W_{ho}), \qquad z = x W_i + b \\
+        c' = f \odot c + i \odot g, \qquad h' = o \odot \tanh(c') \quad [\,h' \leftarrow h' W_{proj}\,]
+
+    Params: ``w_i: (I, 4H)``, ``w_h: (P, 4H)``, ``b: (4H,)`` (PyTorch's ``b_ih + b_hh``), where
+    ``P = proj_size or H``; optionally ``w_peep: (3, H)`` (rows i, f, o), ``w_proj: (H, P)``, and
+    ``ln_i, ln_h: (4H,)``, ``ln_c_scale, ln_c_bias: (H,)``.
+
+    Args:
+      hidden_size: ``H``, the size of the cell state ``c``.
+      forget_bias: added to the forget-gate bias *at init* (Jozefowicz et al., 2015), so params
+        describe the whole computation and converted weights compute what they did.
+      peephole: Gers & Schmidhuber peepholes: ``i`` and ``f`` see ``c``, ``o`` sees ``c'``
+        (diagonal weights).
+      proj_size: LSTMP (Sak et al., 2014; PyTorch's ``proj_size``): ``h`` has ``proj_size`` units,
+        ``c`` keeps ``hidden_size``.
+      layer_norm: Ba et al. (2016): ``gates = LN(x W_i) ln_i + LN(h W_h) ln_h + b`` (gain only; the
+        gate bias plays the LN bias) and ``h' = o * tanh(LN(c') ln_c_scale + ln_c_bias)``. The
+        input-side norm is time-parallel, so it stays in ``project``.
+      cell_clip: clip ``c'`` to ``[-cell_clip, cell_clip]`` (as TF's ``LSTMCell``).
+      init: an :mod:`recurrax.init` scheme name or :class:`recurrax.init.Scheme`.
+      chrono_t_max: chrono initialisation: ``b_f = log U(1, T_max - 1)``, ``b_i = -b_f``
+        (replaces ``forget_bias``).
+      use_bias: whether ``b`` exists.
+      param_dtype: dtype of the params (and of the state).
+      dtype: compute dtype of the matmuls (e.g. ``jnp.bfloat16``), accumulated in float32; the
+        gate math and the state stay in ``param_dtype``.
+
+    Returns:
+      A :class:`recurrax.Cell`.
+    """
+    name = "lstm"
+    check_size(name, "hidden_size", hidden_size)
+    check_size(name, "proj_size", proj_size, allow_none=True)
+    if cell_clip is not None and not cell_clip > 0:
+        raise ValueError(f"{name}: `cell_clip` must be > 0 or None, got {cell_clip!r}.")
+    if chrono_t_max is not None and not use_bias:
+        raise ValueError(f"{name}: `chrono_t_max` initialises the gate bias, so it needs use_bias=True.")
+    H = hidden_size
+    P = proj_size or hidden_size
+    scheme = _init.resolve(init, H)
+
+    def init_fn(key, input_size: int):
+        check_size(name, "input_size", input_size)
+        k_gates, k_peep, k_proj, k_chrono = jax.random.split(key, 4)
+        params = gate_params(k_gates, input_size, P, H, 4, scheme, param_dtype, use_bias=use_bias)
+        if use_bias:
+            b = params["b"].at[H : 2 * H].add(forget_bias)
+            if chrono_t_max is not None:
+                b_f = _init.chrono_bias(k_chrono, H, chrono_t_max, param_dtype)
+                b = b.at[:H].set(-b_f).at[H : 2 * H].set(b_f)
+            params["b"] = b
+        if peephole:
+            params["w_peep"] = scheme.bias(k_peep, (3, H), param_dtype)
+        if proj_size is not None:
+            params["w_proj"] = scheme.kernel(k_proj, (H, P), param_dtype)
+        if layer_norm:
+            params["ln_i"] = jnp.ones((4 * H,), param_dtype)
+            params["ln_h"] = jnp.ones((4 * H,), param_dtype)
+            params["ln_c_scale"] = jnp.ones((H,), param_dtype)
+            params["ln_c_bias"] = jnp.zeros((H,), param_dtype)
+        return params
+
+    def initial_state(params, batch_shape):
+        dt = params["w_h"].dtype
+        return LSTMState(h=zeros_state(batch_shape, P, dt), c=zeros_state(batch_shape, H, dt))
+
+    def project(params, x):
+        z = matmul(x, params["w_i"], dtype)
+        if layer_norm:
+            z = _common.layer_norm(z, params["ln_i"])
+        if use_bias:
+            z = z + params["b"]
+        return z
+
+    def transition(params, state, z):
+        h, c = state
+        zh = matmul(h, params["w_h"], dtype)
+        if layer_norm:
+            zh = _common.layer_norm(zh, params["ln_h"])
+        i, f, g, o = jnp.split(z + zh, 4, axis=-1)
+        if peephole:
+            p_i, p_f, p_o = params["w_peep"]
+            i = i + p_i * c
+            f = f + p_f * c
+        c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        if cell_clip is not None:
+            c_new = jnp.clip(c_new, -cell_clip, cell_clip)
+        if peephole:
+            o = o + p_o * c_new
+        c_out = _common.layer_norm(c_new, params["ln_c_scale"], params["ln_c_bias"]) if layer_norm else c_new
+        h_new = jax.nn.sigmoid(o) * jnp.tanh(c_out)
+        if proj_size is not None:
+            h_new = matmul(h_new, params["w_proj"], dtype)
+        return LSTMState(h=h_new.astype(h.dtype), c=c_new.astype(c.dtype))
+
+    return make_cell(
+        name,
+        init=init_fn,
+        initial_state=initial_state,
+        project=project,
+        transition=transition,
+        input_size=lambda params: params["w_i"].shape[0],
+    )

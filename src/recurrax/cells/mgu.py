@@ -1,0 +1,72 @@
+"""Minimal gated unit (Zhou et al., 2016): a GRU with a single forget gate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from recurrax import init as _init
+from recurrax.cells._common import check_size, gate_params, matmul, zeros_state
+from recurrax.core import Cell, RNNState, make_cell
+
+
+def mgu(
+    hidden_size: int,
+    *,
+    init: str | _init.Scheme = "pytorch",
+    chrono_t_max: float | None = None,
+    param_dtype: Any = jnp.float32,
+    dtype: Any | None = None,
+) -> Cell:
+    r"""A minimal gated unit; state ``RNNState(h)``, gate order f, n::
+
+        f = σ(z_f + h W_hf),   n = tanh(z_n + (f ⊙ h) W_hn),   h' = (1 - f) ⊙ h + f ⊙ n
+        z = x W_i + b
+
+    Params: ``w_i: (I, 2H)``, ``w_h: (H, 2H)``, ``b: (2H,)``.
+
+    Args:
+      hidden_size: ``H``.
+      init: an :mod:`recurrax.init` scheme name or :class:`recurrax.init.Scheme`.
+      chrono_t_max: chrono initialisation; ``f`` is a *write* gate here, so ``b_f = -log U(1, T_max - 1)``.
+      param_dtype: dtype of the params and the state.
+      dtype: compute dtype of the matmuls, accumulated in float32.
+    """
+    name = "mgu"
+    check_size(name, "hidden_size", hidden_size)
+    H = hidden_size
+    scheme = _init.resolve(init, H)
+
+    def init_fn(key, input_size: int):
+        check_size(name, "input_size", input_size)
+        k_gates, k_chrono = jax.random.split(key)
+        params = gate_params(k_gates, input_size, H, H, 2, scheme, param_dtype)
+        if chrono_t_max is not None:
+            b_f = -_init.chrono_bias(k_chrono, H, chrono_t_max, param_dtype)
+            params["b"] = params["b"].at[:H].set(b_f)
+        return params
+
+    def initial_state(params, batch_shape):
+        return RNNState(h=zeros_state(batch_shape, H, params["w_h"].dtype))
+
+    def project(params, x):
+        return matmul(x, params["w_i"], dtype) + params["b"]
+
+    def transition(params, state, z):
+        h = state.h
+        z_f, z_n = jnp.split(z, 2, axis=-1)
+        f = jax.nn.sigmoid(z_f + matmul(h, params["w_h"][:, :H], dtype))
+        n = jnp.tanh(z_n + matmul(f * h, params["w_h"][:, H:], dtype))
+        h_new = (1.0 - f) * h + f * n
+        return RNNState(h=h_new.astype(h.dtype))
+
+    return make_cell(
+        name,
+        init=init_fn,
+        initial_state=initial_state,
+        project=project,
+        transition=transition,
+        input_size=lambda params: params["w_i"].shape[0],
+    )

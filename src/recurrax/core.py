@@ -1,0 +1,151 @@
+"""The Cell protocol, state types and the checks every cell shares.
+
+A recurrent cell is a bundle of pure functions (in the spirit of
+``optax.GradientTransformation``)::
+
+    cell = recurrax.lstm(128)
+    params = cell.init(key, input_size)
+    state = cell.initial_state(params, batch_shape)
+    state = cell.step(params, state, x)          # == transition(params, state, project(params, x))
+
+``project`` is the time-parallel part (the input matmul, done for a whole sequence at once by
+:func:`recurrax.scan`); ``transition`` is the sequential part that stays inside the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+PRNGKey = jax.Array
+Params = Any
+State = Any
+Shape = Sequence[int]
+
+
+class LSTMState(NamedTuple):
+    """State of an LSTM: ``h`` (working memory, what the next layer sees) and ``c`` (cell state).
+
+    Shapes: ``h: (*batch, proj_size or hidden_size)``, ``c: (*batch, hidden_size)``.
+    """
+
+    h: Array
+    c: Array
+
+
+class RNNState(NamedTuple):
+    """State of a single-vector cell (Elman, GRU, MGU, ...): ``h: (*batch, hidden_size)``."""
+
+    h: Array
+
+
+class Cell(NamedTuple):
+    """A recurrent cell as a bundle of pure functions.
+
+    Attributes:
+      init: ``(key, input_size) -> params``.
+      initial_state: ``(params, batch_shape) -> state`` of zeros.
+      step: ``(params, state, x[*batch, I]) -> state``; equals ``transition(p, s, project(p, x))``.
+      project: ``(params, x[..., I]) -> z[..., G]``, the time-parallel input projection.
+      transition: ``(params, state, z[*batch, G]) -> state``, the sequential part.
+      output: ``state -> h``, what the next layer sees.
+      name: a short name used in error messages.
+    """
+
+    init: Callable[[PRNGKey, int], Params]
+    initial_state: Callable[[Params, Shape], State]
+    step: Callable[[Params, State, Array], State]
+    project: Callable[[Params, Array], Array]
+    transition: Callable[[Params, State, Array], State]
+    output: Callable[[State], Array]
+    name: str = "cell"
+
+
+def make_cell(
+    name: str,
+    *,
+    init: Callable[[PRNGKey, int], Params],
+    initial_state: Callable[[Params, Shape], State],
+    project: Callable[[Params, Array], Array],
+    transition: Callable[[Params, State, Array], State],
+    input_size: Callable[[Params], int],
+    output: Callable[[State], Array] = lambda state: state.h,
+) -> Cell:
+    """Builds a :class:`Cell`, adding the argument checks every cell shares.
+
+    ``project`` is wrapped to check the input's feature size and dtype, and ``step`` is derived as
+    ``transition . project`` with the state checked against ``initial_state``'s shapes, so no cell
+    writes either by hand.
+    """
+
+    def checked_project(params: Params, x: Array) -> Array:
+        x = jnp.asarray(x)
+        check_input(name, x, input_size(params), arg="x")
+        return project(params, x)
+
+    def step(params: Params, state: State, x: Array) -> State:
+        x = jnp.asarray(x)
+        check_input(name, x, input_size(params), arg="x")
+        check_state(name, initial_state, params, state, x.shape[:-1])
+        return transition(params, state, project(params, x))
+
+    return Cell(
+        init=init,
+        initial_state=initial_state,
+        step=step,
+        project=checked_project,
+        transition=transition,
+        output=output,
+        name=name,
+    )
+
+
+def check_input(name: str, x: Array, input_size: int, *, arg: str = "x") -> None:
+    """Raises unless ``x`` is a floating array whose last axis has ``input_size`` features."""
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        raise TypeError(
+            f"{name}: `{arg}` must be a floating-point array, got dtype {x.dtype} "
+            f"(cast integer data, or embed token ids first)."
+        )
+    if x.ndim < 1 or x.shape[-1] != input_size:
+        raise ValueError(
+            f"{name}: `{arg}` must have shape (..., {input_size}) to match the params "
+            f"(input_size={input_size}), got shape {tuple(x.shape)}."
+        )
+
+
+def check_state(
+    name: str,
+    initial_state: Callable[[Params, Shape], State],
+    params: Params,
+    state: State,
+    batch_shape: Shape,
+    *,
+    arg: str = "state",
+) -> None:
+    """Raises unless ``state`` has the structure and leaf shapes of ``initial_state(params, batch_shape)``."""
+    expected = jax.eval_shape(lambda p: initial_state(p, tuple(batch_shape)), params)
+    exp_leaves, exp_tree = jax.tree_util.tree_flatten_with_path(expected)
+    try:
+        got_leaves = exp_tree.flatten_up_to(state)
+    except (ValueError, TypeError) as err:
+        raise TypeError(
+            f"{name}: `{arg}` must have the structure {exp_tree}, got {jax.tree_util.tree_structure(state)}."
+        ) from err
+    for (path, want), got in zip(exp_leaves, got_leaves):
+        got_shape = tuple(np.shape(got))
+        where = f"{arg}{jax.tree_util.keystr(path)}"
+        if got_shape != tuple(want.shape):
+            raise ValueError(
+                f"{name}: `{where}` must have shape {tuple(want.shape)} "
+                f"(batch {tuple(batch_shape)} + features {tuple(want.shape[len(batch_shape) :])}), "
+                f"got {got_shape}."
+            )
+        got_dtype = jnp.result_type(got)
+        if not jnp.issubdtype(got_dtype, jnp.inexact):
+            raise TypeError(f"{name}: `{where}` must be floating-point, got dtype {got_dtype}.")

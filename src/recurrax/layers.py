@@ -1,0 +1,222 @@
+"""Sequence-level combinators: a cell as a layer, stacked layers, bidirectional layers.
+
+A :class:`Layer` maps a whole sequence to a sequence, ``apply(params, xs, state) -> (state, ys)``.
+Stacking runs layer after layer over the whole sequence (not step by step), so each layer's input
+projection stays one large matmul, as cuDNN does. ``stacked`` and ``bidirectional`` accept cells
+or layers and return a layer, so they compose: PyTorch's ``nn.LSTM(num_layers=2,
+bidirectional=True)`` is ``stacked([bidirectional(lstm(H), lstm(H))] * 2)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+
+from recurrax.core import Array, Cell, Params, PRNGKey, Shape, State
+from recurrax.scan import reverse_sequences, scan
+
+
+class ApplyFn(Protocol):
+    def __call__(
+        self,
+        params: Params,
+        xs: Array,
+        state: State | None = None,
+        *,
+        lengths: Array | None = None,
+        key: PRNGKey | None = None,
+        time_major: bool = False,
+    ) -> tuple[State, Array]: ...
+
+
+class Layer(NamedTuple):
+    """A sequence-to-sequence recurrent layer as a bundle of pure functions.
+
+    Attributes:
+      init: ``(key, input_size) -> params``.
+      initial_state: ``(params, batch_shape) -> state`` of zeros.
+      apply: ``(params, xs, state=None, *, lengths=None, key=None, time_major=False)
+        -> (final_state, outputs)``, with ``xs: (*batch, T, I)`` and ``outputs: (*batch, T, O)``.
+        ``key`` drives dropout; without it the layer is deterministic (evaluation mode).
+      name: a short name used in error messages.
+    """
+
+    init: Callable[[PRNGKey, int], Params]
+    initial_state: Callable[[Params, Shape], State]
+    apply: ApplyFn
+    name: str = "layer"
+
+
+class BidirectionalState(NamedTuple):
+    """The states of the forward and the backward direction."""
+
+    forward: State
+    backward: State
+
+
+def as_layer(cell: Cell | Layer, *, unroll: int | bool = 1, remat: bool = False) -> Layer:
+    """Wraps a cell as a :class:`Layer` running :func:`recurrax.scan` (a layer is returned as is)."""
+    if isinstance(cell, Layer):
+        return cell
+    if not isinstance(cell, Cell):
+        raise TypeError(f"as_layer: expected a recurrax.Cell or Layer, got {type(cell).__name__}.")
+
+    def apply(params, xs, state=None, *, lengths=None, key=None, time_major=False):
+        del key  # a single cell has no dropout
+        return scan(cell, params, xs, state, lengths=lengths, time_major=time_major, unroll=unroll, remat=remat)
+
+    return Layer(init=cell.init, initial_state=cell.initial_state, apply=apply, name=cell.name)
+
+
+def output_size(layer: Cell | Layer, params: Params, input_size: int) -> int:
+    """The feature size of ``layer``'s outputs for inputs of ``input_size`` features (no FLOPs spent)."""
+    layer = as_layer(layer)
+    _, ys = jax.eval_shape(lambda p: layer.apply(p, jnp.zeros((1, input_size))), params)
+    return ys.shape[-1]
+
+
+def stacked(
+    layers: Sequence[Cell | Layer],
+    *,
+    residual: bool = False,
+    dropout: float = 0.0,
+    unroll: int | bool = 1,
+    remat: bool = False,
+) -> Layer:
+    """Layers run one after another over the whole sequence (a multi-layer RNN).
+
+    Args:
+      layers: cells or layers; the first sees the inputs, each next one the previous outputs.
+      residual: add each layer's input to its output, for every layer but the first (whose input
+        size usually differs), as in GNMT (Wu et al., 2016). Sizes must match.
+      dropout: dropout rate on the outputs of every layer but the last (as PyTorch's
+        ``dropout``); active only when ``apply`` is given a ``key``.
+      unroll, remat: passed to :func:`recurrax.scan` for the cells among ``layers``.
+
+    Returns:
+      A :class:`Layer` whose params and state are tuples with one entry per layer.
+    """
+    if not layers:
+        raise ValueError("stacked: `layers` must not be empty.")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"stacked: `dropout` must lie in [0, 1), got {dropout!r}.")
+    parts = tuple(as_layer(layer, unroll=unroll, remat=remat) for layer in layers)
+    name = "stacked(" + ", ".join(p.name for p in parts) + ")"
+
+    def init(key, input_size: int):
+        params, size = [], input_size
+        for i, (layer, k) in enumerate(zip(parts, jax.random.split(key, len(parts)))):
+            p = layer.init(k, size)
+            out = output_size(layer, p, size)
+            if residual and i > 0 and out != size:
+                raise ValueError(
+                    f"{name}: a residual connection needs layer {i}'s input and output sizes to match, "
+                    f"got input {size} and output {out}."
+                )
+            params.append(p)
+            size = out
+        return tuple(params)
+
+    def initial_state(params, batch_shape):
+        return tuple(layer.initial_state(p, batch_shape) for layer, p in zip(parts, params))
+
+    def apply(params, xs, state=None, *, lengths=None, key=None, time_major=False):
+        _check_tuple(name, "params", params, len(parts))
+        if state is not None:
+            _check_tuple(name, "state", state, len(parts))
+        ys = jnp.asarray(xs) if time_major else jnp.moveaxis(jnp.asarray(xs), -2, 0)
+        keys = [None] * len(parts) if key is None else list(jax.random.split(key, len(parts)))
+        finals = []
+        for i, (layer, p) in enumerate(zip(parts, params)):
+            s = None if state is None else state[i]
+            final, out = layer.apply(p, ys, s, lengths=lengths, key=keys[i], time_major=True)
+            if residual and i > 0:
+                out = out + ys
+            if dropout and key is not None and i < len(parts) - 1:
+                keep = jax.random.bernoulli(jax.random.fold_in(keys[i], 1), 1.0 - dropout, out.shape)
+                out = jnp.where(keep, out / (1.0 - dropout), 0.0).astype(out.dtype)
+            finals.append(final)
+            ys = out
+        return tuple(finals), (ys if time_major else jnp.moveaxis(ys, 0, -2))
+
+    return Layer(init=init, initial_state=initial_state, apply=apply, name=name)
+
+
+MERGES: dict[str, Callable[[Array, Array], Array]] = {
+    "concat": lambda f, b: jnp.concatenate([f, b], axis=-1),
+    "sum": jnp.add,
+    "mul": jnp.multiply,
+    "ave": lambda f, b: (f + b) / 2,
+}
+
+
+def bidirectional(
+    forward: Cell | Layer,
+    backward: Cell | Layer,
+    *,
+    merge: str | Callable[[Array, Array], Array] = "concat",
+    unroll: int | bool = 1,
+    remat: bool = False,
+) -> Layer:
+    """Runs ``forward`` over the sequence and ``backward`` over it reversed, and merges the outputs.
+
+    The backward direction reverses only each sequence's valid part when ``lengths`` is given, and
+    its outputs are returned in the original time order, so ``outputs[t]`` of both directions
+    refer to the same ``xs[t]``.
+
+    Args:
+      forward, backward: cells or layers.
+      merge: ``"concat"`` (default), ``"sum"``, ``"mul"``, ``"ave"``, or a function ``(f, b) -> y``.
+      unroll, remat: passed to :func:`recurrax.scan` for cells.
+
+    Returns:
+      A :class:`Layer` with params ``{"forward": ..., "backward": ...}`` and state
+      :class:`BidirectionalState`.
+    """
+    if isinstance(merge, str):
+        if merge not in MERGES:
+            raise ValueError(
+                f"bidirectional: unknown `merge` {merge!r}; expected one of {sorted(MERGES)} or a function."
+            )
+        merge_fn = MERGES[merge]
+    elif callable(merge):
+        merge_fn = merge
+    else:
+        raise TypeError(f"bidirectional: `merge` must be a string or a function, got {merge!r}.")
+    fwd, bwd = as_layer(forward, unroll=unroll, remat=remat), as_layer(backward, unroll=unroll, remat=remat)
+    name = f"bidirectional({fwd.name}, {bwd.name})"
+
+    def init(key, input_size: int):
+        k_f, k_b = jax.random.split(key)
+        return {"forward": fwd.init(k_f, input_size), "backward": bwd.init(k_b, input_size)}
+
+    def initial_state(params, batch_shape):
+        return BidirectionalState(
+            fwd.initial_state(params["forward"], batch_shape), bwd.initial_state(params["backward"], batch_shape)
+        )
+
+    def apply(params, xs, state=None, *, lengths=None, key=None, time_major=False):
+        xs_tm = jnp.asarray(xs) if time_major else jnp.moveaxis(jnp.asarray(xs), -2, 0)
+        s_f, s_b = (None, None) if state is None else state
+        k_f, k_b = (None, None) if key is None else jax.random.split(key)
+        final_f, ys_f = fwd.apply(params["forward"], xs_tm, s_f, lengths=lengths, key=k_f, time_major=True)
+        final_b, ys_b = bwd.apply(
+            params["backward"], reverse_sequences(xs_tm, lengths), s_b, lengths=lengths, key=k_b, time_major=True
+        )
+        ys = merge_fn(ys_f, reverse_sequences(ys_b, lengths))
+        return BidirectionalState(final_f, final_b), (ys if time_major else jnp.moveaxis(ys, 0, -2))
+
+    return Layer(init=init, initial_state=initial_state, apply=apply, name=name)
+
+
+def _check_tuple(name: str, arg: str, value: Any, n: int) -> None:
+    if not isinstance(value, (tuple, list)) or len(value) != n:
+        got = (
+            f"a {type(value).__name__} of length {len(value)}"
+            if isinstance(value, (tuple, list))
+            else repr(type(value))
+        )
+        raise ValueError(f"{name}: `{arg}` must be a tuple with one entry per layer ({n}), got {got}.")
