@@ -18,6 +18,7 @@ def gru(
     reset_after: bool = True,
     init: str | _init.Scheme = "pytorch",
     chrono_t_max: float | None = None,
+    use_bias: bool = True,
     param_dtype: Any = jnp.float32,
     dtype: Any | None = None,
 ) -> Cell:
@@ -38,22 +39,25 @@ def gru(
       reset_after: where the reset gate applies (see above).
       init: an :mod:`recurrax.init` scheme name or :class:`recurrax.init.Scheme`.
       chrono_t_max: chrono initialisation of the update-gate bias, ``b_z = log U(1, T_max - 1)``.
+      use_bias: whether ``b`` and ``b_hn`` exist.
       param_dtype: dtype of the params and the state.
       dtype: compute dtype of the matmuls, accumulated in float32.
     """
     name = "gru"
     check_size(name, "hidden_size", hidden_size)
     H = hidden_size
+    if chrono_t_max is not None and not use_bias:
+        raise ValueError(f"{name}: `chrono_t_max` initialises the gate bias, so it needs use_bias=True.")
     scheme = _init.resolve(init, H)
 
     def init_fn(key, input_size: int):
         check_size(name, "input_size", input_size)
         k_gates, k_hn, k_chrono = jax.random.split(key, 3)
-        params = gate_params(k_gates, input_size, H, H, 3, scheme, param_dtype)
+        params = gate_params(k_gates, input_size, H, H, 3, scheme, param_dtype, use_bias=use_bias)
         if chrono_t_max is not None:
             b_z = _init.chrono_bias(k_chrono, H, chrono_t_max, param_dtype)
             params["b"] = params["b"].at[H : 2 * H].set(b_z)
-        if reset_after:
+        if reset_after and use_bias:
             params["b_hn"] = scheme.bias(k_hn, (H,), param_dtype)
         return params
 
@@ -61,7 +65,8 @@ def gru(
         return RNNState(h=zeros_state(batch_shape, H, params["w_h"].dtype))
 
     def project(params, x):
-        return matmul(x, params["w_i"], dtype) + params["b"]
+        z = matmul(x, params["w_i"], dtype)
+        return z + params["b"] if use_bias else z
 
     def transition(params, state, z):
         h = state.h
@@ -70,7 +75,9 @@ def gru(
             h_r, h_z, h_n = jnp.split(matmul(h, params["w_h"], dtype), 3, axis=-1)
             r = jax.nn.sigmoid(z_r + h_r)
             u = jax.nn.sigmoid(z_z + h_z)
-            n = jnp.tanh(z_n + r * (h_n + params["b_hn"]))
+            if use_bias:
+                h_n = h_n + params["b_hn"]
+            n = jnp.tanh(z_n + r * h_n)
         else:
             h_r, h_z = jnp.split(matmul(h, params["w_h"][:, : 2 * H], dtype), 2, axis=-1)
             r = jax.nn.sigmoid(z_r + h_r)
