@@ -58,13 +58,14 @@ def scan(
         raise ValueError(f"scan[{cell.name}]: `xs` must have shape (*batch, T, I) (or (T, I)), got {tuple(xs.shape)}.")
     if include_initial and not return_states:
         raise ValueError(f"scan[{cell.name}]: `include_initial=True` needs `return_states=True`.")
+    # Trace-only check in the caller's layout, so an error shows the shape of `xs` as given.
+    jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct(xs.shape, xs.dtype))
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
 
     lengths = _check_lengths(cell.name, lengths, batch_shape, num_steps)
     order = _time_order(num_steps, batch_shape, lengths, reverse)
-    # Gathering the inputs (I features) is cheaper than gathering projections (G features). The
-    # cell checks the feature size and dtype of the inputs in `project`.
+    # Gathering the inputs (I features) is cheaper than gathering projections (G features).
     zs = cell.project(params, _gather_time(xs_tm, order))
     if state is None:
         state = cell.initial_state(params, batch_shape)
