@@ -64,9 +64,10 @@ def scan(
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
 
     lengths = _check_lengths(cell.name, lengths, batch_shape, num_steps)
-    order = _time_order(num_steps, batch_shape, lengths, reverse)
-    # Gathering the inputs (I features) is cheaper than gathering projections (G features).
-    zs = cell.project(params, _gather_time(xs_tm, order))
+    # Without lengths, lax.scan reverses by itself; with them, each sequence's valid part is flipped
+    # (the inputs: I features are cheaper to gather than G projected ones), run forward, flipped back.
+    flip = reverse and lengths is not None
+    zs = cell.project(params, reverse_sequences(xs_tm, lengths) if flip else xs_tm)
     if state is None:
         state = cell.initial_state(params, batch_shape)
     else:
@@ -84,20 +85,18 @@ def scan(
 
     if remat:
         body = jax.checkpoint(body)
-    final, ys = jax.lax.scan(body, state, (zs, jnp.arange(num_steps)), unroll=unroll)
+    final, ys = jax.lax.scan(body, state, (zs, jnp.arange(num_steps)), unroll=unroll, reverse=reverse and not flip)
 
     outputs, states = ys if return_states else (ys, None)
-    if reverse:
-        outputs = _gather_time(outputs, order)
+    if flip:
+        outputs = reverse_sequences(outputs, lengths)
     outputs = outputs if time_major else jnp.moveaxis(outputs, 0, -2)
     if not return_states:
         return final, outputs
-    if reverse:
-        states = jax.tree.map(lambda s: _gather_time(s, order), states)
-        if lengths is not None:
-            # Before its last valid step a reversed sequence has consumed nothing: its state is the initial one.
-            t = np.arange(num_steps).reshape((num_steps,) + (1,) * len(batch_shape))
-            states = jax.tree.map(lambda s, s0: _where(t < lengths, s, s0[None]), states, state)
+    if flip:
+        # Past its valid part a reversed sequence has consumed nothing yet: its state is the initial one.
+        t = np.arange(num_steps).reshape((num_steps,) + (1,) * len(batch_shape))
+        states = jax.tree.map(lambda s, s0: _where(t < lengths, reverse_sequences(s, lengths), s0[None]), states, state)
     if include_initial:
         first = jax.tree.map(lambda s0: s0[None], state)
         pair = (states, first) if reverse else (first, states)
@@ -114,36 +113,19 @@ def reverse_sequences(xs: Array, lengths: Array | None = None) -> Array:
     padding stays where it is. Applying it twice gives ``xs`` back.
     """
     xs = jnp.asarray(xs)
-    if lengths is not None:
-        lengths = jnp.asarray(lengths)
-    batch_shape = () if lengths is None else lengths.shape
-    return _gather_time(xs, _time_order(xs.shape[0], batch_shape, lengths, True))
+    if lengths is None:
+        return jnp.flip(xs, axis=0)
+    lengths = jnp.asarray(lengths)
+    t = jnp.arange(xs.shape[0]).reshape((xs.shape[0],) + (1,) * lengths.ndim)
+    order = jnp.where(t < lengths, lengths - 1 - t, t)  # (T, *batch)
+    order = order.reshape(order.shape + (1,) * (xs.ndim - order.ndim))
+    return jnp.take_along_axis(xs, jnp.broadcast_to(order, xs.shape), axis=0)
 
 
 def _where(mask: Array, a: Array, b: Array) -> Array:
     """``where(mask, a, b)`` with ``mask`` (batch dims) broadcast over the trailing feature axes."""
     extra = a.ndim - mask.ndim
     return jnp.where(mask.reshape(mask.shape + (1,) * extra), a, b)
-
-
-def _time_order(num_steps: int, batch_shape, lengths: Array | None, reverse: bool) -> Array | None:
-    """Per-sequence time indices that reverse each valid part (an involution), or ``None`` (identity)."""
-    if not reverse:
-        return None
-    t = jnp.arange(num_steps).reshape((num_steps,) + (1,) * len(batch_shape))
-    if lengths is None:
-        return num_steps - 1 - t
-    return jnp.where(t < lengths, lengths - 1 - t, t)
-
-
-def _gather_time(x: Array, order: Array | None) -> Array:
-    """``x[order[t, b], b]`` for a time-major ``x: (T, *batch, ...)``; identity for ``order=None``."""
-    if order is None:
-        return x
-    if order.size == order.shape[0]:  # the same order for every sequence: a plain index
-        return x[order.reshape(-1)]
-    idx = order.reshape(order.shape + (1,) * (x.ndim - order.ndim))
-    return jnp.take_along_axis(x, jnp.broadcast_to(idx, order.shape + x.shape[order.ndim :]), axis=0)
 
 
 def _check_lengths(name: str, lengths: Any, batch_shape, num_steps: int) -> Array | None:
