@@ -1,0 +1,215 @@
+"""Sequence-level LSTM and GRU recurrences with a hand-written derivative (the cuDNN/oneDNN technique).
+
+Autodiff of a per-step ``lax.scan`` accumulates the recurrent weight gradient as one small outer
+product per step inside the backward loop. Here the derivative is written once for the whole
+sequence: the tangent recurrence runs as its own linear scan, and the part that depends on the
+weight tangent, ``h_{t-1} @ dW_h`` for every ``t``, is hoisted out of the loop as one large matmul.
+JAX transposes this rule for reverse mode, so the backward pass is a reverse scan that only emits
+the per-step gate gradients (one ``(N, G) @ (G, H)`` matmul per step), followed by the weight
+gradient as a single ``(H, T*N) @ (T*N, G)`` matmul after the loop.
+
+The rule is a ``jax.custom_jvp`` rather than a ``custom_vjp`` so forward mode (``jax.jvp``,
+``jax.jacfwd``, used by trajectory Jacobians) keeps working; reverse mode gets the structure above
+from JAX's transposition of the linear tangent scan.
+
+All arrays are time-major and batch-flattened: ``zs: (T, N, G*H)``, states ``(N, H)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
+
+from recurrax.core import Array, LSTMState, Params, RNNState, State
+
+__all__ = ["gru_recurrence", "lstm_recurrence", "sequence_transition"]
+
+
+def _previous(first: Array, seq: Array) -> Array:
+    """``[first, seq[0], ..., seq[T-2]]``: the value before each step."""
+    return jnp.concatenate([first[None], seq[:-1]], axis=0)
+
+
+def _hoisted(tangent: Any, primal_seq: Array, w_dot: Any) -> Array | None:
+    """``primal_seq @ w_dot`` over all steps at once (``None`` for a symbolic-zero weight tangent)."""
+    if isinstance(w_dot, SymbolicZero):
+        return tangent
+    hw = jnp.einsum("tnh,hg->tng", primal_seq, w_dot)
+    return hw if tangent is None else tangent + hw
+
+
+def _dense(x: Any, like: Array) -> Array:
+    return jnp.zeros_like(like) if isinstance(x, SymbolicZero) else x
+
+
+# ----------------------------------------------------------------------------------------------- LSTM
+
+
+def _lstm_scan(w_h: Array, zs: Array, h0: Array, c0: Array, unroll: int, keep: bool):
+    """The LSTM forward loop; the same equations, in the same order, as ``recurrax.lstm``'s transition."""
+    hidden = w_h.shape[0]
+    is_g = (jnp.arange(4 * hidden) // hidden) == 2  # the candidate block, g, takes tanh
+
+    def body(carry, z):
+        h, c = carry
+        a = z + h @ w_h
+        # Both functions over the whole gate vector, then one select: one contiguous fusion instead of
+        # four strided ones (measured 1.3-1.5x faster loop on CPU); the values are bit-identical.
+        act = jnp.where(is_g, jnp.tanh(a), jax.nn.sigmoid(a))
+        i, f, g, o = jnp.split(act, 4, axis=-1)
+        c_new = f * c + i * g
+        h_new = o * jnp.tanh(c_new)
+        out = (h_new, c_new, act) if keep else (h_new, c_new)
+        return (h_new, c_new), out
+
+    return jax.lax.scan(body, (h0, c0), zs, unroll=unroll)[1]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
+def lstm_recurrence(w_h: Array, zs: Array, h0: Array, c0: Array, unroll: int = 1) -> tuple[Array, Array]:
+    """Runs the LSTM recurrence over projected inputs.
+
+    Args:
+      w_h: ``(H, 4H)`` recurrent weights, gate order i, f, g, o.
+      zs: ``(T, N, 4H)`` projected inputs ``x W_i + b``.
+      h0, c0: ``(N, H)`` initial state.
+      unroll: steps per loop iteration.
+
+    Returns:
+      ``(hs, cs)``, each ``(T, N, H)``: the state after every step.
+    """
+    return _lstm_scan(w_h, zs, h0, c0, unroll, keep=False)
+
+
+@functools.partial(lstm_recurrence.defjvp, symbolic_zeros=True)
+def _lstm_jvp(unroll, primals, tangents):
+    w_h, zs, h0, c0 = primals
+    dw_h, dzs, dh0, dc0 = tangents
+    hs, cs, acts = _lstm_scan(w_h, zs, h0, c0, unroll, keep=True)
+    dpre = _hoisted(None if isinstance(dzs, SymbolicZero) else dzs, _previous(h0, hs), dw_h)
+    if dpre is None:
+        dpre = jnp.zeros_like(zs)
+    # The coefficients of the linear tangent recurrence, for all steps at once (time-parallel), so the
+    # loop below is purely linear: JAX then transposes it into one dot and one fusion per step.
+    i, f, g, o = jnp.split(acts, 4, axis=-1)
+    tc = jnp.tanh(cs)
+    k = jnp.concatenate([i * (1 - i) * g, f * (1 - f) * _previous(c0, cs), i * (1 - g * g), o * (1 - o) * tc], -1)
+    b = o * (1 - tc * tc)
+
+    def body(carry, inputs):
+        dh, dc = carry
+        da, k_t, f_t, b_t = inputs
+        k_i, k_f, k_g, k_o = jnp.split(k_t * (da + dh @ w_h), 4, axis=-1)
+        dc_new = k_i + k_f + k_g + f_t * dc
+        dh_new = k_o + b_t * dc_new
+        return (dh_new, dc_new), (dh_new, dc_new)
+
+    carry0 = (_dense(dh0, h0), _dense(dc0, c0))
+    _, (dhs, dcs) = jax.lax.scan(body, carry0, (dpre, k, f, b), unroll=unroll)
+    return (hs, cs), (dhs, dcs)
+
+
+# ------------------------------------------------------------------------------------------------ GRU
+
+
+def _gru_scan(w_h: Array, b_hn: Array, zs: Array, h0: Array, unroll: int, keep: bool):
+    """The GRU (reset-after) forward loop; the same equations as ``recurrax.gru``'s transition."""
+
+    def body(h, z):
+        z_r, z_z, z_n = jnp.split(z, 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(h @ w_h, 3, axis=-1)
+        r = jax.nn.sigmoid(z_r + h_r)
+        u = jax.nn.sigmoid(z_z + h_z)
+        h_n = h_n + b_hn
+        n = jnp.tanh(z_n + r * h_n)
+        h_new = (1.0 - u) * n + u * h
+        return h_new, ((h_new, jnp.concatenate([r, u, n, h_n], axis=-1)) if keep else h_new)
+
+    return jax.lax.scan(body, h0, zs, unroll=unroll)[1]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
+def gru_recurrence(w_h: Array, b_hn: Array, zs: Array, h0: Array, unroll: int = 1) -> Array:
+    """Runs the reset-after GRU recurrence over projected inputs.
+
+    Args:
+      w_h: ``(H, 3H)`` recurrent weights, gate order r, z, n.
+      b_hn: ``(H,)`` the recurrent bias of the candidate, inside the reset gate.
+      zs: ``(T, N, 3H)`` projected inputs ``x W_i + b``.
+      h0: ``(N, H)`` initial state.
+      unroll: steps per loop iteration.
+
+    Returns:
+      ``hs: (T, N, H)``, the state after every step.
+    """
+    return _gru_scan(w_h, b_hn, zs, h0, unroll, keep=False)
+
+
+@functools.partial(gru_recurrence.defjvp, symbolic_zeros=True)
+def _gru_jvp(unroll, primals, tangents):
+    w_h, b_hn, zs, h0 = primals
+    dw_h, db_hn, dzs, dh0 = tangents
+    hs, acts = _gru_scan(w_h, b_hn, zs, h0, unroll, keep=True)
+    hs_prev = _previous(h0, hs)
+    # Time-parallel coefficients of the linear tangent recurrence
+    #   dh' = k_z * dz + k_g * dg + u * dh,  dg = dh @ W_h (+ hoisted weight and bias tangents),
+    # summed over the three gate blocks, so the loop holds one dot and one fusion.
+    r, u, n, h_n = jnp.split(acts, 4, axis=-1)
+    c_n = (1.0 - u) * (1 - n * n)
+    c_r = c_n * r * (1 - r) * h_n
+    c_z = u * (1 - u) * (hs_prev - n)
+    k_g = jnp.concatenate([c_r, c_z, c_n * r], -1)
+    dgh = _hoisted(None, hs_prev, dw_h)
+    if not isinstance(db_hn, SymbolicZero):
+        db = jnp.concatenate([jnp.zeros_like(db_hn), jnp.zeros_like(db_hn), db_hn], -1)
+        dgh = db if dgh is None else dgh + db
+    e = jnp.zeros_like(zs) if dgh is None else k_g * dgh
+    if not isinstance(dzs, SymbolicZero):
+        e = e + jnp.concatenate([c_r, c_z, c_n], -1) * dzs
+
+    def body(dh, inputs):
+        e_t, k_t, u_t = inputs
+        t_r, t_z, t_n = jnp.split(e_t + k_t * (dh @ w_h), 3, axis=-1)
+        dh_new = t_r + t_z + t_n + u_t * dh
+        return dh_new, dh_new
+
+    _, dhs = jax.lax.scan(body, _dense(dh0, h0), (e, k_g, u), unroll=unroll)
+    return hs, dhs
+
+
+# -------------------------------------------------------------------------------------- the scan hook
+
+
+def sequence_transition(kind: str):
+    """The :attr:`recurrax.Cell.fused` hook for ``kind`` in ``{"lstm", "gru"}``.
+
+    The hook maps ``(params, zs: (T, *batch, G), state, unroll)`` to every state over time (leaves
+    ``(T, *batch, ...)``), equal to scanning the cell's ``transition``, or returns ``None`` where it
+    does not apply (mixed dtypes), so the caller falls back to the generic loop.
+    """
+    if kind not in ("lstm", "gru"):
+        raise ValueError(f"sequence_transition: `kind` must be 'lstm' or 'gru', got {kind!r}.")
+
+    def hook(params: Params, zs: Array, state: State, unroll: int) -> State | None:
+        w_h = params["w_h"]
+        leaves = [w_h, zs, *jax.tree.leaves(state)]
+        if kind == "gru" and "b_hn" in params:
+            leaves.append(params["b_hn"])
+        if len({jnp.result_type(x) for x in leaves}) != 1 or zs.shape[0] == 0:
+            return None
+        steps, batch = zs.shape[0], zs.shape[1:-1]
+        unroll = steps if unroll is True else max(int(unroll), 1)
+        flat = lambda a: a.reshape((-1, a.shape[-1]))  # noqa: E731
+        zs_flat = zs.reshape((steps, -1, zs.shape[-1]))
+        unflat = lambda a: a.reshape((steps, *batch, a.shape[-1]))  # noqa: E731
+        if kind == "lstm":
+            hs, cs = lstm_recurrence(w_h, zs_flat, flat(state.h), flat(state.c), unroll)
+            return LSTMState(h=unflat(hs), c=unflat(cs))
+        b_hn = params.get("b_hn", jnp.zeros((w_h.shape[0],), w_h.dtype))
+        return RNNState(h=unflat(gru_recurrence(w_h, b_hn, zs_flat, flat(state.h), unroll)))
+
+    return hook
