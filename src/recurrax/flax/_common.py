@@ -1,0 +1,68 @@
+"""The one call both adapters make: run a cell (or layer) over ``xs``, plus the initial-state helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from recurrax.core import Array, Cell, Params, PRNGKey, State
+from recurrax.layers import Layer
+from recurrax.scan import reverse_sequences, scan
+
+
+def check_cell(adapter: str, cell: Any, unroll: int | bool, remat: bool) -> None:
+    """Raises unless ``cell`` is a Cell or a Layer (whose own ``unroll``/``remat`` are fixed when it is built)."""
+    if not isinstance(cell, (Cell, Layer)):
+        raise TypeError(f"{adapter}: `cell` must be a recurrax.Cell or recurrax.Layer, got {type(cell).__name__}.")
+    if isinstance(cell, Layer) and (unroll != 1 or remat):
+        raise ValueError(
+            f"{adapter}: `unroll`/`remat` apply to a Cell; for the layer {cell.name!r} pass them to "
+            f"rx.stacked / rx.bidirectional instead (got unroll={unroll!r}, remat={remat!r})."
+        )
+
+
+def batch_shape(xs: Array, time_major: bool) -> tuple[int, ...]:
+    """The batch dims of ``xs: (*batch, T, I)`` (or ``(T, *batch, I)`` time-major)."""
+    return tuple(xs.shape[1:-1]) if time_major else tuple(xs.shape[:-2])
+
+
+def unbatched_initial_state(cell: Cell | Layer, params: Params) -> State:
+    """The zeros state with no batch dims: the starting value of a learnable initial state."""
+    return cell.initial_state(params, ())
+
+
+def broadcast_state(state: State, shape: tuple[int, ...]) -> State:
+    """Broadcasts an unbatched state to the batch ``shape``."""
+    return jax.tree.map(lambda s: jnp.broadcast_to(s, (*shape, *s.shape)), state)
+
+
+def run(
+    cell: Cell | Layer,
+    params: Params,
+    xs: Array,
+    state: State | None,
+    *,
+    lengths: Array | None,
+    reverse: bool,
+    time_major: bool,
+    unroll: int | bool,
+    remat: bool,
+    key: PRNGKey | None,
+) -> tuple[State, Array]:
+    """``recurrax.scan`` for a Cell, ``layer.apply`` for a Layer (``key`` drives its dropout).
+
+    A layer has no ``reverse`` of its own, so it is given the valid part of each sequence reversed
+    and its outputs are flipped back, which is what ``scan(..., reverse=True)`` means for a cell.
+    """
+    if isinstance(cell, Cell):
+        return scan(
+            cell, params, xs, state, lengths=lengths, reverse=reverse, time_major=time_major, unroll=unroll, remat=remat
+        )
+    if not reverse:
+        return cell.apply(params, xs, state, lengths=lengths, key=key, time_major=time_major)
+    xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
+    final, ys = cell.apply(params, reverse_sequences(xs_tm, lengths), state, lengths=lengths, key=key, time_major=True)
+    ys = reverse_sequences(ys, lengths)
+    return final, (ys if time_major else jnp.moveaxis(ys, 0, -2))

@@ -1,0 +1,102 @@
+"""A recurrax cell or layer as a ``flax.linen`` module.
+
+Example::
+
+    import flax.linen as nn
+    import recurrax as rx
+    from recurrax.flax.linen import RNN
+
+    class Tagger(nn.Module):
+        @nn.compact
+        def __call__(self, xs, lengths):
+            ys = RNN(rx.bidirectional(rx.lstm(64), rx.lstm(64)))(xs, lengths=lengths)
+            return nn.Dense(10)(ys)
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+
+from recurrax.core import Array, Cell, State
+from recurrax.flax import _common
+from recurrax.layers import Layer
+
+
+class RNN(nn.Module):
+    """Runs a recurrax :class:`~recurrax.Cell` (or :class:`~recurrax.Layer`) over a sequence.
+
+    The params are one Flax param, ``"cell"``, holding exactly the pytree ``cell.init(key, I)``
+    returns (``I = xs.shape[-1]`` at init), so they can be converted, inspected or passed to
+    :func:`recurrax.scan` directly. A Cell runs with :func:`recurrax.scan`; a Layer (from
+    :func:`recurrax.stacked` / :func:`recurrax.bidirectional`) with its ``apply``, whose dropout
+    draws its key from Flax's ``"dropout"`` rng stream when ``deterministic=False``.
+
+    Attributes:
+      cell: a Cell or a Layer.
+      time_major: whether ``xs`` is ``(T, *batch, I)`` rather than ``(*batch, T, I)``.
+      unroll: steps per loop iteration (Cells only; give a Layer its own at construction).
+      remat: recompute each step in the backward pass (Cells only).
+      return_state: return ``(final_state, ys)`` instead of ``ys``.
+      learnable_initial_state: learn the initial state as a second param, ``"initial_state"``
+        (zeros at init, unbatched, broadcast over the batch); used when no ``initial_state`` is
+        passed (Flax issue #868).
+      input_size: when set, ``xs`` must have this many features (checked at init and apply).
+    """
+
+    cell: Cell | Layer
+    time_major: bool = False
+    unroll: int | bool = 1
+    remat: bool = False
+    return_state: bool = False
+    learnable_initial_state: bool = False
+    input_size: int | None = None
+
+    @nn.compact
+    def __call__(
+        self,
+        xs: Array,
+        *,
+        initial_state: State | None = None,
+        lengths: Array | None = None,
+        reverse: bool = False,
+        deterministic: bool = True,
+    ) -> Array | tuple[State, Array]:
+        """Runs the cell over ``xs``.
+
+        Args:
+          xs: ``(*batch, T, I)`` (``(T, *batch, I)`` with ``time_major``).
+          initial_state: a state with batch shape ``batch``; zeros (or the learned one) when None.
+          lengths: integer ``(*batch,)`` valid lengths of right-padded sequences.
+          reverse: run from each sequence's last valid step to its first; outputs keep time order.
+          deterministic: no dropout when True; else a Layer's dropout uses the ``"dropout"`` rng.
+
+        Returns:
+          ``ys: (*batch, T, O)``, or ``(final_state, ys)`` with ``return_state``.
+        """
+        name = f"recurrax.flax.linen.RNN({getattr(self.cell, 'name', '?')})"
+        _common.check_cell(name, self.cell, self.unroll, self.remat)
+        if xs.ndim < 2:
+            raise ValueError(f"{name}: `xs` must have shape (*batch, T, I) (or (T, I)), got {tuple(xs.shape)}.")
+        features = xs.shape[-1]
+        if self.input_size is not None and features != self.input_size:
+            raise ValueError(
+                f"{name}: `xs` has {features} features but the module was built with input_size={self.input_size}."
+            )
+        params = self.param("cell", lambda key: self.cell.init(key, features))
+        if initial_state is None and self.learnable_initial_state:
+            initial_state = self.param("initial_state", lambda _: _common.unbatched_initial_state(self.cell, params))
+            initial_state = _common.broadcast_state(initial_state, _common.batch_shape(xs, self.time_major))
+        key = None if deterministic or isinstance(self.cell, Cell) else self.make_rng("dropout")
+        final, ys = _common.run(
+            self.cell,
+            params,
+            xs,
+            initial_state,
+            lengths=lengths,
+            reverse=reverse,
+            time_major=self.time_major,
+            unroll=self.unroll,
+            remat=self.remat,
+            key=key,
+        )
+        return (final, ys) if self.return_state else ys
