@@ -55,6 +55,9 @@ class Cell(NamedTuple):
       transition: ``(params, state, z[*batch, G]) -> state``, the sequential part.
       output: ``state -> h``, what the next layer sees.
       name: a short name used in error messages.
+      fused: optional fast path ``(params, zs[T, *batch, G], state, unroll) -> states[T, *batch, ...]``
+        equal to scanning ``transition`` over the projected inputs ``zs`` (every state over time), or
+        returning ``None`` where it does not apply; :func:`recurrax.scan` uses it when present.
     """
 
     init: Callable[[PRNGKey, int], Params]
@@ -64,6 +67,7 @@ class Cell(NamedTuple):
     transition: Callable[[Params, State, Array], State]
     output: Callable[[State], Array]
     name: str = "cell"
+    fused: Callable[[Params, Array, State, Any], State | None] | None = None
 
 
 def make_cell(
@@ -75,6 +79,7 @@ def make_cell(
     transition: Callable[[Params, State, Array], State],
     input_size: Callable[[Params], int],
     output: Callable[[State], Array] = lambda state: state.h,
+    fused: Callable[[Params, Array, State, Any], State | None] | None = None,
 ) -> Cell:
     """Builds a :class:`Cell`, adding the argument checks every cell shares.
 
@@ -102,6 +107,7 @@ def make_cell(
         transition=transition,
         output=output,
         name=name,
+        fused=fused,
     )
 
 

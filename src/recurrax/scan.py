@@ -83,9 +83,18 @@ def scan(
             out = _where(valid, out, jnp.zeros_like(out))
         return new, ((out, new) if return_states else out)
 
-    if remat:
-        body = jax.checkpoint(body)
-    final, ys = jax.lax.scan(body, state, (zs, jnp.arange(num_steps)), unroll=unroll, reverse=reverse and not flip)
+    states = None
+    if cell.fused is not None and lengths is None and not remat and num_steps:
+        # The cell's sequence-level fast path (same values, hand-written derivative); None where it does not apply.
+        states = cell.fused(params, jnp.flip(zs, 0) if reverse else zs, state, unroll)
+    if states is not None:
+        final = jax.tree.map(lambda s: s[-1], states)
+        states = jax.tree.map(lambda s: jnp.flip(s, 0), states) if reverse else states
+        ys = (cell.output(states), states) if return_states else cell.output(states)
+    else:
+        if remat:
+            body = jax.checkpoint(body)
+        final, ys = jax.lax.scan(body, state, (zs, jnp.arange(num_steps)), unroll=unroll, reverse=reverse and not flip)
 
     outputs, states = ys if return_states else (ys, None)
     if flip:

@@ -7,6 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from recurrax import fused as _fused
 from recurrax import init as _init
 from recurrax.cells import _common
 from recurrax.cells._common import check_size, gate_params, matmul, zeros_state
@@ -126,6 +127,7 @@ def lstm(
             h_new = matmul(h_new, params["w_proj"], dtype)
         return LSTMState(h=h_new.astype(h.dtype), c=c_new.astype(c.dtype))
 
+    plain = not (peephole or layer_norm) and proj_size is None and cell_clip is None and dtype is None
     return make_cell(
         name,
         init=init_fn,
@@ -133,4 +135,6 @@ def lstm(
         project=project,
         transition=transition,
         input_size=lambda params: params["w_i"].shape[0],
+        # The plain variant also runs as one sequence-level recurrence with a hand-written derivative.
+        fused=_fused.sequence_transition("lstm") if plain else None,
     )
