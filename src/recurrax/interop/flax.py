@@ -1,0 +1,214 @@
+"""Exact weight conversion to and from Flax's recurrent cells.
+
+Flax keeps one kernel (and bias) per gate; recurrax keeps the gate blocks side by side in one
+matrix, in the same order (i, f, g, o for the LSTM; r, z, n for the GRU), so conversion is a
+concatenation. Flax's LSTM puts the bias on the recurrent side (``h{g}/bias``), its GRU on the input
+side plus ``hn/bias``, which is recurrax's ``b_hn``: the sums are what both compute.
+
+Supported:
+  * ``flax.linen.LSTMCell`` and ``flax.linen.OptimizedLSTMCell`` (same param names), to and from;
+  * ``flax.linen.GRUCell``, to and from;
+  * ``flax.nnx.LSTMCell``, ``flax.nnx.OptimizedLSTMCell`` and ``flax.nnx.GRUCell``, from. The NNX
+    ``GRUCell`` has no recurrent bias on the candidate (flax#5594); its conversion has ``b_hn = 0``,
+    which is exactly what it computes.
+
+Only the default activations (``gate_fn=sigmoid``, ``activation_fn=tanh``) have a recurrax cell;
+anything else raises. Flax's carry is ``(c, h)``; recurrax's state is ``LSTMState(h, c)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from recurrax.cells.gru import gru
+from recurrax.cells.lstm import lstm
+from recurrax.core import Cell, Params
+
+_LSTM_GATES = ("i", "f", "g", "o")
+_GRU_GATES = ("r", "z", "n")
+_LINEN = {nn.LSTMCell: "lstm", nn.OptimizedLSTMCell: "lstm", nn.GRUCell: "gru"}
+_NNX = {nnx.LSTMCell: "lstm", nnx.OptimizedLSTMCell: "lstm", nnx.GRUCell: "gru"}
+
+
+def from_linen(module: nn.Module, variables: Mapping[str, Any]) -> tuple[Cell, Params]:
+    """Converts the variables of a ``flax.linen`` ``LSTMCell``, ``OptimizedLSTMCell`` or ``GRUCell``.
+
+    Args:
+      module: the Flax cell (its type, ``features``, activations and dtypes are read).
+      variables: ``module.init(...)``'s result, or its ``"params"`` entry.
+
+    Returns:
+      ``(cell, params)``: ``recurrax.lstm(H, forget_bias=0)`` or ``recurrax.gru(H)`` and params
+      that compute what the Flax cell computes.
+    """
+    kind = _kind(module, _LINEN, "from_linen")
+    source = f"flax.linen.{type(module).__name__}"
+    params = variables.get("params", variables)
+    hidden = module.features
+    if kind == "lstm":
+        _check_keys(source, params, [f"{side}{g}" for side in "ih" for g in _LSTM_GATES])
+        out = {
+            "w_i": _cat(source, params, [(f"i{g}", "kernel") for g in _LSTM_GATES], (None, hidden)),
+            "w_h": _cat(source, params, [(f"h{g}", "kernel") for g in _LSTM_GATES], (hidden, hidden)),
+            "b": _cat(source, params, [(f"h{g}", "bias") for g in _LSTM_GATES], (hidden,)),
+        }
+    else:
+        _check_keys(source, params, [f"{side}{g}" for side in "ih" for g in _GRU_GATES])
+        out = {
+            "w_i": _cat(source, params, [(f"i{g}", "kernel") for g in _GRU_GATES], (None, hidden)),
+            "w_h": _cat(source, params, [(f"h{g}", "kernel") for g in _GRU_GATES], (hidden, hidden)),
+            "b": _cat(source, params, [(f"i{g}", "bias") for g in _GRU_GATES], (hidden,)),
+            "b_hn": jnp.asarray(_take(source, params, ("hn", "bias"), (hidden,))),
+        }
+    return _cell(kind, module), out
+
+
+def to_linen(module: nn.Module, params: Params) -> dict[str, Any]:
+    """Converts recurrax LSTM/GRU params to the variables of a ``flax.linen`` cell.
+
+    Args:
+      module: the target ``LSTMCell``, ``OptimizedLSTMCell`` or ``GRUCell``.
+      params: of ``recurrax.lstm(H)`` (no peepholes, projection or layer norm) or of
+        ``recurrax.gru(H, reset_after=True)``; a missing ``b`` (``use_bias=False``) becomes zeros.
+        A ``cell_clip`` is not visible in params and is not carried over.
+
+    Returns:
+      ``{"params": {...}}`` for ``module.apply``.
+    """
+    kind = _kind(module, _LINEN, "to_linen")
+    source = f"recurrax.{kind} params"
+    hidden, gates = module.features, (_LSTM_GATES if kind == "lstm" else _GRU_GATES)
+    allowed = {"w_i", "w_h", "b"} | ({"b_hn"} if kind == "gru" else set())
+    extra = sorted(set(params) - allowed)
+    if extra:
+        raise ValueError(
+            f"to_linen: flax.linen.{type(module).__name__} has no equivalent of `{extra[0]}` "
+            f"(params with keys {sorted(params)}); only {sorted(allowed)} convert."
+        )
+    w_i = _take(source, params, ("w_i",), (None, len(gates) * hidden))
+    w_h = _take(source, params, ("w_h",), (hidden, len(gates) * hidden))
+    if "b" in params:
+        b = _take(source, params, ("b",), (len(gates) * hidden,))
+    else:
+        b = np.zeros((len(gates) * hidden,), w_h.dtype)
+    if kind == "gru" and "b" in params and "b_hn" not in params:
+        raise ValueError(
+            "to_linen: `b_hn` is missing: these look like params of rx.gru(reset_after=False), "
+            "which flax.linen.GRUCell (reset after) cannot compute."
+        )
+    split = lambda w: np.split(w, len(gates), axis=-1)  # noqa: E731
+    out: dict[str, Any] = {}
+    for g, k_i, k_h, b_g in zip(gates, split(w_i), split(w_h), split(b)):
+        if kind == "lstm":
+            out[f"i{g}"] = {"kernel": k_i}
+            out[f"h{g}"] = {"kernel": k_h, "bias": b_g}
+        else:
+            out[f"i{g}"] = {"kernel": k_i, "bias": b_g}
+            out[f"h{g}"] = {"kernel": k_h}
+    if kind == "gru":
+        b_hn = _take(source, params, ("b_hn",), (hidden,)) if "b_hn" in params else np.zeros_like(b[:hidden])
+        out["hn"]["bias"] = b_hn
+    return {"params": jax.tree.map(jnp.asarray, out)}
+
+
+def from_nnx(module: nnx.Module) -> tuple[Cell, Params]:
+    """Converts a ``flax.nnx`` ``LSTMCell``, ``OptimizedLSTMCell`` or ``GRUCell``.
+
+    Returns:
+      ``(cell, params)`` computing what ``module`` computes; for ``nnx.GRUCell`` ``b_hn`` is zeros
+      (it has no recurrent candidate bias, flax#5594).
+    """
+    kind = _kind(module, _NNX, "from_nnx")
+    source = f"flax.nnx.{type(module).__name__}"
+    hidden = module.hidden_features
+    if isinstance(module, nnx.LSTMCell):
+        # The per-gate layout of linen; `if` is a keyword, so NNX names that gate `if_`.
+        variables = {
+            side + g: _nnx_linear(getattr(module, side + g + ("_" if side + g == "if" else "")))
+            for side in "ih"
+            for g in _LSTM_GATES
+        }
+        return _cell(kind, module), from_linen(nn.LSTMCell(hidden), variables)[1]
+    gates = 4 if kind == "lstm" else 3
+    layers = {"dense_i": _nnx_linear(module.dense_i), "dense_h": _nnx_linear(module.dense_h)}
+    bias_side = "dense_h" if kind == "lstm" else "dense_i"
+    params = {
+        "w_i": _take(source, layers, ("dense_i", "kernel"), (None, gates * hidden)),
+        "w_h": _take(source, layers, ("dense_h", "kernel"), (hidden, gates * hidden)),
+        "b": _take(source, layers, (bias_side, "bias"), (gates * hidden,)),
+    }
+    if kind == "gru":
+        params["b_hn"] = np.zeros((hidden,), params["w_h"].dtype)  # what NNX computes: no candidate bias
+    return _cell(kind, module), jax.tree.map(jnp.asarray, params)
+
+
+def _kind(module: Any, kinds: dict[type, str], fn: str) -> str:
+    """``"lstm"`` or ``"gru"`` for a supported Flax cell with the default activations; raises otherwise."""
+    kind = kinds.get(type(module))
+    if kind is None:
+        names = ", ".join(sorted(t.__module__.split(".")[1] + "." + t.__name__ for t in kinds))
+        raise TypeError(f"{fn}: expected one of {names}, got {type(module).__name__}.")
+    for option, default in (("gate_fn", jax.nn.sigmoid), ("activation_fn", jnp.tanh)):
+        if getattr(module, option) is not default:
+            raise ValueError(
+                f"{fn}: {type(module).__name__} has a non-default `{option}` ({getattr(module, option)!r}); "
+                f"recurrax's {kind} computes with {default.__name__}."
+            )
+    return kind
+
+
+def _cell(kind: str, module: Any) -> Cell:
+    """The recurrax cell computing what the Flax ``module`` computes (bias already in the params)."""
+    hidden = module.features if isinstance(module, nn.Module) else module.hidden_features
+    dtypes = {"param_dtype": module.param_dtype, "dtype": module.dtype}
+    return lstm(hidden, forget_bias=0.0, **dtypes) if kind == "lstm" else gru(hidden, reset_after=True, **dtypes)
+
+
+def _check_keys(source: str, params: Mapping[str, Any], expected: list[str]) -> None:
+    missing = [k for k in expected if k not in params]
+    extra = sorted(set(params) - set(expected))
+    if missing or extra:
+        what = f"missing `{missing[0]}`" if missing else f"unexpected `{extra[0]}`"
+        raise ValueError(f"{source}: {what}; expected the submodules {expected}, got {sorted(params)}.")
+
+
+def _take(source: str, tree: Mapping[str, Any], path: tuple[str, ...], shape: tuple[int | None, ...]) -> np.ndarray:
+    """``tree[path]`` as a NumPy array, checked against ``shape`` (``None`` matches any size)."""
+    node: Any = tree
+    for depth, key in enumerate(path):
+        if not isinstance(node, Mapping) or key not in node or node[key] is None:
+            raise ValueError(f"{source}: missing `{'/'.join(path[: depth + 1])}`.")
+        node = node[key]
+    value = np.asarray(node)
+    if value.ndim != len(shape) or any(want is not None and want != got for want, got in zip(shape, value.shape)):
+        want = tuple("I" if s is None else s for s in shape)
+        raise ValueError(f"{source}: `{'/'.join(path)}` must have shape {want}, got {value.shape}.")
+    return value
+
+
+def _cat(
+    source: str, tree: Mapping[str, Any], paths: list[tuple[str, ...]], shape: tuple[int | None, ...]
+) -> jax.Array:
+    """The arrays at ``paths`` side by side along the last axis; all must share one shape."""
+    parts = [_take(source, tree, path, shape) for path in paths]
+    for path, part in zip(paths[1:], parts[1:]):
+        if part.shape != parts[0].shape:
+            raise ValueError(
+                f"{source}: `{'/'.join(path)}` has shape {part.shape}, but `{'/'.join(paths[0])}` has {parts[0].shape}."
+            )
+    return jnp.asarray(np.concatenate(parts, axis=-1))
+
+
+def _nnx_linear(layer: nnx.Linear) -> dict[str, Any]:
+    """``{"kernel": ..., "bias": ...}`` of an ``nnx.Linear`` (no ``bias`` entry when it has none)."""
+    out = {"kernel": layer.kernel[...]}
+    if getattr(layer, "bias", None) is not None:
+        out["bias"] = layer.bias[...]
+    return out
