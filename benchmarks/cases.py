@@ -1,0 +1,109 @@
+"""What is measured: cells x sizes x modes, grouped in suites, and the filters that pick from them."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+CELLS = ("lstm", "gru", "elman", "lstm2")
+"""``lstm2`` is a two-layer stacked LSTM."""
+
+MODES = ("fwd", "fwd+bwd", "step")
+"""``fwd``: outputs of a whole sequence; ``fwd+bwd``: gradient of ``sum(outputs)`` w.r.t. params and
+inputs; ``step``: one-step latency (online use)."""
+
+GATES = {"lstm": 4, "gru": 3, "elman": 1, "lstm2": 4}
+LAYERS = {"lstm": 1, "gru": 1, "elman": 1, "lstm2": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """Batch ``B``, steps ``T``, input features ``I`` and hidden units ``H``."""
+
+    batch: int
+    steps: int
+    inputs: int
+    hidden: int
+
+    @property
+    def label(self) -> str:
+        return f"b{self.batch}-t{self.steps}-i{self.inputs}-h{self.hidden}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One cell at one size."""
+
+    cell: str
+    size: Size
+
+    @property
+    def label(self) -> str:
+        return f"{self.cell}/{self.size.label}"
+
+    @property
+    def layers(self) -> int:
+        return LAYERS[self.cell]
+
+    def flops(self, mode: str) -> float:
+        """``2 * gates * H * (I + H) * B * T`` per layer (``T = 1`` for ``step``); ``fwd+bwd`` counts 3x."""
+        s = self.size
+        steps = 1 if mode == "step" else s.steps
+        total = 0.0
+        for layer in range(self.layers):
+            inputs = s.inputs if layer == 0 else s.hidden
+            total += 2.0 * GATES[self.cell] * s.hidden * (inputs + s.hidden) * s.batch * steps
+        return 3.0 * total if mode == "fwd+bwd" else total
+
+
+_CPU_SIZES = (
+    Size(1, 1000, 64, 64),
+    Size(1, 15, 250, 200),
+    Size(32, 128, 256, 256),
+    Size(16, 150, 256, 256),
+    Size(64, 100, 512, 512),
+)
+_DEEPBENCH = (*(Size(b, 25, h, h) for h in (512, 1024, 2048) for b in (16, 64, 128)), Size(16, 1024, 768, 768))
+
+SUITES: dict[str, tuple[Case, ...]] = {
+    "cpu": (
+        *(Case(c, s) for c in ("lstm", "gru", "elman") for s in _CPU_SIZES),
+        Case("lstm2", Size(32, 100, 256, 256)),
+    ),
+    "gpu": tuple(Case(c, s) for c in ("lstm", "gru") for s in _DEEPBENCH),
+    "smoke": tuple(Case(c, Size(2, 5, 4, 8)) for c in CELLS),
+}
+"""The issue's default CPU matrix, the GPU (DeepBench) matrix and a tiny one for tests."""
+
+
+def select(
+    suite: str,
+    *,
+    cells: Sequence[str] | None = None,
+    sizes: Sequence[str] | None = None,
+    modes: Sequence[str] | None = None,
+) -> tuple[tuple[Case, ...], tuple[str, ...]]:
+    """The cases of ``suite`` restricted to ``cells`` and size labels ``sizes``, and the ``modes``.
+
+    Raises ``ValueError`` naming the valid choices for an unknown suite, cell, size or mode, and when
+    the filters leave nothing to run.
+    """
+    _check("suite", [suite], SUITES)
+    cases = SUITES[suite]
+    if cells:
+        _check("cell", cells, CELLS)
+        cases = tuple(c for c in cases if c.cell in cells)
+    if sizes:
+        _check("size", sizes, sorted({c.size.label for c in SUITES[suite]}), where=f" in suite {suite!r}")
+        cases = tuple(c for c in cases if c.size.label in sizes)
+    if modes:
+        _check("mode", modes, MODES)
+    if not cases:
+        raise ValueError(f"no case of suite {suite!r} has cell in {list(cells or [])} and size in {list(sizes or [])}.")
+    return cases, tuple(modes or MODES)
+
+
+def _check(what: str, given: Sequence[str], valid, where: str = "") -> None:
+    unknown = [g for g in given if g not in valid]
+    if unknown:
+        raise ValueError(f"unknown {what} {', '.join(map(repr, unknown))}{where}; valid: {', '.join(valid)}.")
