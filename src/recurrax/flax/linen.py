@@ -2,7 +2,10 @@
 
 Example::
 
-    import flax.linen as nn
+    from typing import Any
+
+import flax.linen as nn
+import jax
     import recurrax as rx
     from recurrax.flax.linen import RNN
 
@@ -15,7 +18,10 @@ Example::
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
+import jax
 
 from recurrax.core import Array, Cell, State
 from recurrax.flax import _common
@@ -82,6 +88,8 @@ class RNN(nn.Module):
             raise ValueError(
                 f"{name}: `xs` has {features} features but the module was built with input_size={self.input_size}."
             )
+        if self.has_variable("params", "cell"):
+            _check_params_fit(name, self.cell, self.get_variable("params", "cell"), features)
         params = self.param("cell", lambda key: self.cell.init(key, features))
         if initial_state is None and self.learnable_initial_state:
             initial_state = self.param("initial_state", lambda _: _common.unbatched_initial_state(self.cell, params))
@@ -100,3 +108,18 @@ class RNN(nn.Module):
             key=key,
         )
         return (final, ys) if self.return_state else ys
+
+
+def _check_params_fit(name: str, cell: Cell | Layer, params: Any, features: int) -> None:
+    """Raises, naming both sizes, when ``params`` were not made for inputs of ``features`` features."""
+    want = jax.eval_shape(lambda key: cell.init(key, features), jax.random.key(0))
+    got_leaves, got_tree = jax.tree_util.tree_flatten_with_path(params)
+    if got_tree != jax.tree.structure(want):
+        return  # not a shape question; let the driver report it
+    for (path, got), expected in zip(got_leaves, jax.tree.leaves(want)):
+        if tuple(got.shape) != tuple(expected.shape):
+            raise ValueError(
+                f"{name}: `xs` has {features} features, but the params were made for another input size: "
+                f"`cell{jax.tree_util.keystr(path)}` has shape {tuple(got.shape)}, inputs of {features} "
+                f"features need {tuple(expected.shape)}."
+            )
