@@ -158,7 +158,7 @@ def test_nnx_trains_with_jit_grad_and_optimizer():
 
     grads = nnx.grad(loss_fn)(module)
     want = jax.grad(direct_loss)(module.cell_params())
-    got = grads["params"].to_pure_dict()
+    got = nnx.to_pure_dict(grads["params"])
     chex.assert_trees_all_close(got, want, atol=1e-6)
 
     optimizer = nnx.Optimizer(module, optax.adam(3e-2), wrt=nnx.Param)

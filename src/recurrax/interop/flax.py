@@ -92,8 +92,8 @@ def to_linen(module: nn.Module, params: Params) -> dict[str, Any]:
             f"to_linen: flax.linen.{type(module).__name__} has no equivalent of `{extra[0]}` "
             f"(params with keys {sorted(params)}); only {sorted(allowed)} convert."
         )
-    w_i = _take(source, params, ("w_i",), (None, len(gates) * hidden))
     w_h = _take(source, params, ("w_h",), (hidden, len(gates) * hidden))
+    w_i = _take(source, params, ("w_i",), (None, len(gates) * hidden))
     if "b" in params:
         b = _take(source, params, ("b",), (len(gates) * hidden,))
     else:
@@ -188,7 +188,7 @@ def _take(source: str, tree: Mapping[str, Any], path: tuple[str, ...], shape: tu
         node = node[key]
     value = np.asarray(node)
     if value.ndim != len(shape) or any(want is not None and want != got for want, got in zip(shape, value.shape)):
-        want = tuple("I" if s is None else s for s in shape)
+        want = "(" + ", ".join("I" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
         raise ValueError(f"{source}: `{'/'.join(path)}` must have shape {want}, got {value.shape}.")
     return value
 
