@@ -1,0 +1,183 @@
+"""The sequence-level LSTM/GRU fast path (recurrax.fused): values, derivatives and scan semantics.
+
+References: the cell equations re-written in NumPy (values), numerical differences via
+``jax.test_util.check_grads`` (derivatives, forward and reverse mode, float64), and JAX autodiff of
+the plain per-step scan, ``cell._replace(fused=None)`` (gradients to 1e-5, every scan option).
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import recurrax as rx
+from recurrax import fused
+
+B, T, I, H = 3, 6, 4, 5
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _numpy_lstm(p, xs):
+    h = np.zeros((xs.shape[0], H))
+    c = np.zeros((xs.shape[0], H))
+    hs = []
+    for t in range(xs.shape[1]):
+        a = xs[:, t] @ p["w_i"] + p["b"] + h @ p["w_h"]
+        i, f, g, o = np.split(a, 4, axis=-1)
+        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        h = _sigmoid(o) * np.tanh(c)
+        hs.append(h)
+    return np.stack(hs, 1), c
+
+
+def _numpy_gru(p, xs):
+    h = np.zeros((xs.shape[0], H))
+    hs = []
+    for t in range(xs.shape[1]):
+        zr, zz, zn = np.split(xs[:, t] @ p["w_i"] + p["b"], 3, axis=-1)
+        hr, hz, hn = np.split(h @ p["w_h"], 3, axis=-1)
+        r, u = _sigmoid(zr + hr), _sigmoid(zz + hz)
+        n = np.tanh(zn + r * (hn + p["b_hn"]))
+        h = (1 - u) * n + u * h
+        hs.append(h)
+    return np.stack(hs, 1)
+
+
+def _setup(kind, **kwargs):
+    cell = getattr(rx, kind)(H, **kwargs)
+    params = cell.init(jax.random.key(0), I)
+    xs = jax.random.normal(jax.random.key(1), (B, T, I))
+    return cell, params, xs
+
+
+def _generic(cell):
+    return cell._replace(fused=None)
+
+
+def _uses_fast_path(fn, *args):
+    return "custom_jvp_call" in str(jax.make_jaxpr(fn)(*args))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_plain_cells_carry_the_hook_and_variants_do_not(kind):
+    assert getattr(rx, kind)(H).fused is not None
+    assert getattr(rx, kind)(H, dtype=jnp.bfloat16).fused is None
+    assert rx.lstm(H, peephole=True).fused is None and rx.lstm(H, proj_size=2).fused is None
+    assert rx.gru(H, reset_after=False).fused is None and rx.elman(H).fused is None
+
+
+def test_values_match_numpy_equations():
+    cell, p, xs = _setup("lstm")
+    final, ys = rx.scan(cell, p, xs)
+    want_ys, want_c = _numpy_lstm(jax.tree.map(np.asarray, p), np.asarray(xs))
+    chex.assert_trees_all_close(ys, want_ys, **TOL)
+    chex.assert_trees_all_close(final.c, want_c, **TOL)
+    cell, p, xs = _setup("gru")
+    _, ys = rx.scan(cell, p, xs)
+    chex.assert_trees_all_close(ys, _numpy_gru(jax.tree.map(np.asarray, p), np.asarray(xs)), **TOL)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_forward_values_equal_the_generic_scan(kind):
+    cell, p, xs = _setup(kind)
+    assert _uses_fast_path(lambda p, xs: rx.scan(cell, p, xs), p, xs)
+    assert not _uses_fast_path(lambda p, xs: rx.scan(_generic(cell), p, xs), p, xs)
+    chex.assert_trees_all_close(rx.scan(cell, p, xs), rx.scan(_generic(cell), p, xs), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("unroll", [1, 3])
+def test_gradients_equal_autodiff_of_the_plain_scan(kind, unroll):
+    cell, p, xs = _setup(kind)
+    state = jax.tree.map(lambda s: s + 0.3, cell.initial_state(p, (B,)))
+    weights = jax.random.normal(jax.random.key(2), (B, T, H))
+
+    def loss(c):
+        def f(p, xs, s):
+            final, ys = rx.scan(c, p, xs, s, unroll=unroll)
+            return jnp.sum(weights * ys) + sum(jnp.sum(jnp.sin(leaf)) for leaf in final)
+
+        return f
+
+    got = jax.jit(jax.grad(loss(cell), argnums=(0, 1, 2)))(p, xs, state)
+    want = jax.grad(loss(_generic(cell)), argnums=(0, 1, 2))(p, xs, state)
+    chex.assert_trees_all_close(got, want, **TOL)
+
+
+def test_check_grads_forward_and_reverse_mode_float64():
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.key(3), 4)
+        w = 0.5 * jax.random.normal(keys[0], (H, 4 * H), jnp.float64)
+        zs = jax.random.normal(keys[1], (3, 2, 4 * H), jnp.float64)
+        h0, c0 = (0.1 * jax.random.normal(k, (2, H), jnp.float64) for k in keys[2:])
+        modes = ("fwd", "rev")
+        check_grads(jax.jit(lambda *a: fused.lstm_recurrence(*a, 2)), (w, zs, h0, c0), order=1, modes=modes)
+        b_hn = 0.1 * jnp.arange(H, dtype=jnp.float64)
+        gru = jax.jit(lambda *a: fused.gru_recurrence(*a, 1))
+        check_grads(gru, (w[:, : 3 * H], b_hn, zs[..., : 3 * H], h0), order=1, modes=modes)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_forward_mode_jacobian_equals_reverse_mode(kind):
+    cell, p, xs = _setup(kind)
+    f = lambda x: rx.scan(cell, p, x)[1][-1]  # noqa: E731
+    chex.assert_trees_all_close(jax.jit(jax.jacfwd(f))(xs[0]), jax.jit(jax.jacrev(f))(xs[0]), **TOL)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(return_states=True, include_initial=True),
+        dict(reverse=True, return_states=True, include_initial=True, time_major=True),
+        dict(lengths=np.array([6, 2, 0])),
+        dict(remat=True),
+    ],
+)
+def test_scan_options_keep_their_meaning(kind, options):
+    cell, p, xs = _setup(kind)
+    if options.get("time_major"):
+        xs = jnp.moveaxis(xs, 1, 0)
+
+    def run(c):
+        return lambda p, xs: rx.scan(c, p, xs, **options)
+
+    chex.assert_trees_all_close(jax.jit(run(cell))(p, xs), run(_generic(cell))(p, xs), **TOL)
+    loss = lambda c: lambda p, xs: sum(jnp.sum(jnp.tanh(leaf)) for leaf in jax.tree.leaves(run(c)(p, xs)))  # noqa: E731
+    chex.assert_trees_all_close(jax.jit(jax.grad(loss(cell)))(p, xs), jax.grad(loss(_generic(cell)))(p, xs), **TOL)
+
+
+def test_leading_batch_dims_unbatched_and_vmap():
+    cell, p, xs = _setup("lstm")
+    xs4 = xs.reshape(1, B, T, I)
+    chex.assert_trees_all_close(rx.scan(cell, p, xs4), rx.scan(_generic(cell), p, xs4), **TOL)
+    chex.assert_trees_all_close(rx.scan(cell, p, xs[0]), rx.scan(_generic(cell), p, xs[0]), **TOL)
+    batched = jax.vmap(lambda x: rx.scan(cell, p, x)[1])(xs)
+    looped = jnp.stack([rx.scan(cell, p, x)[1] for x in xs])
+    chex.assert_trees_all_close(batched, looped, **TOL)
+
+
+def test_gru_without_bias_and_streaming_chunks():
+    cell, p, xs = _setup("gru", use_bias=False)
+    chex.assert_trees_all_close(rx.scan(cell, p, xs), rx.scan(_generic(cell), p, xs), **TOL)
+    cell, p, xs = _setup("lstm")
+    s, first = rx.scan(cell, p, xs[:, :2])
+    final, second = rx.scan(cell, p, xs[:, 2:], s)
+    want_final, want = rx.scan(cell, p, xs)
+    chex.assert_trees_all_close((final, jnp.concatenate([first, second], 1)), (want_final, want), **TOL)
+
+
+def test_hook_rejects_unknown_kind_and_declines_mixed_dtypes():
+    with pytest.raises(ValueError, match="kind"):
+        fused.sequence_transition("elman")
+    cell, p, xs = _setup("lstm")
+    hook = fused.sequence_transition("lstm")
+    zs = cell.project(p, jnp.moveaxis(xs, 1, 0))
+    state = jax.tree.map(lambda s: s.astype(jnp.bfloat16), cell.initial_state(p, (B,)))
+    assert hook(p, zs, state, 1) is None
