@@ -160,7 +160,7 @@ def test_to_linen_refuses_what_flax_cannot_compute():
     reset_before = rx.gru(H, reset_after=False).init(jax.random.key(0), I)
     with pytest.raises(ValueError, match=r"`b_hn` is missing.*reset_after=False"):
         rx_flax.to_linen(nn.GRUCell(H), reset_before)
-    with pytest.raises(ValueError, match=r"`w_h` must have shape \(3, 16\), got \(4, 16\)"):
+    with pytest.raises(ValueError, match=r"`w_h` must have shape \(3, 12\), got \(4, 16\)"):
         rx_flax.to_linen(nn.LSTMCell(H - 1), rx.lstm(H).init(jax.random.key(0), I))
     with pytest.raises(ValueError, match="`w_i`"):
         rx_flax.to_linen(nn.LSTMCell(H), {"w_h": jnp.zeros((H, 4 * H))})
