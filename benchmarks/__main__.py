@@ -26,6 +26,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--peer", action="append", dest="peers", help="only this implementation (repeatable; see --list)")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (default 20)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (default 2)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=6.0,
+        help="seconds of timed runs per measurement; slow ones get fewer runs, never under 10 (0: always --repeats)",
+    )
     p.add_argument("--out", type=pathlib.Path, default=HERE / "results", help="folder for <suite>.json and <suite>.png")
     p.add_argument("--results-md", type=pathlib.Path, default=HERE / "RESULTS.md", help="Markdown file to update")
     p.add_argument("--no-plot", action="store_true", help="skip the plot")
@@ -62,12 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         file=sys.stderr,
     )
     start = time.perf_counter()
-    records = runner.run(selected, modes, impls, repeats=args.repeats, warmup=args.warmup)
+    records = runner.run(selected, modes, impls, repeats=args.repeats, warmup=args.warmup, budget_s=args.budget)
     payload = {
         "suite": args.suite,
         "command": " ".join(["python -m benchmarks", *argv]),
         "repeats": args.repeats,
         "warmup": args.warmup,
+        "budget_s": args.budget,
         "environment": env,
         "load_average_end": environment.load_average(),
         "wall_s": time.perf_counter() - start,

@@ -40,6 +40,7 @@ class Impl:
     build: Callable[[Case, str], Prepared]
     modes: tuple[str, ...] = MODES
     needs_gpu: bool = False
+    default: bool = True
 
     def unavailable(self, case: Case, mode: str) -> str | None:
         """Why this implementation does not run ``(case, mode)`` here, or ``None`` when it does."""
@@ -285,7 +286,14 @@ def torch_threads() -> int | None:
 
 IMPLEMENTATIONS: tuple[Impl, ...] = (
     Impl("recurrax", "recurrax", ("lstm", "gru", "elman", "lstm2"), _recurrax(generic=False)),
-    Impl("recurrax (generic scan)", "recurrax", ("lstm", "gru", "lstm2"), _recurrax(generic=True), ("fwd", "fwd+bwd")),
+    Impl(
+        "recurrax (generic scan)",
+        "recurrax",
+        ("lstm", "gru", "lstm2"),
+        _recurrax(generic=True),
+        ("fwd", "fwd+bwd"),
+        default=False,
+    ),
     Impl("flax.linen LSTMCell", "flax", ("lstm", "lstm2"), _linen("LSTMCell")),
     Impl("flax.linen OptimizedLSTMCell", "flax", ("lstm", "lstm2"), _linen("OptimizedLSTMCell")),
     Impl("flax.linen GRUCell", "flax", ("gru",), _linen("GRUCell")),
@@ -299,15 +307,16 @@ IMPLEMENTATIONS: tuple[Impl, ...] = (
     Impl("jax.experimental.rnn (cuDNN)", "jax", ("lstm", "lstm2"), _cudnn, ("fwd", "fwd+bwd"), needs_gpu=True),
     Impl("GEMM floor", "jax", ("lstm", "gru", "elman", "lstm2"), _gemm_floor, ("fwd",)),
 )
-"""Every implementation, recurrax first. Equinox has no Elman cell; cuDNN's JAX binding has only the LSTM."""
+"""Every implementation, recurrax first. Equinox has no Elman cell; cuDNN's JAX binding has only the LSTM.
+``recurrax (generic scan)`` (the plain per-step scan, for before/after comparisons) runs only when named."""
 
 REFERENCE = "recurrax"
 
 
 def implementations(names: list[str] | None = None) -> tuple[Impl, ...]:
-    """The implementations named in ``names`` (all by default); unknown names raise listing the valid ones."""
+    """The implementations named in ``names`` (the default ones without); unknown names raise listing the valid ones."""
     if not names:
-        return IMPLEMENTATIONS
+        return tuple(impl for impl in IMPLEMENTATIONS if impl.default)
     valid = [impl.name for impl in IMPLEMENTATIONS]
     unknown = [n for n in names if n not in valid]
     if unknown:

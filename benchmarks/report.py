@@ -48,7 +48,8 @@ def markdown(payload: Payload) -> str:
         f"Load average (1/5/15 min) at start {env['load_average']}, at end {payload.get('load_average_end')}; "
         f"wall time {payload.get('wall_s', 0) / 60:.1f} min.",
         "",
-        f"Times are medians of {payload['repeats']} runs after {payload['warmup']} warm-up runs; ± is half the "
+        f"Times are medians of {payload['repeats']} runs after {payload['warmup']} warm-up runs (fewer, at least 10, "
+        f"where {payload.get('budget_s', 0)} s of runs would be exceeded; see n); ± is half the "
         "inter-quartile range. **ratio = recurrax time / peer time** (below 1: recurrax is faster). "
         "GFLOP/s counts 2·gates·H·(I+H)·B·T per layer (×3 for fwd+bwd, T=1 for step). "
         "Peak memory of fwd+bwd: XLA `memory_analysis` (arguments + outputs + temporaries) for JAX, "
@@ -89,7 +90,7 @@ def _summary_table(records: list[dict[str, Any]]) -> list[str]:
 
 def _case_table(records: list[dict[str, Any]]) -> list[str]:
     rat = ratios(records)
-    head = "| implementation | " + " | ".join(f"{m} ({_unit(m)})" for m in MODES)
+    head = "| implementation | " + " | ".join(f"{m} ({_unit(m)}, n)" for m in MODES)
     head += " | ratio fwd | ratio fwd+bwd | GFLOP/s fwd | GFLOP/s fwd+bwd | compile s fwd / fwd+bwd | peak fwd+bwd MB |"
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for impl in dict.fromkeys(r["impl"] for r in records):
@@ -116,7 +117,9 @@ def _time(record: dict[str, Any] | None, mode: str) -> str:
     if record["status"] != "ok":
         return record["status"]
     scale = 1e6 if mode == "step" else 1e3
-    return f"{record['median_s'] * scale:.4g} ± {(record['q3_s'] - record['q1_s']) / 2 * scale:.2g}"
+    return (
+        f"{record['median_s'] * scale:.4g} ± {(record['q3_s'] - record['q1_s']) / 2 * scale:.2g} ({record['repeats']})"
+    )
 
 
 def _num(record: dict[str, Any] | None, field: str, fmt: str) -> str:

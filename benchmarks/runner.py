@@ -21,9 +21,12 @@ def run(
     *,
     repeats: int,
     warmup: int,
+    budget_s: float = 0.0,
     log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Measures each ``(case, mode, impl)``; returns one record per measurement or non-measurement.
+
+    ``budget_s`` caps the seconds spent timing one measurement (see :func:`benchmarks.timing.measure`).
 
     A failing implementation is recorded with ``status="failed"`` and its error, and the run goes on;
     a missing package gives ``status="missing"``, a GPU-only peer off GPU ``status="skipped"``.
@@ -41,7 +44,7 @@ def run(
             record.update(status=reason.split(":")[0], error=reason)
             log(f"{prefix} {reason}")
         else:
-            record.update(_measure(case, mode, impl, repeats, warmup))
+            record.update(_measure(case, mode, impl, repeats, warmup, budget_s))
             log(f"{prefix} {_summary(record)}")
         records.append(record)
         gc.collect()
@@ -49,10 +52,10 @@ def run(
     return records
 
 
-def _measure(case: Case, mode: str, impl: Impl, repeats: int, warmup: int) -> dict[str, Any]:
+def _measure(case: Case, mode: str, impl: Impl, repeats: int, warmup: int, budget_s: float) -> dict[str, Any]:
     try:
         prepared = impl.build(case, mode)
-        stats = measure(prepared.run, repeats=repeats, warmup=warmup)
+        stats = measure(prepared.run, repeats=repeats, warmup=warmup, budget_s=budget_s)
     except Exception as err:  # a failing peer is reported, and the run goes on
         last = traceback.extract_tb(err.__traceback__)[-1]
         return {"status": "failed", "error": f"{type(err).__name__}: {err} (at {last.filename}:{last.lineno})"}
@@ -74,7 +77,9 @@ def _measure(case: Case, mode: str, impl: Impl, repeats: int, warmup: int) -> di
 def _summary(record: dict[str, Any]) -> str:
     if record["status"] != "ok":
         return f"FAILED {record['error'][:160]}"
-    text = f"{record['median_s'] * 1e3:9.3f} ms ±{(record['q3_s'] - record['q1_s']) / 2 * 1e3:.3f}"
+    text = (
+        f"{record['median_s'] * 1e3:9.3f} ms ±{(record['q3_s'] - record['q1_s']) / 2 * 1e3:.3f} (n={record['repeats']})"
+    )
     if record["compile_s"] is not None:
         text += f"  compile {record['compile_s']:.2f} s"
     return text

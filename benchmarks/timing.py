@@ -27,12 +27,24 @@ class Stats:
         return (self.q3 - self.q1) / 2 / self.median if self.median else 0.0
 
 
-def measure(run: Callable[[], Any], *, repeats: int, warmup: int) -> Stats:
-    """Calls ``run`` (which must block until its result is ready) ``warmup`` times, then times ``repeats`` calls."""
+def measure(
+    run: Callable[[], Any], *, repeats: int, warmup: int, budget_s: float = 0.0, min_repeats: int = 10
+) -> Stats:
+    """Calls ``run`` (which must block until its result is ready) ``warmup`` times, then times ``repeats`` calls.
+
+    With ``budget_s > 0`` the number of timed calls shrinks to fit the budget (judged from the last
+    warm-up call), but never below ``min(min_repeats, repeats)``: it keeps the largest cases of a
+    suite from dominating its wall time.
+    """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"measure: need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}.")
+    last = 0.0
     for _ in range(warmup):
+        start = time.perf_counter()
         run()
+        last = time.perf_counter() - start
+    if budget_s > 0 and last > 0:
+        repeats = max(min(repeats, min_repeats), min(repeats, int(budget_s / last)))
     times = np.empty(repeats)
     for k in range(repeats):
         start = time.perf_counter()

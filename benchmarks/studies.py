@@ -1,0 +1,182 @@
+"""Focused experiments behind the speed work, each printed as a Markdown table and saved as JSON.
+
+python -m benchmarks.studies unroll      # loop unroll per path (fused / generic), fwd and fwd+bwd
+python -m benchmarks.studies precision   # bf16 matmuls + float32 state against float32, 1,000 steps
+python -m benchmarks.studies remat       # peak memory and time of fwd+bwd at T = 4,096
+python -m benchmarks.studies hlo         # ops per step in the compiled loop bodies
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import re
+import sys
+from collections.abc import Callable, Sequence
+
+from benchmarks import environment
+from benchmarks.timing import compile_jax, measure
+
+HERE = pathlib.Path(__file__).parent
+
+
+def _time(fn: Callable, args: tuple, repeats: int) -> tuple[float, float, int | None]:
+    """``(median seconds, compile seconds, XLA peak bytes)`` of ``jit(fn)(*args)``."""
+    import jax
+
+    compiled, seconds, peak = compile_jax(fn, *args)
+    stats = measure(lambda: jax.block_until_ready(compiled(*args)), repeats=repeats, warmup=2)
+    return stats.median, seconds, peak
+
+
+def _problem(kind: str, batch: int, steps: int, size: int, **cell_kwargs):
+    import jax
+
+    import recurrax as rx
+
+    cell = getattr(rx, kind)(size, **cell_kwargs)
+    params = cell.init(jax.random.key(0), size)
+    xs = jax.random.normal(jax.random.key(1), (batch, steps, size))
+    return cell, params, xs
+
+
+def _fwd(cell, **kw):
+    import recurrax as rx
+
+    return lambda p, xs: rx.scan(cell, p, xs, **kw)[1]
+
+
+def _fwd_bwd(cell, **kw):
+    import jax
+    import jax.numpy as jnp
+
+    return jax.grad(lambda p, xs: jnp.sum(_fwd(cell, **kw)(p, xs)), argnums=(0, 1))
+
+
+def unroll(repeats: int) -> tuple[list[str], list[dict]]:
+    rows, lines = [], ["| cell | size | path | unroll | fwd ms | fwd+bwd ms |", "|---|---|---|---|---|---|"]
+    for kind, (b, t, h) in [("lstm", (32, 128, 256)), ("gru", (32, 128, 256)), ("lstm", (1, 1000, 64))]:
+        cell, p, xs = _problem(kind, b, t, h)
+        for path, c in [("fused", cell), ("generic", cell._replace(fused=None))]:
+            for u in (1, 2, 4, 8):
+                fwd = _time(_fwd(c, unroll=u), (p, xs), repeats)[0]
+                bwd = _time(_fwd_bwd(c, unroll=u), (p, xs), repeats)[0]
+                rows.append(dict(cell=kind, size=(b, t, h), path=path, unroll=u, fwd_s=fwd, fwd_bwd_s=bwd))
+                lines.append(f"| {kind} | B={b} T={t} H={h} | {path} | {u} | {fwd * 1e3:.2f} | {bwd * 1e3:.2f} |")
+                print(lines[-1], file=sys.stderr)
+    return lines, rows
+
+
+def precision(repeats: int) -> tuple[list[str], list[dict]]:
+    """bf16 matmuls (``dtype=bfloat16``; float32 params, state and gate math) against float32."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    import recurrax as rx
+
+    lines = [
+        "| cell | step | max abs err h | mean abs err h | rel. err (norm) | max abs err c |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = []
+    for kind in ("lstm", "gru"):
+        cell32, p, xs = _problem(kind, 32, 1000, 256)
+        cell16 = getattr(rx, kind)(256, dtype=jnp.bfloat16)
+        _, _, s32 = rx.scan(cell32, p, xs, return_states=True)
+        _, _, s16 = rx.scan(cell16, p, xs, return_states=True)
+        for t in (1, 10, 100, 1000):
+            e = np.abs(np.asarray(s16.h[:, t - 1]) - np.asarray(s32.h[:, t - 1]))
+            rel = float(np.linalg.norm(e) / np.linalg.norm(np.asarray(s32.h[:, t - 1])))
+            ec = (
+                float(np.abs(np.asarray(s16.c[:, t - 1]) - np.asarray(s32.c[:, t - 1])).max())
+                if kind == "lstm"
+                else None
+            )
+            rows.append(
+                dict(cell=kind, step=t, max_abs=float(e.max()), mean_abs=float(e.mean()), rel=rel, max_abs_c=ec)
+            )
+            c_text = f"{ec:.2e}" if ec is not None else "–"
+            lines.append(f"| {kind} | {t} | {e.max():.2e} | {e.mean():.2e} | {rel:.2e} | {c_text} |")
+        small = dict(batch=32, steps=128, size=256)
+        c32, p, xs = _problem(kind, **small)
+        c16 = getattr(rx, kind)(256, dtype=jnp.bfloat16)
+        t32 = [_time(f(c32), (p, xs), repeats)[0] for f in (_fwd, _fwd_bwd)]
+        t16 = [_time(f(c16), (p, xs), repeats)[0] for f in (_fwd, _fwd_bwd)]
+        rows.append(dict(cell=kind, speed=small, f32_s=t32, bf16_s=t16))
+        lines.append(
+            f"| {kind} speed B=32 T=128 H=256 | fwd / fwd+bwd | f32 {t32[0] * 1e3:.1f} / {t32[1] * 1e3:.1f} ms | "
+            f"bf16 {t16[0] * 1e3:.1f} / {t16[1] * 1e3:.1f} ms | | |"
+        )
+    return lines, rows
+
+
+def remat(repeats: int) -> tuple[list[str], list[dict]]:
+    lines = ["| cell | path | fwd+bwd peak MiB (XLA) | fwd+bwd ms |", "|---|---|---|---|"]
+    rows = []
+    for kind in ("lstm", "gru"):
+        cell, p, xs = _problem(kind, 16, 4096, 256)
+        generic = cell._replace(fused=None)
+        for name, c, kw in [
+            ("fused", cell, {}),
+            ("generic", generic, {}),
+            ("generic, remat=True", generic, {"remat": True}),
+        ]:
+            median, _, peak = _time(_fwd_bwd(c, **kw), (p, xs), repeats)
+            rows.append(dict(cell=kind, path=name, peak_bytes=peak, fwd_bwd_s=median))
+            lines.append(f"| {kind} B=16 T=4096 I=H=256 | {name} | {peak / 2**20:.0f} | {median * 1e3:.0f} |")
+            print(lines[-1], file=sys.stderr)
+    return lines, rows
+
+
+def hlo(repeats: int) -> tuple[list[str], list[dict]]:
+    """Counts the dots and fusions each compiled while-loop body runs per iteration."""
+    import jax
+
+    del repeats
+    lines = ["| cell | path | mode | loop | dots | other fusions / ops |", "|---|---|---|---|---|---|"]
+    rows = []
+    for kind in ("lstm", "gru"):
+        cell, p, xs = _problem(kind, 32, 128, 256)
+        for path, c in [("fused", cell), ("generic", cell._replace(fused=None))]:
+            for mode, f in [("fwd", _fwd(c)), ("fwd+bwd", _fwd_bwd(c))]:
+                text = jax.jit(f).lower(p, xs).compile().as_text()
+                for k, (dots, others) in enumerate(_loop_bodies(text)):
+                    rows.append(dict(cell=kind, path=path, mode=mode, loop=k, dots=dots, others=others))
+                    lines.append(f"| {kind} | {path} | {mode} | {k} | {dots} | {others} |")
+    return lines, rows
+
+
+def _loop_bodies(text: str) -> list[tuple[int, int]]:
+    """``(dots, other fusions and copies)`` for each while body in compiled HLO text."""
+    out = []
+    for name in re.findall(r"while\(.*?body=(%[\w.\-]+)", text):
+        start = text.index("\n" + name + " ")
+        body = text[start : text.index("\n}\n", start)]
+        ops = re.findall(r"= \S+ (fusion|dot|copy|concatenate|transpose)\(", body)
+        dots = sum(op == "dot" for op in ops) + body.count('"__ynn_fusion"') + len(re.findall(r"kind=kOutput", body))
+        out.append((dots, len(ops) - dots))
+    return out
+
+
+STUDIES = {"unroll": unroll, "precision": precision, "remat": remat, "hlo": hlo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.studies", description=__doc__)
+    p.add_argument("study", choices=sorted(STUDIES))
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--out", type=pathlib.Path, default=HERE / "results")
+    args = p.parse_args(argv)
+    load_start = environment.load_average()
+    lines, rows = STUDIES[args.study](args.repeats)
+    load = f"load average {load_start} -> {environment.load_average()}"
+    print("\n".join([*lines, "", load]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    record = {"study": args.study, "repeats": args.repeats, "load_average": load, "rows": rows}
+    (args.out / f"study-{args.study}.json").write_text(json.dumps(record, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
