@@ -44,6 +44,28 @@ class RNNState(NamedTuple):
     h: Array
 
 
+class LinearRecurrence(NamedTuple):
+    """Declares that a cell's ``transition`` is the diagonal linear recurrence ``s_t = a_t * s_{t-1} + b_t``.
+
+    The coefficients depend on the projected input only (never on the state), so
+    :func:`recurrax.scan` can run the recurrence in parallel over time (``backend="associative"`` or
+    ``"chunked"``; see :mod:`recurrax.linear_scan`).
+
+    Attributes:
+      coefficients: ``(params, z[..., G]) -> (a, b)``, each ``(..., S)``; ``(log a, log b)`` with ``log_space``
+        (real ``log b``, so ``b > 0``); ``a`` and ``b`` may be complex otherwise.
+      carry: ``state -> s[..., S]``, the part of the state the recurrence carries.
+      state: ``(params, s[..., S], z[..., G]) -> state``, the full state after a step, from its carry and its
+        projected input (e.g. an output ``y`` read out of ``s``).
+      log_space: whether ``coefficients`` are logarithms, combined with ``logaddexp`` for stability.
+    """
+
+    coefficients: Callable[[Params, Array], tuple[Array, Array]]
+    carry: Callable[[State], Array]
+    state: Callable[[Params, Array, Array], State]
+    log_space: bool = False
+
+
 class Cell(NamedTuple):
     """A recurrent cell as a bundle of pure functions.
 
@@ -58,6 +80,8 @@ class Cell(NamedTuple):
       fused: optional fast path ``(params, zs[T, *batch, G], state, unroll) -> states[T, *batch, ...]``
         equal to scanning ``transition`` over the projected inputs ``zs`` (every state over time), or
         returning ``None`` where it does not apply; :func:`recurrax.scan` uses it when present.
+      linear: optional :class:`LinearRecurrence` declaring ``transition`` a diagonal linear recurrence,
+        which :func:`recurrax.scan` can then run in parallel over time.
     """
 
     init: Callable[[PRNGKey, int], Params]
@@ -68,6 +92,7 @@ class Cell(NamedTuple):
     output: Callable[[State], Array]
     name: str = "cell"
     fused: Callable[[Params, Array, State, Any], State | None] | None = None
+    linear: LinearRecurrence | None = None
 
 
 def make_cell(
@@ -80,6 +105,7 @@ def make_cell(
     input_size: Callable[[Params], int],
     output: Callable[[State], Array] = lambda state: state.h,
     fused: Callable[[Params, Array, State, Any], State | None] | None = None,
+    linear: LinearRecurrence | None = None,
 ) -> Cell:
     """Builds a :class:`Cell`, adding the argument checks every cell shares.
 
@@ -108,6 +134,7 @@ def make_cell(
         output=output,
         name=name,
         fused=fused,
+        linear=linear,
     )
 
 
