@@ -39,7 +39,8 @@ def scan(
         state stops changing after a sequence's last valid step and padded outputs are zero.
       reverse: run from the last valid step to the first; outputs keep the original time order.
       time_major: whether the time axis of ``xs`` (and of the outputs) comes first.
-      unroll: steps per loop iteration, as in ``lax.scan``.
+      unroll: steps per loop iteration, as in ``lax.scan`` (a cell's fused fast path may read the
+        default 1 as its measured per-backend default, see :mod:`recurrax.fused`).
       remat: recompute each step in the backward pass instead of storing its intermediates.
       return_states: also return every state over time, in the layout of the outputs: the state
         after consuming ``xs[t]`` at position ``t`` (``(*batch, T, ...)`` per leaf).
