@@ -85,11 +85,11 @@ def train(cell: rx.Cell, args, key: jax.Array, name: str) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = _common.parser(__doc__.splitlines()[0], steps=1500, quick_steps=30, epochs=10)
+    p = _common.parser(__doc__.splitlines()[0], steps=2000, quick_steps=30, epochs=10)
     p.add_argument("--T", type=int, default=200, help="sequence length")
-    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=1e-2)
     args = _common.parse(p, argv)
     key_lstm, key_elman = jax.random.split(jax.random.key(args.seed))
     print(f"[long_memory] adding problem, T={args.T}: trivial MSE {BASELINE_MSE:.3f}")

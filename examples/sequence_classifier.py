@@ -50,25 +50,41 @@ def is_balanced(s: np.ndarray) -> bool:
     return bool(depth.min() >= 0 and depth[-1] == 0)
 
 
-def make_dataset(rng: np.random.Generator, n: int, max_pairs: int):
-    """``(xs (n, 2*max_pairs, 2) one-hot, lengths (n,), labels (n,), kinds (n,))``; half balanced."""
-    T = 2 * max_pairs
-    xs = np.zeros((n, T, 2), np.float32)
+def make_dataset(rng: np.random.Generator, n: int, max_pairs: int, min_pairs: int = 1, exclude=frozenset()):
+    """``(xs (n, 2*max_pairs, 2) one-hot, lengths (n,), labels (n,), kinds (n,))``; half balanced.
+
+    Each string has ``min_pairs..max_pairs`` pairs before its corruption; strings in ``exclude``
+    (as :func:`key` gives them) are drawn again, so a test set can hold only unseen strings.
+    """
+    xs = np.zeros((n, 2 * max_pairs, 2), np.float32)
     lengths, labels, kinds = np.zeros(n, np.int32), np.zeros(n, np.int32), np.zeros(n, np.int32)
-    for i in range(n):
-        s = balanced(rng, int(rng.integers(1, max_pairs + 1)))
+    i = 0
+    while i < n:
+        s = balanced(rng, int(rng.integers(min_pairs, max_pairs + 1)))
         kind = 0 if rng.random() < 0.5 else int(rng.integers(1, 3))
-        if kind == 1:  # swap one "(" with a later ")" until the string breaks: same counts, wrong order
+        if kind == 1:  # swap two different symbols until the string breaks: same counts, wrong order
             while is_balanced(s):
-                a, b = sorted(rng.choice(len(s), 2, replace=False))
-                if s[a] != s[b]:
-                    s[a], s[b] = s[b], s[a]
+                a, b = rng.choice(len(s), 2, replace=False)
+                s[a], s[b] = s[b], s[a]
         elif kind == 2:  # flip one symbol: the counts differ
             j = int(rng.integers(len(s)))
             s[j] = 1 - s[j]
+        if key(s) in exclude:
+            continue
         xs[i, np.arange(len(s)), s] = 1.0
         lengths[i], labels[i], kinds[i] = len(s), int(is_balanced(s)), kind
+        i += 1
     return xs, lengths, labels, kinds
+
+
+def key(s: np.ndarray) -> bytes:
+    """A hashable form of a string of brackets."""
+    return s.astype(np.int8).tobytes()
+
+
+def keys(data) -> set[bytes]:
+    xs, lengths = data[:2]
+    return {key(x[:n].argmax(-1)) for x, n in zip(xs, lengths)}
 
 
 class Classifier(nn.Module):
@@ -91,10 +107,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = _common.parse(p, argv)
     rng = np.random.default_rng(args.seed)
     train = make_dataset(rng, 400 if args.quick else 8000, args.max_pairs)
-    test = make_dataset(rng, 200 if args.quick else 2000, args.max_pairs)
+    test = make_dataset(rng, 200 if args.quick else 2000, args.max_pairs, exclude=keys(train))
+    # Longer than anything seen in training: does the model count, or memorise lengths?
+    longer = make_dataset(rng, 200 if args.quick else 2000, 2 * args.max_pairs, min_pairs=args.max_pairs + 1)
     print(
         f"[sequence_classifier] {len(train[0])} training / {len(test[0])} test strings of 2..{2 * args.max_pairs} "
-        f"brackets, {train[2].mean():.0%} balanced"
+        f"brackets, {train[2].mean():.0%} balanced "
+        f"(test strings never occur in training)"
     )
 
     model = Classifier(args.hidden)
@@ -135,16 +154,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
             recent = []
 
     acc, by_kind = accuracy(params, test)
-    print(f"[sequence_classifier] test accuracy {acc:.3f}; by kind: {by_kind}")
+    longer_acc, longer_by_kind = accuracy(params, longer)
+    print(f"[sequence_classifier] test accuracy {acc:.3f}; by kind: {_fmt(by_kind)}")
+    print(
+        f"[sequence_classifier] on longer strings ({2 * args.max_pairs + 2}..{4 * args.max_pairs} brackets, "
+        f"never seen in training): {longer_acc:.3f}; by kind: {_fmt(longer_by_kind)}"
+    )
     metrics = {
         "first_train_loss": first_loss,
         "final_train_loss": history[-1]["train_loss"],
         "test_accuracy": acc,
         "test_accuracy_by_kind": by_kind,
+        "longer_test_accuracy": longer_acc,
+        "longer_test_accuracy_by_kind": longer_by_kind,
         "history": history,
         "seconds": progress.elapsed(),
     }
     return _common.write_metrics(args.out, "sequence_classifier", metrics, args)
+
+
+def _fmt(by_kind: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in by_kind.items())
 
 
 if __name__ == "__main__":
