@@ -26,7 +26,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 PyTree = Any
 Rule = Callable[[str, Any], PartitionSpec | None]
@@ -37,6 +37,7 @@ def make_mesh(
     axis_names: Sequence[str] = ("data",),
     *,
     devices: Sequence[jax.Device] | None = None,
+    axis_types: Sequence[AxisType] | None = None,
 ) -> Mesh:
     """A :class:`jax.sharding.Mesh` over ``devices`` (default: every device of every process).
 
@@ -45,6 +46,9 @@ def make_mesh(
         devices on the first axis, 1 on the others.
       axis_names: one name per axis, e.g. ``("data",)`` or ``("data", "model")``.
       devices: the devices to lay out.
+      axis_types: per axis; default ``AxisType.Auto`` for all (``jax.make_mesh``'s own default is
+        ``Explicit``): jit then propagates the shardings of the arrays it is given, so a training step
+        written for one device runs unchanged on placed arrays.
 
     Returns:
       the mesh, with ``jax.make_mesh``'s device order (which follows the hardware's topology).
@@ -66,7 +70,8 @@ def make_mesh(
             f"make_mesh: `axis_shapes` {tuple(axis_shapes)} must multiply to the number of devices, "
             f"{len(devices)}, got {math.prod(axis_shapes)}."
         )
-    return jax.make_mesh(tuple(shape), names, devices=devices)
+    types = tuple(axis_types) if axis_types is not None else (AxisType.Auto,) * len(names)
+    return jax.make_mesh(tuple(shape), names, axis_types=types, devices=devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
