@@ -48,22 +48,25 @@ def _rx_final(state, is_lstm):
     return (state.c, state.h) if is_lstm else state.h
 
 
-@pytest.mark.parametrize("module_cls", LINEN, ids=lambda c: c.__name__)
-def test_from_linen_matches_flax_step_and_sequence(module_cls):
-    is_lstm = module_cls is not nn.GRUCell
-    module, variables = _linen_variables(module_cls)
-    cell, params = rx_flax.from_linen(module, variables)
+def _assert_same_as_linen(module, variables, cell, params, is_lstm):
+    """One step (``module.apply``) and a sequence (``flax.linen.RNN``) from a non-zero carry agree."""
     carry, state = _flax_carry(is_lstm)
-
     _, y = module.apply(variables, carry, XS[:, 0])
     chex.assert_trees_all_close(cell.step(params, state, XS[:, 0]).h, y, **TOL)
-
     flax_final, flax_ys = nn.RNN(module, return_carry=True).apply(
         {"params": {"cell": variables["params"]}}, XS, initial_carry=carry
     )
     rx_final, rx_ys = rx.scan(cell, params, XS, state)
     chex.assert_trees_all_close(rx_ys, flax_ys, **TOL)
     chex.assert_trees_all_close(_rx_final(rx_final, is_lstm), flax_final, **TOL)
+
+
+@pytest.mark.parametrize("module_cls", LINEN, ids=lambda c: c.__name__)
+def test_from_linen_matches_flax_step_and_sequence(module_cls):
+    is_lstm = module_cls is not nn.GRUCell
+    module, variables = _linen_variables(module_cls)
+    cell, params = rx_flax.from_linen(module, variables)
+    _assert_same_as_linen(module, variables, cell, params, is_lstm)
 
 
 @pytest.mark.parametrize("factory", [rx.lstm, rx.gru], ids=["lstm", "gru"])
@@ -74,17 +77,7 @@ def test_recurrax_cells_equal_flax_linen_cells(factory, use_bias):
     cell = factory(H, use_bias=use_bias)
     params = cell.init(jax.random.key(2), I)
     module = nn.LSTMCell(H) if is_lstm else nn.GRUCell(H)
-    variables = rx_flax.to_linen(module, params)
-    carry, state = _flax_carry(is_lstm)
-
-    _, y = module.apply(variables, carry, XS[:, 0])
-    chex.assert_trees_all_close(cell.step(params, state, XS[:, 0]).h, y, **TOL)
-    flax_final, flax_ys = nn.RNN(module, return_carry=True).apply(
-        {"params": {"cell": variables["params"]}}, XS, initial_carry=carry
-    )
-    rx_final, rx_ys = rx.scan(cell, params, XS, state)
-    chex.assert_trees_all_close(rx_ys, flax_ys, **TOL)
-    chex.assert_trees_all_close(_rx_final(rx_final, is_lstm), flax_final, **TOL)
+    _assert_same_as_linen(module, rx_flax.to_linen(module, params), cell, params, is_lstm)
 
 
 @pytest.mark.parametrize("module_cls", LINEN, ids=lambda c: c.__name__)

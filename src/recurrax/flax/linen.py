@@ -2,10 +2,7 @@
 
 Example::
 
-    from typing import Any
-
-import flax.linen as nn
-import jax
+    import flax.linen as nn
     import recurrax as rx
     from recurrax.flax.linen import RNN
 
