@@ -134,16 +134,19 @@ def hlo(repeats: int) -> tuple[list[str], list[dict]]:
     import jax
 
     del repeats
-    lines = ["| cell | path | mode | loop | dots | other fusions / ops |", "|---|---|---|---|---|---|"]
+    from recurrax.fused import DEFAULT_UNROLL
+
+    lines = ["| cell | path | mode | loop | steps / iteration | dots | other fusions / ops |", "|---" * 7 + "|"]
     rows = []
     for kind in ("lstm", "gru"):
         cell, p, xs = _problem(kind, 32, 128, 256)
         for path, c in [("fused", cell), ("generic", cell._replace(fused=None))]:
             for mode, f in [("fwd", _fwd(c)), ("fwd+bwd", _fwd_bwd(c))]:
                 text = jax.jit(f).lower(p, xs).compile().as_text()
+                steps = DEFAULT_UNROLL.get(jax.default_backend(), 1) if path == "fused" else 1
                 for k, (dots, others) in enumerate(_loop_bodies(text)):
-                    rows.append(dict(cell=kind, path=path, mode=mode, loop=k, dots=dots, others=others))
-                    lines.append(f"| {kind} | {path} | {mode} | {k} | {dots} | {others} |")
+                    rows.append(dict(cell=kind, path=path, mode=mode, loop=k, steps=steps, dots=dots, others=others))
+                    lines.append(f"| {kind} | {path} | {mode} | {k} | {steps} | {dots} | {others} |")
     return lines, rows
 
 
@@ -159,7 +162,55 @@ def _loop_bodies(text: str) -> list[tuple[int, int]]:
     return out
 
 
-STUDIES = {"unroll": unroll, "precision": precision, "remat": remat, "hlo": hlo}
+FLAG_SETS = (
+    "",
+    "--xla_cpu_enable_fast_math=true",
+    "--xla_cpu_use_multi_output_fusion=true",
+    "--xla_cpu_use_onednn=true",
+    "--xla_cpu_use_thunk_runtime=false",
+)
+
+
+def flags(repeats: int) -> tuple[list[str], list[dict]]:
+    """recurrax LSTM (B=32, T=128, I=H=256) under each XLA_FLAGS set, in fresh processes, ABAB-interleaved.
+
+    Each process also times torch.nn.LSTM, so ``recurrax / torch`` cancels most of the machine's load.
+    """
+    import os
+    import subprocess
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(2):
+            for k, flag in enumerate(FLAG_SETS):
+                out = pathlib.Path(tmp) / f"{round_}-{k}"
+                cmd = [sys.executable, "-m", "benchmarks", "--suite", "cpu", "--cells", "lstm"]
+                cmd += ["--cases", "b32-t128-i256-h256", "--modes", "fwd,fwd+bwd", "--peer", "recurrax"]
+                cmd += ["--peer", "torch.nn", "--repeats", str(repeats), "--out", str(out)]
+                cmd += ["--results-md", str(out / "R.md"), "--no-plot"]
+                env = {**os.environ, "XLA_FLAGS": flag}
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=HERE.parent)
+                if done.returncode:
+                    rows.append(dict(flags=flag, round=round_, error=done.stderr[-300:]))
+                    continue
+                recs = json.loads((out / "cpu.json").read_text())["records"]
+                t = {(r["impl"], r["mode"]): r.get("median_s") for r in recs}
+                for mode in ("fwd", "fwd+bwd"):
+                    rx_t, torch_t = t.get(("recurrax", mode)), t.get(("torch.nn", mode))
+                    rows.append(dict(flags=flag, round=round_, mode=mode, recurrax_s=rx_t, torch_s=torch_t))
+                print(f"round {round_} {flag or '(none)'} done", file=sys.stderr)
+    lines = ["| XLA_FLAGS | mode | recurrax ms (2 rounds) | recurrax / torch (2 rounds) |", "|---|---|---|---|"]
+    for flag in FLAG_SETS:
+        for mode in ("fwd", "fwd+bwd"):
+            got = [r for r in rows if r["flags"] == flag and r.get("mode") == mode and r["recurrax_s"]]
+            ms = ", ".join(f"{r['recurrax_s'] * 1e3:.1f}" for r in got)
+            ratio = ", ".join(f"{r['recurrax_s'] / r['torch_s']:.2f}" for r in got if r["torch_s"])
+            lines.append(f"| `{flag or '(none)'}` | {mode} | {ms or 'failed'} | {ratio} |")
+    return lines, rows
+
+
+STUDIES = {"unroll": unroll, "precision": precision, "remat": remat, "hlo": hlo, "flags": flags}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
