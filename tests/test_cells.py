@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference import CASES, CLIP, random_inputs, random_params, random_state, to_numpy
 
 import recurrax as rx
+from reference import CASES, CLIP, random_inputs, random_params, random_state, to_numpy
 
 # (hidden_size, input_size, batch_shape): H = 1, I != H, zero to two batch dims.
 SIZES = [(1, 1, ()), (3, 5, (2,)), (4, 2, (2, 3))]
