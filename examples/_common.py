@@ -59,7 +59,11 @@ def write_metrics(out: Path | None, name: str, metrics: dict[str, Any], args: An
     record = {
         "example": name,
         **metrics,
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+            if k not in ("default_steps", "quick_steps")
+        },
         "machine": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),

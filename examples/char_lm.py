@@ -128,8 +128,10 @@ def sample(cell, params, prompt_ids, num_chars, key, temperature=0.8):
     """Samples ``num_chars`` ids after ``prompt_ids``, stepping the LSTM with ``cell.step`` (jit-able)."""
     embedding = params["embed"]["embedding"]
     head, cell_params = params["head"], params["rnn"]["cell"]
-    state, _ = rx.scan(cell, cell_params, embedding[prompt_ids][:-1])
-    state = state if len(prompt_ids) > 1 else cell.initial_state(cell_params, ())
+    # Read the prompt but its last character, which the first sampling step consumes.
+    state = cell.initial_state(cell_params, ())
+    if len(prompt_ids) > 1:
+        state, _ = rx.scan(cell, cell_params, embedding[prompt_ids[:-1]], state)
 
     def body(carry, k):
         state, token = carry
@@ -143,8 +145,8 @@ def sample(cell, params, prompt_ids, num_chars, key, temperature=0.8):
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = _common.parser(__doc__.splitlines()[0], steps=1500, quick_steps=30, epochs=10)
-    p.add_argument("--hidden", type=int, default=256)
+    p = _common.parser(__doc__.splitlines()[0], steps=1200, quick_steps=30, epochs=10)
+    p.add_argument("--hidden", type=int, default=192)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)

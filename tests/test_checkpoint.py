@@ -29,7 +29,7 @@ TARGETS = jnp.cumsum(XS[..., :1], axis=1)
 class Model(nn.Module):
     @nn.compact
     def __call__(self, xs):
-        layer = rx.stacked([rx.lstm(8), rx.gru(6)])
+        layer = rx.stacked([rx.lstm(6), rx.gru(4)])  # tuple params, NamedTuple states
         return nn.Dense(1)(rx_linen.RNN(layer, learnable_initial_state=True)(xs))
 
 
@@ -48,10 +48,10 @@ def _train_step(model, tx):
 
 def test_linen_params_and_optimizer_state_restore_exactly(tmp_path):
     model, tx = Model(), optax.adam(1e-2)
-    params = model.init(jax.random.key(0), XS)["params"]
+    params = jax.jit(model.init)(jax.random.key(0), XS)["params"]
     opt_state = tx.init(params)
     step = _train_step(model, tx)
-    for _ in range(3):
+    for _ in range(2):
         params, opt_state, _ = step(params, opt_state)
     trained = {"params": params, "opt_state": opt_state}
 
@@ -63,18 +63,22 @@ def test_linen_params_and_optimizer_state_restore_exactly(tmp_path):
     assert jax.tree.structure(restored) == jax.tree.structure(trained)
     assert isinstance(restored["params"]["RNN_0"]["initial_state"][0], rx.LSTMState)
     chex.assert_trees_all_equal(restored, trained)
-    np.testing.assert_array_equal(model.apply({"params": restored["params"]}, XS), model.apply({"params": params}, XS))
-    # Training resumes exactly where it stopped.
-    chex.assert_trees_all_equal(step(restored["params"], restored["opt_state"]), step(params, opt_state))
+    # Equal params and optimizer state: the outputs, and training resumed from here, are the same.
+    apply = jax.jit(model.apply)
+    np.testing.assert_array_equal(apply({"params": restored["params"]}, XS), apply({"params": params}, XS))
 
 
 def test_nnx_state_restores_into_an_abstract_model(tmp_path):
     make = lambda: rx_nnx.RNN(rx.lstm(5), 3, rngs=nnx.Rngs(0), learnable_initial_state=True)  # noqa: E731
     model = make()
     optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-    for _ in range(3):
-        grads = nnx.grad(lambda m: jnp.mean(m(XS) ** 2))(model)
-        optimizer.update(model, grads)
+
+    @nnx.jit
+    def train_step(m, opt):
+        opt.update(m, nnx.grad(lambda m: jnp.mean(m(XS) ** 2))(m))
+
+    for _ in range(2):
+        train_step(model, optimizer)
     expected = model(XS)
 
     with ocp.StandardCheckpointer() as checkpointer:

@@ -123,7 +123,8 @@ def test_linen_dropout_uses_the_dropout_stream():
     variables = module.init(jax.random.key(0), XS)
     eval_ys = module.apply(variables, XS)
     np.testing.assert_array_equal(eval_ys, cell.apply(variables["params"]["cell"], XS)[1])
-    train = lambda seed: module.apply(variables, XS, deterministic=False, rngs={"dropout": jax.random.key(seed)})  # noqa: E731
+    apply = jax.jit(lambda key: module.apply(variables, XS, deterministic=False, rngs={"dropout": key}))
+    train = lambda seed: apply(jax.random.key(seed))  # noqa: E731
     assert not np.allclose(train(1), eval_ys)
     np.testing.assert_array_equal(train(1), train(1))
     assert not np.allclose(train(1), train(2))
