@@ -29,6 +29,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 PyTree = Any
+_TMP_MARK = ".orbax-checkpoint-tmp"  # in the name of a directory orbax has not committed yet
 Rule = Callable[[str, Any], PartitionSpec | None]
 
 
@@ -198,11 +199,26 @@ def restore_checkpoint(path: str | PathLike, target: PyTree) -> PyTree:
     ``target`` is a pytree of arrays or ``jax.ShapeDtypeStruct`` with ``sharding=`` set, so the leaves
     land sharded on *this* run's mesh, whatever the device count that wrote them. Before reading, the
     stored tree is checked against ``target``: a missing or extra leaf, or a leaf whose stored shape or
-    dtype differs, raises a ValueError naming its path. Only committed checkpoints are read (orbax writes
-    into a temporary directory and renames it when complete), so a half-written one is never restored.
+    dtype differs, raises a ValueError naming its path.
+
+    Orbax writes a checkpoint into a temporary directory and renames it (or marks it committed) when
+    complete. A path that does not exist raises FileNotFoundError, and one that is, or lies inside, an
+    uncommitted temporary directory (a save that was interrupted) raises ValueError, so a half-written
+    checkpoint is never read. (``orbax.checkpoint.CheckpointManager`` lists committed steps only.)
     """
     import orbax.checkpoint as ocp  # an optional dependency (the `checkpoint` extra)
+    from etils import epath  # orbax's own path type (a dependency of orbax)
 
+    path = epath.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"restore: no checkpoint at {path}.")
+    # Orbax's own test for the directory (either commit convention); for its parents, the name orbax gives
+    # temporary directories (an item inside an uncommitted step is itself complete).
+    temporary = [p for p in path.parents if _TMP_MARK in p.name] or ([path] if ocp.step.is_path_temporary(path) else [])
+    if temporary:
+        raise ValueError(
+            f"restore: {path} is an incomplete checkpoint (its save never committed: {temporary[0].name})."
+        )
     with ocp.StandardCheckpointer() as checkpointer:
         stored = checkpointer.metadata(path).item_metadata.tree
         check_tree_fits(stored, target, what=f"the checkpoint at {path}")
