@@ -19,6 +19,7 @@ so nothing underflows however long the sequence. The initial state enters once, 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -89,11 +90,34 @@ def linear_scan(
         chunk_size = chunk_size or auto_chunk
     if backend == "sequential":
         return _sequential(a, b, s0, log_space)
+    return _parallel(a, b, s0, backend, chunk_size or DEFAULT_CHUNK, log_space)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5))
+def _parallel(a: Array, b: Array, s0: Array, backend: str, chunk: int, log_space: bool) -> Array:
+    """The associative or chunked scan, with its derivative written as another linear scan (see below)."""
     combine = _combine_log if log_space else _combine
     if backend == "associative":
-        coeffs = jax.lax.associative_scan(combine, (a, b), axis=0)
-        return _apply(coeffs, s0, log_space)
-    return _chunked(combine, a, b, s0, chunk_size or DEFAULT_CHUNK, log_space)
+        return _apply(jax.lax.associative_scan(combine, (a, b), axis=0), s0, log_space)
+    return _chunked(combine, a, b, s0, chunk, log_space)
+
+
+@_parallel.defjvp
+def _parallel_jvp(backend, chunk, log_space, primals, tangents):
+    # The tangent of s_t = a_t s_{t-1} + b_t is the linear recurrence ds_t = a_t ds_{t-1} + (da_t s_{t-1} + db_t),
+    # run by the same backend. Differentiating through the associative operator instead would also
+    # differentiate every partial product of a (slower, and slow to compile); this form is linear in the
+    # tangents, so JAX transposes it into the reverse-time scan of the backward pass.
+    a, b, s0 = primals
+    da, db, ds0 = tangents
+    s = _parallel(a, b, s0, backend, chunk, log_space)
+    s_prev = jnp.concatenate([s0[None].astype(s.dtype), s[:-1]])
+    if log_space:
+        a = jnp.exp(a)
+        rhs = a * s_prev * da + jnp.exp(b) * db
+    else:
+        rhs = da * s_prev + db
+    return s, _parallel(a, rhs, ds0.astype(rhs.dtype), backend, chunk, False)
 
 
 def resolve(cell: Cell, backend: str, num_steps: int) -> str:
@@ -122,14 +146,16 @@ def states(
     *,
     lengths: Array | None = None,
     remat: bool = False,
+    chunk_size: int | None = None,
 ) -> State:
     """Every state of ``cell`` over the projected inputs ``zs: (T, *batch, G)``, in parallel over time.
 
     With ``lengths: (*batch,)`` a sequence's state stops changing after its last valid step, as in
-    the sequential driver. Returns the states as a pytree with leaves ``(T, *batch, ...)``.
+    the sequential driver; ``chunk_size`` overrides the measured one of ``"chunked"``. Returns the
+    states as a pytree with leaves ``(T, *batch, ...)``.
     """
     lin = cell.linear
-    chunk = choose(zs.shape[0])[1] if backend == "chunked" else None
+    chunk = chunk_size or (choose(zs.shape[0])[1] if backend == "chunked" else None)
 
     def run(params, zs, state):
         a, b = lin.coefficients(params, zs)
