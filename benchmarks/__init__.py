@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m benchmarks --suite cpu            # the default CPU matrix, ~10 minutes on 2 cores
+    python -m benchmarks --suite cpu            # the default CPU matrix (~265 measurements)
     python -m benchmarks --suite cpu --cells lstm --cases b32-t128-i256-h256 --repeats 5
     python -m benchmarks --list                 # suites, cells, sizes, implementations
 

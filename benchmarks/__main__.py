@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--budget",
         type=float,
-        default=6.0,
+        default=4.0,
         help="seconds of timed runs per measurement; slow ones get fewer runs, never under 10 (0: always --repeats)",
     )
     p.add_argument("--out", type=pathlib.Path, default=HERE / "results", help="folder for <suite>.json and <suite>.png")

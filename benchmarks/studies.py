@@ -210,7 +210,53 @@ def flags(repeats: int) -> tuple[list[str], list[dict]]:
     return lines, rows
 
 
-STUDIES = {"unroll": unroll, "precision": precision, "remat": remat, "hlo": hlo, "flags": flags}
+def interleaved(repeats: int) -> tuple[list[str], list[dict]]:
+    """Round-robin timing of recurrax and its peers (one run each per round), robust to a varying machine load.
+
+    LSTM and GRU at B=32, T=128, I=H=256; ratios are recurrax (fused) time / implementation time.
+    """
+    import time
+
+    import numpy as np
+
+    from benchmarks import cases, peers
+
+    names = ["recurrax", "recurrax (generic scan)", "flax.linen OptimizedLSTMCell", "flax.linen GRUCell"]
+    names += ["equinox LSTMCell", "equinox GRUCell", "torch.nn", "GEMM floor"]
+    lines = ["| case | mode | implementation | median ms | recurrax / it |", "|---|---|---|---|---|"]
+    rows = []
+    for cell in ("lstm", "gru"):
+        case = cases.Case(cell, cases.Size(32, 128, 256, 256))
+        for mode in ("fwd", "fwd+bwd"):
+            impls = [i for i in peers.implementations(names) if i.unavailable(case, mode) is None]
+            prepared = {i.name: i.build(case, mode) for i in impls}
+            times = {name: [] for name in prepared}
+            for _ in range(2):  # warm-up
+                for p in prepared.values():
+                    p.run()
+            for _ in range(repeats):
+                for name, p in prepared.items():
+                    start = time.perf_counter()
+                    p.run()
+                    times[name].append(time.perf_counter() - start)
+            med = {name: float(np.median(t)) for name, t in times.items()}
+            for name, m in med.items():
+                rows.append(dict(cell=cell, mode=mode, impl=name, median_s=m, n=repeats))
+                lines.append(
+                    f"| {cell} B=32 T=128 I=H=256 | {mode} | {name} | {m * 1e3:.1f} | {med['recurrax'] / m:.2f} |"
+                )
+            print("\n".join(lines[-len(med) :]), file=sys.stderr)
+    return lines, rows
+
+
+STUDIES = {
+    "unroll": unroll,
+    "precision": precision,
+    "remat": remat,
+    "hlo": hlo,
+    "flags": flags,
+    "interleaved": interleaved,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

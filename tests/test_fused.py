@@ -51,6 +51,8 @@ def _numpy_gru(p, xs):
 
 def _setup(kind, **kwargs):
     cell = getattr(rx, kind)(H, **kwargs)
+    if kind == "gru":  # opt-in for the GRU: it did not pay in the benchmarks (benchmarks/RESULTS.md)
+        cell = cell._replace(fused=fused.sequence_transition("gru"))
     params = cell.init(jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (B, T, I))
     return cell, params, xs
@@ -64,12 +66,11 @@ def _uses_fast_path(fn, *args):
     return "custom_jvp_call" in str(jax.make_jaxpr(fn)(*args))
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_plain_cells_carry_the_hook_and_variants_do_not(kind):
-    assert getattr(rx, kind)(H).fused is not None
-    assert getattr(rx, kind)(H, dtype=jnp.bfloat16).fused is None
+def test_plain_lstm_carries_the_hook_and_variants_do_not():
+    assert rx.lstm(H).fused is not None
+    assert rx.lstm(H, dtype=jnp.bfloat16).fused is None and rx.lstm(H, layer_norm=True).fused is None
     assert rx.lstm(H, peephole=True).fused is None and rx.lstm(H, proj_size=2).fused is None
-    assert rx.gru(H, reset_after=False).fused is None and rx.elman(H).fused is None
+    assert rx.gru(H).fused is None and rx.elman(H).fused is None
 
 
 def test_values_match_numpy_equations():

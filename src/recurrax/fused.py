@@ -13,6 +13,10 @@ The rule is a ``jax.custom_jvp`` rather than a ``custom_vjp`` so forward mode (`
 from JAX's transposition of the linear tangent scan.
 
 All arrays are time-major and batch-flattened: ``zs: (T, N, G*H)``, states ``(N, H)``.
+
+``recurrax.lstm`` (plain variant, float32 compute) uses the LSTM hook automatically. The GRU hook is
+opt-in, ``cell._replace(fused=sequence_transition("gru"))``: it did not pay in the benchmarks
+(``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations

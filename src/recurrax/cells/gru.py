@@ -7,7 +7,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from recurrax import fused as _fused
 from recurrax import init as _init
 from recurrax.cells._common import check_size, gate_params, matmul, zeros_state
 from recurrax.core import Cell, RNNState, make_cell
@@ -94,6 +93,4 @@ def gru(
         project=project,
         transition=transition,
         input_size=lambda params: params["w_i"].shape[0],
-        # The plain variant also runs as one sequence-level recurrence with a hand-written derivative.
-        fused=_fused.sequence_transition("gru") if reset_after and dtype is None else None,
     )
