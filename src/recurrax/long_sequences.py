@@ -143,13 +143,12 @@ def tbptt(
     def cut(x, start, stop):
         return jax.lax.slice_in_dim(x, start, stop, axis=time_axis)
 
+    def chunks(x):
+        x = cut(x, 0, num * chunk_size)
+        return jnp.moveaxis(x.reshape(_split_shape(x.shape, time_axis, num)), time_axis, 0)
+
     num = num_steps // chunk_size
-    main = jax.tree.map(
-        lambda x: jnp.moveaxis(
-            cut(x, 0, num * chunk_size).reshape(_split_shape(x.shape, time_axis, num)), time_axis, 0
-        ),
-        data,
-    )
+    main = jax.tree.map(chunks, data)
     carry, losses = jax.lax.scan(update, (params, opt_state, state), main)
     if num * chunk_size < num_steps:
         carry, last = update(carry, jax.tree.map(lambda x: cut(x, num * chunk_size, num_steps), data))
