@@ -1,0 +1,83 @@
+"""State-dynamics analysis: functions of ``(cell, params, ...)`` for one example, to be vmapped.
+
+Every function takes a :class:`recurrax.Cell`, its params and one example (inputs ``(T, I)``,
+state leaves ``(n,)``) and is pure, so ``jax.jit`` and ``jax.vmap`` (over params, initial states,
+inputs) compose with it: a sweep over a thousand initial states is one vmapped call. The state's
+named fields stay visible in the results (``.h`` and ``.c`` for an LSTM).
+
+- :func:`trajectory`: every state over time.
+- :func:`step_jacobian(s)`, :func:`input_jacobian(s)`: ``d s'/d s`` (blocks ``jac.blocks.h.c`` ...) and ``d s'/d x``.
+- :func:`gradient_flow`: ``dL / d s_t`` for every ``t`` in one reverse pass, split by field;
+  :func:`jacobian_product_norms`: ``|| d s_T / d s_t ||_2``.
+- :func:`perturbation_response`: how long a kick to ``h`` or ``c`` is remembered.
+- :func:`lyapunov_spectrum`: QR re-orthonormalisation, burn-in, finite-time exponents.
+- :func:`find_fixed_points` (:func:`minimize_speed`, :func:`linearize`): fixed and slow points.
+- :func:`gate_timescales`, :func:`jacobian_timescales`: memory timescales from gates and eigenvalues.
+"""
+
+from recurrax.dynamics._flat import flatten, unflatten
+from recurrax.dynamics.fixed_points import (
+    SADDLE,
+    STABILITY_NAMES,
+    STABLE,
+    UNSTABLE,
+    FixedPoints,
+    Linearization,
+    eigen_time_constants,
+    find_fixed_points,
+    linearize,
+    linearize_matrix,
+    minimize_speed,
+    speed,
+)
+from recurrax.dynamics.gradient_flow import GradientFlow, ProductNorms, gradient_flow, jacobian_product_norms
+from recurrax.dynamics.jacobians import (
+    InputJacobian,
+    StepJacobian,
+    input_jacobian,
+    input_jacobians,
+    step_jacobian,
+    step_jacobians,
+)
+from recurrax.dynamics.lyapunov import LyapunovSpectrum, lyapunov_spectrum
+from recurrax.dynamics.perturbation import PerturbationResponse, field_perturbation, perturbation_response
+from recurrax.dynamics.timescales import GateTimescales, gate_tau, gate_timescales, jacobian_timescales, retention_gate
+from recurrax.dynamics.trajectory import trajectory
+
+__all__ = [
+    "SADDLE",
+    "STABILITY_NAMES",
+    "STABLE",
+    "UNSTABLE",
+    "FixedPoints",
+    "GateTimescales",
+    "GradientFlow",
+    "InputJacobian",
+    "Linearization",
+    "LyapunovSpectrum",
+    "PerturbationResponse",
+    "ProductNorms",
+    "StepJacobian",
+    "eigen_time_constants",
+    "field_perturbation",
+    "find_fixed_points",
+    "flatten",
+    "gate_tau",
+    "gate_timescales",
+    "gradient_flow",
+    "input_jacobian",
+    "input_jacobians",
+    "jacobian_product_norms",
+    "jacobian_timescales",
+    "linearize",
+    "linearize_matrix",
+    "lyapunov_spectrum",
+    "minimize_speed",
+    "perturbation_response",
+    "retention_gate",
+    "speed",
+    "step_jacobian",
+    "step_jacobians",
+    "trajectory",
+    "unflatten",
+]

@@ -1,0 +1,108 @@
+"""Lyapunov spectra by QR re-orthonormalisation along a trajectory (Benettin et al., 1980).
+
+``k`` tangent vectors ride along the run: each step they are mapped by the step Jacobian (as
+Jacobian-vector products, so the ``(S, S)`` matrix is never formed) and re-orthonormalised by a QR
+decomposition; the exponents are the time averages of ``log |R_ii|``. Inputs drive the run
+(``xs``); an autonomous run is a constant input, e.g. ``jnp.zeros((T, I))``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from recurrax.core import Array, Cell, Params, State
+from recurrax.dynamics import _flat
+
+
+class LyapunovSpectrum(NamedTuple):
+    """The ``k`` leading exponents (per step, natural log) and what they were averaged from.
+
+    Attributes:
+      exponents: ``(k,)``, sorted in descending order.
+      local: ``(T - burn_in, k)``, ``log |R_ii|`` of each measured step (QR column order).
+      finite_time: ``(T - burn_in, k)``, the running means of ``local``: the finite-time exponents
+        over the first ``1, 2, ...`` measured steps.
+      finite: whether every state and every ``R`` stayed finite; when ``False`` the numbers are not
+        a spectrum (the run diverged).
+      first_nonfinite: the first step whose state or ``R`` was not finite, ``-1`` when none.
+    """
+
+    exponents: Array
+    local: Array
+    finite_time: Array
+    finite: Array
+    first_nonfinite: Array
+
+
+def lyapunov_spectrum(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    state: State | None = None,
+    *,
+    k: int | None = None,
+    burn_in: int = 0,
+    key: Array | None = None,
+    on_nonfinite: str = "raise",
+) -> LyapunovSpectrum:
+    """The top ``k`` Lyapunov exponents of the run driven by ``xs``.
+
+    Args:
+      cell, params: the cell and its params.
+      xs: one example's inputs ``(T, I)``.
+      state: the initial state; zeros when ``None``.
+      k: the number of exponents, ``1 <= k <= S``; all ``S`` when ``None``.
+      burn_in: steps run (state and tangent vectors) before averaging starts, ``0 <= burn_in < T``.
+      key: a random orthonormal start for the tangent vectors; the first ``k`` unit vectors when ``None``.
+      on_nonfinite: ``"raise"``: a diverged run raises ``FloatingPointError`` when the values are
+        concrete (outside ``jit``/``vmap``); ``"flag"``: only report it in ``finite``. Inside
+        transforms both only flag.
+
+    Returns:
+      A :class:`LyapunovSpectrum`.
+    """
+    fn = "dynamics.lyapunov_spectrum"
+    xs = _flat.check_inputs(fn, cell, params, xs)
+    state = _flat.initial_state(fn, cell, params, state)
+    size = sum(_flat.sizes(state))
+    num_steps = xs.shape[0]
+    k = size if k is None else k
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= size:
+        raise ValueError(f"{fn}: `k` must be an int in [1, S={size}] (the state size), got {k!r}.")
+    if not 0 <= burn_in < num_steps:
+        raise ValueError(f"{fn}: `burn_in` must lie in [0, T={num_steps}), got {burn_in!r}.")
+    if on_nonfinite not in ("raise", "flag"):
+        raise ValueError(f"{fn}: `on_nonfinite` must be 'raise' or 'flag', got {on_nonfinite!r}.")
+    f = _flat.step_fn(cell, params, state)
+    s0 = _flat.flatten(state)
+    if key is None:
+        q0 = jnp.eye(size, k, dtype=s0.dtype)
+    else:
+        q0 = jnp.linalg.qr(jax.random.normal(key, (size, k), s0.dtype))[0]
+
+    def body(carry, z):
+        s, q = carry
+        s_new, jvp = jax.linearize(lambda v: f(v, z), s)
+        q, r = jnp.linalg.qr(jax.vmap(jvp, in_axes=1, out_axes=1)(q))
+        log_r = jnp.log(jnp.abs(jnp.diagonal(r)))
+        ok = jnp.all(jnp.isfinite(s_new)) & jnp.all(jnp.isfinite(r))
+        return (s_new, q), (log_r, ok)
+
+    zs = cell.project(params, xs)
+    _, (local, ok) = jax.lax.scan(body, (s0, q0), zs)
+    local = local[burn_in:]
+    steps = jnp.arange(1, local.shape[0] + 1, dtype=local.dtype)[:, None]
+    finite_time = jnp.cumsum(local, axis=0) / steps
+    exponents = -jnp.sort(-finite_time[-1])
+    finite = jnp.all(ok)
+    first = jnp.where(finite, -1, jnp.argmin(ok))
+    report = _flat.concrete(finite)
+    if on_nonfinite == "raise" and report is not None and not bool(report):
+        raise FloatingPointError(
+            f"{fn}: the trajectory diverged: the state or its tangent vectors are not finite from step "
+            f"{int(first)} of T={num_steps}; no spectrum (pass on_nonfinite='flag' to get the flag instead)."
+        )
+    return LyapunovSpectrum(exponents, local, finite_time, finite, first)

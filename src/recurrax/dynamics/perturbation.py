@@ -1,0 +1,95 @@
+"""Perturbation response: how far a run pushed off course at ``t0`` stays from the clean run."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from recurrax.core import Array, Cell, Params, State
+from recurrax.dynamics import _flat
+
+
+class PerturbationResponse(NamedTuple):
+    """Distances ``|| s'_t - s_t ||`` of the perturbed run from the clean one at every boundary ``t = 0..T``.
+
+    ``distance`` per field (leaves ``(T + 1,)``), ``total`` over the whole state; zero before ``t0``.
+    """
+
+    distance: State
+    total: Array
+
+
+def field_perturbation(state: State, field: str, vector: Array) -> State:
+    """A perturbation shaped like ``state``: ``vector`` in ``field`` (e.g. ``"c"``), zeros elsewhere."""
+    if field not in state._fields:
+        raise ValueError(f"dynamics.field_perturbation: `field` must be one of {state._fields}, got {field!r}.")
+    zeros = jax.tree.map(jnp.zeros_like, state)
+    return zeros._replace(
+        **{field: jnp.broadcast_to(jnp.asarray(vector, getattr(state, field).dtype), getattr(state, field).shape)}
+    )
+
+
+def perturbation_response(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    perturbation: State,
+    *,
+    t0: int | Array = 0,
+    state: State | None = None,
+) -> PerturbationResponse:
+    """Runs the cell twice on ``xs``, once with ``perturbation`` added to the state at boundary ``t0``.
+
+    Both runs go through the same loop, so before ``t0`` the distance is exactly zero.
+
+    Args:
+      cell, params: the cell and its params.
+      xs: one example's inputs ``(T, I)``.
+      perturbation: added to the state before ``xs[t0]`` is consumed; a state (leaves ``(n,)``), see
+        :func:`field_perturbation`.
+      t0: the boundary ``0 <= t0 <= T`` (may be traced, e.g. vmapped over).
+      state: the initial state; zeros when ``None``.
+
+    Returns:
+      A :class:`PerturbationResponse`.
+    """
+    fn = "dynamics.perturbation_response"
+    xs = _flat.check_inputs(fn, cell, params, xs)
+    state = _flat.initial_state(fn, cell, params, state)
+    _flat.check_state(fn, perturbation, "perturbation")
+    if jax.tree_util.tree_structure(perturbation) != jax.tree_util.tree_structure(state) or _flat.sizes(
+        perturbation
+    ) != _flat.sizes(state):
+        raise ValueError(
+            f"{fn}: `perturbation` must be shaped like the state {_shapes(state)}, got {_shapes(perturbation)}."
+        )
+    num_steps = xs.shape[0]
+    t0_value = _flat.concrete(t0)
+    if t0_value is not None and not 0 <= int(t0_value) <= num_steps:
+        raise ValueError(f"{fn}: `t0` must lie in [0, T={num_steps}], got {int(t0_value)}.")
+    zs = cell.project(params, xs)
+
+    def kick(s, t):
+        return jax.tree.map(lambda a, d: jnp.where(t == t0, a + d, a), s, perturbation)
+
+    def body(carry, inputs):
+        clean, pert = carry
+        z, t = inputs
+        clean = cell.transition(params, clean, z)
+        pert = kick(cell.transition(params, pert, z), t + 1)
+        return (clean, pert), (clean, pert)
+
+    first = (state, kick(state, 0))
+    _, (cleans, perts) = jax.lax.scan(body, first, (zs, jnp.arange(num_steps)))
+    cleans, perts = (
+        jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), s0, s) for s0, s in zip(first, (cleans, perts))
+    )
+    diff = jax.tree.map(jnp.subtract, perts, cleans)
+    distance = jax.tree.map(lambda d: jnp.linalg.norm(d, axis=-1), diff)
+    return PerturbationResponse(distance, jnp.linalg.norm(_flat.flatten(diff), axis=-1))
+
+
+def _shapes(state: State) -> list:
+    return [tuple(jnp.shape(leaf)) for leaf in jax.tree_util.tree_leaves(state)]

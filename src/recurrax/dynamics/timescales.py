@@ -1,0 +1,78 @@
+"""Memory timescales: from the gates (how much of the old state a step keeps) and from Jacobian eigenvalues.
+
+A unit that keeps a fraction ``g`` of its value each step forgets with time constant
+``tau = -1 / log g`` steps (``g = e^{-1/tau}``). The retention gate ``g`` is, per family:
+
+- LSTM: the forget gate ``f`` (``c' = f c + i g``);
+- GRU: the update gate ``u`` (``h' = (1 - u) n + u h``);
+- MGU: ``1 - f`` (``h' = (1 - f) h + f n``).
+
+The gates are recomputed from the cell's own ``project`` and the recurrent weights ``w_h`` in the
+documented gate order, in the params' dtype; only the plain variants are supported (peepholes,
+layer norm and projections raise).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from recurrax.core import Array, Cell, Params, State
+from recurrax.dynamics import _flat
+from recurrax.dynamics.fixed_points import eigen_time_constants
+from recurrax.dynamics.trajectory import trajectory
+
+# (number of gate blocks, index of the retention gate's block, whether the retained fraction is 1 - gate)
+_GATES = {"lstm": (4, 1, False), "gru": (3, 1, False), "mgu": (2, 0, True)}
+_UNSUPPORTED = ("w_peep", "w_proj", "ln_i", "ln_h")
+
+
+class GateTimescales(NamedTuple):
+    """Retention gates and their timescales along a trajectory.
+
+    Attributes:
+      gate: ``(T, H)``, the retained fraction of each unit at each step.
+      tau: ``(T, H)``, ``-1 / log gate`` in steps.
+      unit_tau: ``(H,)``, the timescale of each unit's mean gate over the run, ``-1 / log mean_t gate``.
+    """
+
+    gate: Array
+    tau: Array
+    unit_tau: Array
+
+
+def retention_gate(cell: Cell, params: Params, state: State, x: Array) -> Array:
+    """The fraction of each unit's memory kept by one step, ``(H,)`` (see the module docstring)."""
+    fn = "dynamics.retention_gate"
+    if cell.name not in _GATES:
+        raise ValueError(f"{fn}: gate timescales are defined for {sorted(_GATES)}, got a {cell.name!r} cell.")
+    extra = [k for k in _UNSUPPORTED if k in params]
+    if extra:
+        raise ValueError(f"{fn}: only plain {cell.name} cells are supported, these params are not: {extra}.")
+    _flat.check_state(fn, state)
+    x = _flat.check_inputs(fn, cell, params, x, "x", sequence=False)
+    num_gates, block, complement = _GATES[cell.name]
+    z = cell.project(params, x)
+    hidden = z.shape[-1] // num_gates
+    cut = slice(block * hidden, (block + 1) * hidden)
+    gate = jax.nn.sigmoid(z[cut] + state.h @ params["w_h"][:, cut])
+    return 1.0 - gate if complement else gate
+
+
+def gate_timescales(cell: Cell, params: Params, xs: Array, state: State | None = None) -> GateTimescales:
+    """The retention gate at every step of the run driven by ``xs: (T, I)``, as timescales."""
+    states = trajectory(cell, params, xs, state)
+    gate = jax.vmap(lambda s, x: retention_gate(cell, params, s, x))(jax.tree.map(lambda s: s[:-1], states), xs)
+    return GateTimescales(gate, gate_tau(gate), gate_tau(gate.mean(0)))
+
+
+def gate_tau(gate: Array) -> Array:
+    """``-1 / log g``: the steps a memory kept at rate ``g`` per step takes to fall by ``e`` (``inf`` at ``g = 1``)."""
+    return -1.0 / jnp.log(gate)
+
+
+def jacobian_timescales(matrix: Array) -> Array:
+    """The time constants ``-1 / log |lambda|`` of a step Jacobian ``matrix: (S, S)``, slowest first."""
+    return -jnp.sort(-eigen_time_constants(jnp.linalg.eigvals(matrix)))
