@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
+import tempfile
+from pathlib import Path
 
 import chex
 import jax
@@ -201,6 +203,17 @@ def save_sharded_checkpoint():
     placed = dist.shard_params(init_params(), mesh, RULE)
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(sys.argv[1], placed)
+
+
+@check
+def train_sharded_example_runs_and_restores_its_checkpoint():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+    import train_sharded
+
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ["--steps", "3", "--batch", "16", "--length", "6", "--shard-kernels", "--checkpoint", tmp]
+        metrics = train_sharded.main(argv)
+    assert metrics["devices"] == 8 and metrics["checkpoint_identical"] and np.isfinite(metrics["final_loss"])
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ CHECKS = [
     # B=6 on 8 devices raises with both numbers; pad=True pads to 8 and the weighted loss equals B=6's
     "indivisible_batch_raises_with_both_numbers_or_pads_by_choice",
     "rules_that_do_not_fit_name_the_leaf",
+    # examples/train_sharded.py on a (data 4, model 2) mesh, with its orbax save and restore
+    "train_sharded_example_runs_and_restores_its_checkpoint",
 ]
 
 
