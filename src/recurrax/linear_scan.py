@@ -30,11 +30,13 @@ from recurrax.core import Array, Cell, Params, State
 BACKENDS = ("auto", "sequential", "associative", "chunked")
 PARALLEL = ("associative", "chunked")
 
-# Measured with `python -m benchmarks.linear` (see that module and benchmarks/results/linear_cpu.md):
-# per platform, ordered (max_steps, backend, chunk_size) rules, the first with T <= max_steps wins.
+# Measured on CPU with `python -m benchmarks.linear --chunks 16,32` (minGRU, B=8, H=256; the medians and
+# minima are in the lead's benchmark record): stepping wins while T is short (little work per step, no
+# extra passes over memory), chunks of 16 steps win at T >= 4096. Per platform, ordered
+# (max_steps, backend, chunk_size) rules; the first with T <= max_steps wins.
 _AUTO: dict[str, tuple[tuple[float, str, int], ...]] = {
-    "cpu": ((float("inf"), "chunked", 64),),
-    # Not measured here (no accelerator was lent); associative scans are the usual choice on GPUs/TPUs.
+    "cpu": ((1024, "sequential", 0), (float("inf"), "chunked", 16)),
+    # Not measured (no accelerator was lent); one associative scan is the usual choice on GPUs and TPUs.
     "gpu": ((float("inf"), "associative", 0),),
     "tpu": ((float("inf"), "associative", 0),),
 }
@@ -155,7 +157,7 @@ def states(
     states as a pytree with leaves ``(T, *batch, ...)``.
     """
     lin = cell.linear
-    chunk = chunk_size or (choose(zs.shape[0])[1] if backend == "chunked" else None)
+    chunk = chunk_size or (choose(zs.shape[0])[1] if backend == "chunked" else None) or None
 
     def run(params, zs, state):
         a, b = lin.coefficients(params, zs)

@@ -34,8 +34,10 @@ def _min_rnn(
     num_gates: int,
     sequential: Any,
     coefficients: Any,
+    chrono_signs: tuple[int, ...],
     *,
     log_space: bool,
+    chrono_t_max: float | None,
     init: str | _init.Scheme,
     use_bias: bool,
     param_dtype: Any,
@@ -45,15 +47,22 @@ def _min_rnn(
     check_size(name, "hidden_size", hidden_size)
     if not isinstance(log_space, bool):
         raise TypeError(f"{name}: `log_space` must be a bool, got {log_space!r}.")
+    if chrono_t_max is not None and not use_bias:
+        raise ValueError(f"{name}: `chrono_t_max` initialises the gate bias, so it needs use_bias=True.")
     H = hidden_size
     scheme = _init.resolve(init, H)
 
     def init_fn(key, input_size: int):
         check_size(name, "input_size", input_size)
-        k_w, k_b = jax.random.split(key)
+        k_w, k_b, k_chrono = jax.random.split(key, 3)
         params = {"w_i": _init.gate_blocks(scheme.kernel, k_w, input_size, H, num_gates, param_dtype)}
         if use_bias:
             params["b"] = scheme.bias(k_b, (num_gates * H,), param_dtype)
+        if chrono_t_max is not None:
+            chrono = _init.chrono_bias(k_chrono, H, chrono_t_max, param_dtype)
+            for gate, sign in enumerate(chrono_signs):
+                if sign:
+                    params["b"] = params["b"].at[gate * H : (gate + 1) * H].set(sign * chrono)
         return params
 
     def initial_state(params, batch_shape):
@@ -91,6 +100,7 @@ def min_gru(
     *,
     log_space: bool = True,
     init: str | _init.Scheme = "pytorch",
+    chrono_t_max: float | None = None,
     use_bias: bool = True,
     param_dtype: Any = jnp.float32,
     dtype: Any | None = None,
@@ -112,6 +122,8 @@ def min_gru(
       hidden_size: ``H``.
       log_space: run the parallel scan on logarithms (stable over any length; a little slower).
       init: an :mod:`recurrax.init` scheme name or Scheme (its kernel and bias initialisers are used).
+      chrono_t_max: chrono initialisation (Tallec & Ollivier, 2018) of the update-gate bias,
+        ``b_z = -log U(1, T_max - 1)``, so that memory timescales spread up to ``T_max`` steps.
       use_bias: whether ``b`` exists.
       param_dtype: dtype of the params and the state.
       dtype: compute dtype of the input matmul, accumulated in float32.
@@ -132,7 +144,9 @@ def min_gru(
         2,
         sequential,
         coefficients,
+        (-1, 0),
         log_space=log_space,
+        chrono_t_max=chrono_t_max,
         init=init,
         use_bias=use_bias,
         param_dtype=param_dtype,
@@ -145,6 +159,7 @@ def min_lstm(
     *,
     log_space: bool = True,
     init: str | _init.Scheme = "pytorch",
+    chrono_t_max: float | None = None,
     use_bias: bool = True,
     param_dtype: Any = jnp.float32,
     dtype: Any | None = None,
@@ -156,7 +171,8 @@ def min_lstm(
         f = σ(k_f),  i = σ(k_i),  h̃ = g(k_h),     [k_f, k_i, k_h] = x W_i + b
         f' = f / (f + i),  i' = i / (f + i),  h' = f' ⊙ h + i' ⊙ h̃
 
-    with ``g`` as in :func:`min_gru`. In log space the coefficients are ``log a = -softplus(d)`` and
+    with ``g`` as in :func:`min_gru`; ``chrono_t_max`` sets ``b_f = log U(1, T_max - 1)`` and ``b_i = -b_f``.
+    In log space the coefficients are ``log a = -softplus(d)`` and
     ``log b = -softplus(-d) + log g(k_h)`` with ``d = softplus(-k_f) - softplus(-k_i)`` (= ``log i - log f``).
 
     Params: ``w_i: (I, 3H)``, ``b: (3H,)``. Arguments as :func:`min_gru`.
@@ -178,7 +194,9 @@ def min_lstm(
         3,
         sequential,
         coefficients,
+        (1, -1, 0),
         log_space=log_space,
+        chrono_t_max=chrono_t_max,
         init=init,
         use_bias=use_bias,
         param_dtype=param_dtype,
