@@ -1,4 +1,4 @@
-"""Gradient flow through time against explicit products of NumPy step Jacobians (finite differences of the equations)."""
+"""Gradient flow through time against explicit products of NumPy step Jacobians (finite differences)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference import elman as np_elman
-from reference import lstm as np_lstm
-from reference import random_inputs, random_params, to_numpy
-from test_jacobians import numeric_jacobian
+from dynamics_reference import numeric_jacobian
 
 import recurrax as rx
 from recurrax import dynamics as dyn
+from reference import elman as np_elman
+from reference import lstm as np_lstm
+from reference import random_inputs, random_params, to_numpy
 
 T, H, I = 8, 3, 2
 

@@ -7,22 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference import lstm as np_lstm
-from reference import random_inputs, random_params, sigmoid, to_numpy
+from dynamics_reference import numeric_jacobian
 
 import recurrax as rx
 from recurrax import dynamics as dyn
-
-
-def numeric_jacobian(f, v, eps=1e-6):
-    """Central differences of ``f: (n,) -> (m,)`` in float64: ``(m, n)``."""
-    v = np.asarray(v, np.float64)
-    cols = []
-    for j in range(v.size):
-        d = np.zeros_like(v)
-        d[j] = eps
-        cols.append((f(v + d) - f(v - d)) / (2 * eps))
-    return np.stack(cols, axis=-1)
+from reference import lstm as np_lstm
+from reference import random_inputs, random_params, sigmoid, to_numpy
 
 
 def lstm_case(H=3, P=None, I=2, seed=0):
@@ -87,7 +77,9 @@ def test_jit_and_vmap():
     xs = random_inputs((4, 7, 2), 9)
     batched = jax.vmap(lambda xs: dyn.step_jacobians(cell, params, xs))(xs)
     for b in range(4):
-        chex.assert_trees_all_close(jax.tree.map(lambda a, b=b: a[b], batched), dyn.step_jacobians(cell, params, xs[b]), atol=1e-6)
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda a, b=b: a[b], batched), dyn.step_jacobians(cell, params, xs[b]), atol=1e-6
+        )
     eager = dyn.step_jacobian(cell, params, state, x)
     chex.assert_trees_all_close(jax.jit(dyn.step_jacobian, static_argnums=0)(cell, params, state, x), eager, atol=1e-6)
 

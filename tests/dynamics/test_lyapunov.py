@@ -78,7 +78,7 @@ def test_diverging_run_is_reported_not_averaged():
     cell, params = linear_map(3.0 * np.eye(3))  # grows by 3 per step: float32 overflows after ~80 steps
     state = rx.RNNState(jnp.ones(3))
     xs = jnp.zeros((200, 1))
-    with pytest.raises(FloatingPointError, match="diverged.*not finite from step"):
+    with pytest.raises(FloatingPointError, match=r"diverged.*not finite from step"):
         dyn.lyapunov_spectrum(cell, params, xs, state)
     flagged = dyn.lyapunov_spectrum(cell, params, xs, state, on_nonfinite="flag")
     assert not bool(flagged.finite) and 70 < int(flagged.first_nonfinite) < 90
