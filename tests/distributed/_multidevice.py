@@ -69,10 +69,17 @@ def kill(proc: subprocess.Popen) -> None:
 
 def run_checks(script: str, *args: str, devices: int | None, timeout: float = 180) -> dict[str, str]:
     """Runs a check script in a child and returns ``{check name: "ok" or its traceback}``."""
-    code, out, err = finish(start(script, *args, devices=devices), timeout)
+    return collect(start(script, *args, devices=devices), timeout)
+
+
+def collect(proc: subprocess.Popen, timeout: float = 180) -> dict[str, str]:
+    """Waits for a started check script and returns its outcomes (see :func:`run_checks`)."""
+    code, out, err = finish(proc, timeout)
     lines = [line for line in out.splitlines() if line.startswith(MARKER)]
     if not lines:
-        raise RuntimeError(f"{script} exited with {code} before reporting its checks:\n{out[-3000:]}\n{err[-6000:]}")
+        raise RuntimeError(
+            f"{proc.args[1]} exited with {code} before reporting its checks:\n{out[-3000:]}\n{err[-6000:]}"
+        )
     return json.loads(lines[-1][len(MARKER) :])
 
 

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 from _models import init_params
-from _multidevice import assert_ok, finish, run_checks, start
+from _multidevice import assert_ok, finish, run_checks
 
 from recurrax import distributed as dist
 
@@ -54,8 +54,9 @@ def test_a_target_with_another_structure_names_the_leaf(eight_devices):
         dist.restore_checkpoint(eight_devices[1], target)
 
 
-def test_a_save_killed_before_its_commit_is_never_read(tmp_path):
-    code, out, err = finish(start("_child_interrupted_save.py", str(tmp_path), devices=None), timeout=120)
+def test_a_save_killed_before_its_commit_is_never_read(children):
+    tmp_path = children["killed_save"]
+    code, out, err = finish(children["procs"]["killed_save"], timeout=300)
     assert "step 0 saved" in out and "killing mid-save" in out, out + err
     assert code == -9 and "step 1 saved" not in out  # SIGKILL in the middle of saving step 1
     # What the kill left: step 1's data in orbax's temporary directory, never renamed into place.
