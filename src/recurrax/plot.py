@@ -127,3 +127,23 @@ def fixed_points(
     ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
     ax.legend()
     return fig
+
+
+def timescales(
+    taus: Mapping[str, Any], *, ax: Any = None, title: str = "Memory timescales", horizon: float | None = None
+) -> Any:
+    """Each unit's timescale (steps), sorted from the slowest, one curve per label: ``{label: (H,)}``.
+
+    E.g. ``GateTimescales.unit_tau`` or :func:`recurrax.dynamics.jacobian_timescales`; a dashed line
+    marks ``horizon`` (the task's sequence length) when given.
+    """
+    fig, ax = _axes(ax, (6, 4))
+    for label, tau in taus.items():
+        tau = np.sort(np.asarray(tau, np.float64).ravel())[::-1]
+        ax.plot(np.arange(1, len(tau) + 1), tau, marker=".", label=label)
+    if horizon is not None:
+        ax.axhline(horizon, color="0.5", ls="--", lw=0.8, label=f"T = {horizon:g}")
+    ax.set_yscale("log")
+    ax.set(xlabel="unit (slowest first)", ylabel="timescale (steps)", title=title)
+    ax.legend()
+    return fig
