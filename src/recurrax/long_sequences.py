@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from recurrax.core import Array, Cell, Params, State
+from recurrax.core import Array, Cell, Params, State, check_state
 from recurrax.scan import scan
 
 PyTree = Any
@@ -176,8 +176,12 @@ def _segmented(
     xs = jnp.asarray(xs)
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
+    if not isinstance(cell, Cell):
+        raise TypeError(f"{who}: `cell` must be a recurrax.Cell, got {type(cell).__name__}.")
     if state is None:
         state = cell.initial_state(params, batch_shape)
+    else:
+        check_state(cell.name, cell.initial_state, params, state, batch_shape)
     if num_steps == 0:
         return scan(cell, params, xs, state, lengths=lengths, time_major=time_major, backend=backend)
     size = min(size, num_steps)

@@ -34,6 +34,7 @@ def sequence_parallel_scan(
     *,
     mesh: Mesh,
     axis: str = "time",
+    batch_axis: str | None = None,
     time_major: bool = False,
 ) -> tuple[State, Array]:
     """Runs a linear-recurrence ``cell`` over ``xs`` with the time axis sharded over the mesh axis ``axis``.
@@ -45,11 +46,13 @@ def sequence_parallel_scan(
       state: the initial state (batch shape ``batch``), zeros when ``None``; replicated.
       mesh: the mesh; its other axes, if any, see the same (replicated) work.
       axis: the mesh axis the time steps are split over.
+      batch_axis: a mesh axis to split the leading batch axis over as well (data and sequence
+        parallelism together); ``None`` repeats the work of each time block on the mesh's other axes.
       time_major: whether the time axis of ``xs`` and of the outputs comes first.
 
     Returns:
       ``(final_state, outputs)`` as :func:`recurrax.scan`: ``outputs: (*batch, T, O)`` sharded along
-      time over ``axis``, ``final_state`` replicated.
+      time over ``axis`` (and batch over ``batch_axis``), ``final_state`` replicated over ``axis``.
     """
     xs = jnp.asarray(xs)
     if not isinstance(cell, Cell) or cell.linear is None:
@@ -58,10 +61,14 @@ def sequence_parallel_scan(
             f"sequence_parallel_scan: `cell` must declare a linear recurrence (Cell.linear, as min_gru, "
             f"min_lstm and lru do); {name!r} does not."
         )
-    if axis not in mesh.shape:
-        raise ValueError(f"sequence_parallel_scan: the mesh has no axis {axis!r}; its axes are {mesh.axis_names}.")
-    if xs.ndim < 2:
-        raise ValueError(f"sequence_parallel_scan: `xs` must have shape (*batch, T, I), got {tuple(xs.shape)}.")
+    for name in (axis, batch_axis):
+        if name is not None and name not in mesh.shape:
+            raise ValueError(f"sequence_parallel_scan: the mesh has no axis {name!r}; its axes are {mesh.axis_names}.")
+    if batch_axis == axis:
+        raise ValueError(f"sequence_parallel_scan: `batch_axis` and `axis` must differ, got {axis!r} for both.")
+    if xs.ndim < 2 + (batch_axis is not None):
+        need = "(B, *batch, T, I)" if batch_axis is not None else "(*batch, T, I)"
+        raise ValueError(f"sequence_parallel_scan: `xs` must have shape {need}, got {tuple(xs.shape)}.")
     jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct(xs.shape, xs.dtype))  # the input-size check
     time_dim = 0 if time_major else xs.ndim - 2
     num_steps, devices = xs.shape[time_dim], mesh.shape[axis]
@@ -75,7 +82,15 @@ def sequence_parallel_scan(
         state = cell.initial_state(params, batch_shape)
     else:
         check_state(cell.name, cell.initial_state, params, state, batch_shape)
-    time_spec = PartitionSpec(*[axis if d == time_dim else None for d in range(xs.ndim)])
+    batch_dim = None if batch_axis is None else (1 if time_major else 0)
+    if batch_axis is not None and xs.shape[batch_dim] % mesh.shape[batch_axis]:
+        raise ValueError(
+            f"sequence_parallel_scan: the batch size {xs.shape[batch_dim]} is not divisible by "
+            f"{mesh.shape[batch_axis]}, the size of the mesh axis {batch_axis!r}."
+        )
+    dims = {time_dim: axis, batch_dim: batch_axis}
+    time_spec = PartitionSpec(*[dims.get(d) for d in range(xs.ndim)])
+    state_spec = PartitionSpec(batch_axis)  # state leaves are (*batch, S): the leading batch axis split
 
     def local(params: Params, xs_block: Array, state: State) -> tuple[State, Array]:
         lin = cell.linear
@@ -102,10 +117,11 @@ def sequence_parallel_scan(
     run = jax.shard_map(
         local,
         mesh=mesh,
-        in_specs=(PartitionSpec(), time_spec, PartitionSpec()),
-        out_specs=(PartitionSpec(), time_spec),
+        in_specs=(PartitionSpec(), time_spec, state_spec),
+        out_specs=(state_spec, time_spec),
     )
-    if axis in mesh.explicit_axes:
+    if axis in mesh.explicit_axes or batch_axis in mesh.explicit_axes:
         # Explicit axes are part of the array's type: the time split must be asked for, not inferred.
         xs = jax.reshard(xs, NamedSharding(mesh, time_spec))
+        state = jax.tree.map(lambda s: jax.reshard(s, NamedSharding(mesh, state_spec)), state)
     return run(params, xs, state)

@@ -176,6 +176,28 @@ def sequence_parallel_equals_sequential_scan_values_and_grads():
 
 
 @check
+def sequence_parallel_with_the_batch_split_too():
+    for axis_type in (AxisType.Auto, AxisType.Explicit):
+        mesh = dist.make_mesh((2, 4), ("data", "time"), axis_types=(axis_type,) * 2)
+        cell = min_gru(6)
+        params = cell.init(jax.random.key(6), 3)
+        xs = jax.random.normal(jax.random.key(7), (4, 32, 3))
+        state = random_state(cell, params, (4,), jax.random.key(8))
+        run = jax.jit(functools.partial(sequence_parallel_scan, cell, mesh=mesh, batch_axis="data"))
+        final, ys = run(params, xs, state)
+        assert {s.data.shape for s in ys.addressable_shards} == {(2, 8, 6)}  # batch in 2, time in 4
+        h_ref, ys_ref = min_gru_numpy(params, xs, state.h)
+        np.testing.assert_allclose(ys, ys_ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(final.h, h_ref, rtol=1e-5, atol=1e-5)
+    try:
+        sequence_parallel_scan(cell, params, xs[:3], mesh=mesh, batch_axis="data")
+    except ValueError as err:
+        assert "batch size 3 is not divisible by 2" in str(err), err
+    else:
+        raise AssertionError("a batch of 3 over a data axis of 2 must raise")
+
+
+@check
 def sequence_parallel_rejects_bad_input():
     mesh = dist.make_mesh((8,), ("time",))
     cell = min_gru(4)

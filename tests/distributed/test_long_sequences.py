@@ -166,5 +166,9 @@ def test_bad_arguments_raise(lstm):
         checkpointed_scan(cell, params, xs, segment_size=0)
     with pytest.raises(ValueError, match=r"`xs` must have shape \(\*batch, T, I\)"):
         checkpointed_scan(cell, params, xs[0, 0])
+    with pytest.raises(ValueError, match=r"`state.h` must have shape \(3, 5\)"):
+        checkpointed_scan(cell, params, xs, rx.LSTMState(h=jnp.zeros((3, 4)), c=jnp.zeros((3, 5))))
+    with pytest.raises(TypeError, match=r"`cell` must be a recurrax\.Cell, got function"):
+        truncated_scan(lambda: None, params, xs, chunk_size=4)
     with pytest.raises(ValueError, match="must share one length on axis 1"):
         tbptt(lambda *a: None, optax.sgd(0.1), params, None, None, (xs, xs[:, :5]), chunk_size=4)

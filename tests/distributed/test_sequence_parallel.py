@@ -22,6 +22,7 @@ from recurrax.sequence_parallel import sequence_parallel_scan
 CHECKS = [
     "sequence_parallel_min_gru_equals_numpy_equations",  # log and linear space, Auto and Explicit mesh axes
     "sequence_parallel_equals_sequential_scan_values_and_grads",
+    "sequence_parallel_with_the_batch_split_too",  # a (data 2, time 4) mesh
     "sequence_parallel_rejects_bad_input",
 ]
 
