@@ -65,7 +65,12 @@ def make_mesh(
         raise ValueError(f"make_mesh: `axis_shapes` must be positive, with at most one -1, got {tuple(shape)}.")
     if -1 in shape:
         known = math.prod(s for s in shape if s != -1)
-        shape[shape.index(-1)] = len(devices) // known if len(devices) % known == 0 else -1
+        if len(devices) % known:
+            raise ValueError(
+                f"make_mesh: `axis_shapes` {tuple(shape)}: the other axes take {known} devices, which does not "
+                f"divide the {len(devices)} devices, so -1 has no size."
+            )
+        shape[shape.index(-1)] = len(devices) // known
     if math.prod(shape) != len(devices):
         raise ValueError(
             f"make_mesh: `axis_shapes` {tuple(axis_shapes)} must multiply to the number of devices, "

@@ -104,7 +104,10 @@ def rules_that_do_not_fit_name_the_leaf():
             assert path in str(err) and words in str(err), err
         else:
             raise AssertionError(f"{path}: expected a ValueError")
-    for shapes, words in [((3,), "multiply to the number of devices, 8, got 3"), ((-1, 3), "got -3")]:
+    for shapes, words in [
+        ((3,), "multiply to the number of devices, 8, got 3"),
+        ((-1, 3), "take 3 devices, which does not divide the 8 devices"),
+    ]:
         try:
             dist.make_mesh(shapes, ("data", "model")[: len(shapes)])
         except ValueError as err:
