@@ -40,6 +40,7 @@ from long_memory import BASELINE_MSE, adding_batch
 
 MODELS = {"lstm": rx.lstm, "gru": rx.gru, "elman": rx.elman}
 NAMES = {"lstm": "LSTM", "gru": "GRU", "elman": "Elman"}
+SLOW_Q, FIXED_Q = 1e-4, 1e-10  # speed thresholds of slow points and of (numerically exact) fixed points
 
 
 def log(msg: str) -> None:
@@ -154,7 +155,7 @@ def slow_points(cell: rx.Cell, params, xs: jax.Array, args, key: jax.Array) -> t
     pick = jax.random.choice(key, flat.shape[0], (args.fp_starts,), replace=False)
     starts = dyn.unflatten(cell.initial_state(params["cell"], ()), flat[pick])
     found = dyn.find_fixed_points(
-        cell, params["cell"], jnp.asarray([0.5, 0.0]), starts, num_steps=args.fp_steps, tol_q=1e-7, tol_unique=0.05
+        cell, params["cell"], jnp.asarray([0.5, 0.0]), starts, num_steps=args.fp_steps, tol_q=SLOW_Q, tol_unique=0.05
     )
     return found, np.asarray(flat)
 
@@ -168,7 +169,7 @@ def at(curve: np.ndarray, steps_back: int) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = _common.parser(__doc__.splitlines()[0], steps=1200, quick_steps=30, epochs=6)
+    p = _common.parser(__doc__.splitlines()[0], steps=1500, quick_steps=30, epochs=6)
     p.set_defaults(out=Path("examples/out/cell_vs_hidden"))
     p.add_argument("--T", type=int, default=None, help="sequence length (default 120; 20 with --quick)")
     p.add_argument("--hidden", type=int, default=None, help="hidden size of every model (default 32; 8 with --quick)")
@@ -247,14 +248,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 "found": int(fixed.q.shape[0]),
                 "starts": fixed.num_candidates,
                 "converged": fixed.num_converged,
+                "q": np.asarray(fixed.q).tolist(),
+                "fixed": int(np.sum(np.asarray(fixed.q) < FIXED_Q)),
                 "stability": [dyn.STABILITY_NAMES[int(s)] for s in np.asarray(lin.stability)],
                 "slowest_time_constant": [float(t[0]) for t in np.asarray(lin.time_constants)],
             }
-            curves["taus"]["LSTM (Jacobian at its slowest point)"] = (
-                np.asarray(lin.time_constants[int(np.argmax(np.asarray(lin.time_constants)[:, 0]))])
-                if fixed.q.shape[0]
-                else np.zeros(0)
-            )
+            if fixed.q.shape[0]:  # the eigen-timescales at the most precise point (the first)
+                modes = np.asarray(lin.time_constants[0])
+                curves["taus"]["LSTM (Jacobian eigenvalues at its fixed point)"] = modes[np.isfinite(modes)]
         log(f"{name}: analysed in {time.perf_counter() - phase:.1f} s")
 
     figures = {
@@ -302,16 +303,17 @@ def summary_rows(results: dict, back: int) -> list[str]:
     after = "50" if "50" in kept else max(kept, key=int)
     head = (
         f"| model | test MSE | grad c / h at {back} back | ||dc_T/dc_t|| / ||dh_T/dh_t|| at {back} back "
-        f"| kick kept after {after}: c / h | median gate tau | max Lyapunov |"
+        f"| kick kept after {after}: c / h | gate tau: median / max | max Lyapunov |"
     )
     rows = [head, "| " + " | ".join(["---"] * 7) + " |"]
     for name, r in results.items():
         g, j, kept = r["gradient_at_steps_back"], r["jacobian_product_at_steps_back"], r["retention_at_steps_after"]
-        tau = r.get("gate_timescales", {}).get("median")
+        taus = r.get("gate_timescales")
+        tau = "-" if taus is None else f"{taus['median']:.1f} / {taus['max']:.0f}"
         rows.append(
             f"| {NAMES[name]} | {r['test_mse']:.4f} | {_pair(g.get('c'), g['h'])} "
             f"| {_pair(j.get('c.c'), j['h.h'])} | {_pair(kept.get('c', {}).get(after), kept['h'][after])} "
-            f"| {'-' if tau is None else f'{tau:.1f}'} | {r['lyapunov']['max']:.3f} |"
+            f"| {tau} | {r['lyapunov']['max']:.3f} |"
         )
     return rows
 
@@ -341,7 +343,7 @@ def report(record: dict, rows: list[str], back: int) -> str:
         "(`jacobian_product_norms`).",
         f"- **kick kept**: distance from the clean run 50 steps after a kick of size 0.01 to ``c`` or ``h`` at "
         f"t0 = {record['perturbation_t0']}, divided by 0.01 (`perturbation_response`).",
-        "- **median gate tau**: ``-1 / log mean f`` per unit over the probe sequences (LSTM forget gate, GRU "
+        "- **gate tau**: ``-1 / log mean f`` per unit over the probe sequences (LSTM forget gate, GRU "
         "update gate; `gate_timescales`).",
         "- **max Lyapunov**: the largest exponent per step, driven by the task's inputs (`lyapunov_spectrum`).",
         "",
@@ -368,8 +370,10 @@ def report(record: dict, rows: list[str], back: int) -> str:
         lines += [
             "## LSTM slow points",
             "",
-            f"{sp['found']} distinct points (q < 1e-7) from {sp['starts']} starts on the probe trajectories, "
-            f"at the resting input (0.5, 0): {kinds}.",
+            f"{sp['found']} distinct points with speed q < {SLOW_Q:g} from {sp['starts']} starts on the probe "
+            f"trajectories, at the resting input (0.5, 0); {sp['fixed']} of them fixed points (q < {FIXED_Q:g}), "
+            f"the others slow points. Stability of their linearisations: {kinds}; slowest time constant "
+            f"{max(sp['slowest_time_constant']):.0f} steps.",
             "",
             "![slow points](slow_points.png)",
             "",
