@@ -92,6 +92,19 @@ def test_vmap_over_kick_times_equals_loop_and_jit_equals_eager():
     chex.assert_trees_all_close(jax.jit(run)(2), run(2), atol=1e-6)
 
 
+def test_gate_timescales_vmap_over_params_equals_loop_and_jit_equals_eager():
+    cell = rx.gru(3)
+    params = [random_params(cell, seed, 2) for seed in (10, 11)]
+    xs = random_inputs((6, 2), 12)
+    batched = jax.vmap(lambda p: dyn.gate_timescales(cell, p, xs))(jax.tree.map(lambda *a: jnp.stack(a), *params))
+    for b, p in enumerate(params):
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda a, b=b: a[b], batched), dyn.gate_timescales(cell, p, xs), rtol=1e-5
+        )
+    jitted = jax.jit(lambda p: dyn.gate_timescales(cell, p, xs))(params[0])
+    chex.assert_trees_all_close(jitted, dyn.gate_timescales(cell, params[0], xs), rtol=1e-5)
+
+
 def test_bad_input():
     cell = rx.lstm(3)
     params = cell.init(jax.random.key(0), 2)
