@@ -65,7 +65,7 @@ def test_step_low_precision_compute_keeps_float32_state(name, compute, rounding)
     assert max(np.abs(np.asarray(g) - w).max() for g, w in zip(got, full)) > rounding
 
 
-@pytest.mark.parametrize("H,I,batch", SIZES[::2])
+@pytest.mark.parametrize("H,I,batch", SIZES[2:])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_step_float64_matches_numpy(name, H, I, batch):
     with jax.enable_x64(True):
