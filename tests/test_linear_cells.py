@@ -163,7 +163,7 @@ def test_lru_gamma_normalises_the_state_variance():
     # With white-noise input the stationary E|x_i|^2 = γ_i^2 |B_i|^2 / (1 - |λ_i|^2) = |B_i u|^2's variance.
     cell = lru(2, 3, r_min=0.8, r_max=0.9)
     params = cell.init(jax.random.PRNGKey(3), 1)
-    us = jax.random.normal(jax.random.PRNGKey(4), (1024, 100, 1))
+    us = jax.random.normal(jax.random.PRNGKey(4), (1024, 60, 1))
     final, _ = _scan(cell, "associative")(params, us, None)
     b = np.abs(np.asarray(params["b_re"][0]) + 1j * np.asarray(params["b_im"][0])) ** 2
     np.testing.assert_allclose(np.mean(np.abs(np.asarray(final.x)) ** 2, axis=0), b, rtol=0.2)

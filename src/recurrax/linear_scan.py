@@ -15,6 +15,11 @@ and the operator is ``(la1 + la2, logaddexp(la2 + lb1, lb2))``, the pairwise for
 ``logcumsumexp`` scan of Feng et al. (2024): no product of ``a`` is ever formed outside the logarithm,
 so nothing underflows however long the sequence. The initial state enters once, linearly,
 ``s_t = A_t s_0 + B_t`` with ``(A_t, B_t)`` the composed coefficients, so it may have any sign.
+
+Derivatives: the tangent of the recurrence is again one, ``ds_t = a_t ds_{t-1} + (da_t s_{t-1} + db_t)``
+(in linear space, whatever the forward's space), and the parallel backends compute it with the same
+scan (a ``custom_jvp``); reverse mode is its transpose, a reverse-time scan. Forward and reverse
+mode both work, and nothing differentiates through the partial products of the associative operator.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from recurrax.core import Array, Cell, Params, State
 BACKENDS = ("auto", "sequential", "associative", "chunked")
 PARALLEL = ("associative", "chunked")
 
-# Measured on CPU with `python -m benchmarks.linear --chunks 16,32` (minGRU, B=8, H=256; the medians and
-# minima are in the lead's benchmark record): stepping wins while T is short (little work per step, no
+# Measured on CPU with `python -m benchmarks.linear --chunks 16,32` (minGRU, B=8, H=256; the table is in
+# benchmarks/results/linear_cpu.md): stepping wins while T is short (little work per step, no
 # extra passes over memory), chunks of 16 steps win at T >= 4096. Per platform, ordered
 # (max_steps, backend, chunk_size) rules; the first with T <= max_steps wins.
 _AUTO: dict[str, tuple[tuple[float, str, int], ...]] = {
