@@ -41,6 +41,7 @@ from long_memory import BASELINE_MSE, adding_batch
 MODELS = {"lstm": rx.lstm, "gru": rx.gru, "elman": rx.elman}
 NAMES = {"lstm": "LSTM", "gru": "GRU", "elman": "Elman"}
 SLOW_Q, FIXED_Q = 1e-4, 1e-10  # speed thresholds of slow points and of (numerically exact) fixed points
+GRADIENT_FLOOR = 1e-6  # the gradient horizon: steps back until the read-out gradient falls below this fraction
 
 
 def log(msg: str) -> None:
@@ -151,16 +152,23 @@ def lyapunov(cell: rx.Cell, params, xs: jax.Array, burn_in: int) -> dyn.Lyapunov
 def slow_points(cell: rx.Cell, params, xs: jax.Array, args, key: jax.Array) -> tuple[dyn.FixedPoints, np.ndarray]:
     """Fixed/slow points at the resting input ``(0.5, 0)`` (a mean value, no marker), started along trajectories."""
     states = jax.vmap(lambda xs: dyn.trajectory(cell, params["cell"], xs))(xs)
-    flat = dyn.flatten(states).reshape(-1, dyn.flatten(states).shape[-1])
+    runs = dyn.flatten(states)  # (B, T + 1, S)
+    flat = runs.reshape(-1, runs.shape[-1])
     pick = jax.random.choice(key, flat.shape[0], (args.fp_starts,), replace=False)
     starts = dyn.unflatten(cell.initial_state(params["cell"], ()), flat[pick])
     found = dyn.find_fixed_points(
         cell, params["cell"], jnp.asarray([0.5, 0.0]), starts, num_steps=args.fp_steps, tol_q=SLOW_Q, tol_unique=0.05
     )
-    return found, np.asarray(flat)
+    return found, np.asarray(runs)
 
 
 # ------------------------------------------------------------------------------------------- report
+
+
+def _slowest_decay(time_constants) -> float | None:
+    """The largest finite time constant (``inf`` marks modes that do not decay)."""
+    finite = np.asarray(time_constants)[np.isfinite(time_constants)]
+    return float(finite.max()) if finite.size else None
 
 
 def at(curve: np.ndarray, steps_back: int) -> float:
@@ -212,6 +220,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         spectrum = lyapunov(cell, params, lyap_xs, args.lyap_burn_in)
         r["gradient"] = {field: curve.tolist() for field, curve in flow.items()}
         r["gradient_at_steps_back"] = {field: at(curve, back) for field, curve in flow.items()}
+        whole = np.sqrt(sum(curve**2 for curve in flow.values()))[::-1]  # by steps back
+        below = np.flatnonzero(whole < GRADIENT_FLOOR)
+        r["gradient_horizon"] = int(below[0]) if below.size else None
         r["jacobian_product_at_steps_back"] = {block: at(curve, back) for block, curve in products.items()}
         r["retention"] = {field: curve[t0:].tolist() for field, curve in kept.items()}
         r["retention_at_steps_after"] = {
@@ -252,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 "fixed": int(np.sum(np.asarray(fixed.q) < FIXED_Q)),
                 "stability": [dyn.STABILITY_NAMES[int(s)] for s in np.asarray(lin.stability)],
                 "slowest_time_constant": [float(t[0]) for t in np.asarray(lin.time_constants)],
+                "fixed_point_time_constant": _slowest_decay(lin.time_constants[0]) if fixed.q.shape[0] else None,
             }
             if fixed.q.shape[0]:  # the eigen-timescales at the most precise point (the first)
                 modes = np.asarray(lin.time_constants[0])
@@ -303,19 +315,24 @@ def summary_rows(results: dict, back: int) -> list[str]:
     after = "50" if "50" in kept else max(kept, key=int)
     head = (
         f"| model | test MSE | grad c / h at {back} back | ||dc_T/dc_t|| / ||dh_T/dh_t|| at {back} back "
-        f"| kick kept after {after}: c / h | gate tau: median / max | max Lyapunov |"
+        f"| kick kept after {after}: c / h | gate tau: median / max | max Lyapunov | gradient horizon |"
     )
-    rows = [head, "| " + " | ".join(["---"] * 7) + " |"]
+    rows = [head, "| " + " | ".join(["---"] * 8) + " |"]
     for name, r in results.items():
         g, j, kept = r["gradient_at_steps_back"], r["jacobian_product_at_steps_back"], r["retention_at_steps_after"]
         taus = r.get("gate_timescales")
         tau = "-" if taus is None else f"{taus['median']:.1f} / {taus['max']:.0f}"
+        horizon = f"> {len(r['gradient']['h']) - 1}" if r["gradient_horizon"] is None else r["gradient_horizon"]
         rows.append(
             f"| {NAMES[name]} | {r['test_mse']:.4f} | {_pair(g.get('c'), g['h'])} "
             f"| {_pair(j.get('c.c'), j['h.h'])} | {_pair(kept.get('c', {}).get(after), kept['h'][after])} "
-            f"| {tau} | {r['lyapunov']['max']:.3f} |"
+            f"| {tau} | {r['lyapunov']['max']:.3f} | {horizon} |"
         )
     return rows
+
+
+def _steps(tau: float | None) -> str:
+    return "- (no decaying mode)" if tau is None else f"{tau:.0f} steps"
 
 
 def _pair(c: float | None, h: float) -> str:
@@ -346,6 +363,8 @@ def report(record: dict, rows: list[str], back: int) -> str:
         "- **gate tau**: ``-1 / log mean f`` per unit over the probe sequences (LSTM forget gate, GRU "
         "update gate; `gate_timescales`).",
         "- **max Lyapunov**: the largest exponent per step, driven by the task's inputs (`lyapunov_spectrum`).",
+        f"- **gradient horizon**: steps back until the whole read-out gradient falls below {GRADIENT_FLOOR:g} of "
+        "its value at ``T`` (a 0 in the table is below float32's range).",
         "",
         "## Gradient flow",
         "",
@@ -372,8 +391,8 @@ def report(record: dict, rows: list[str], back: int) -> str:
             "",
             f"{sp['found']} distinct points with speed q < {SLOW_Q:g} from {sp['starts']} starts on the probe "
             f"trajectories, at the resting input (0.5, 0); {sp['fixed']} of them fixed points (q < {FIXED_Q:g}), "
-            f"the others slow points. Stability of their linearisations: {kinds}; slowest time constant "
-            f"{max(sp['slowest_time_constant']):.0f} steps.",
+            f"the others slow points. Stability of their linearisations: {kinds}. The slowest decaying mode "
+            f"of the most precise point has a time constant of {_steps(sp['fixed_point_time_constant'])}.",
             "",
             "![slow points](slow_points.png)",
             "",

@@ -44,6 +44,8 @@ def gradient_flow(
     fig, ax = _axes(ax, (6, 4))
     for label, values in norms.items():
         values = np.asarray(values, np.float64)
+        if log:  # exact zeros (no path yet, or float underflow) are left out rather than drawn to the axis
+            values = np.where(values > 0, values, np.nan)
         ax.plot(np.arange(len(values))[::-1], values, label=label)
     if log:
         ax.set_yscale("log")
@@ -105,18 +107,22 @@ def fixed_points(
     """Fixed points and a trajectory on the trajectory's top two principal components.
 
     Args:
-      trajectory: flat states ``(N, S)`` (e.g. ``dynamics.flatten(states)`` of one or more runs, stacked).
+      trajectory: flat states ``(N, S)`` of one run, or ``(B, N, S)`` of ``B`` runs drawn separately
+        (e.g. ``dynamics.flatten(states)``).
       points: flat fixed points ``(M, S)``.
       stability: ``(M,)`` classes (``dynamics.STABLE`` ...); all drawn alike when ``None``.
     """
     fig, ax = _axes(ax, (5, 5))
-    trajectory = np.asarray(trajectory, np.float64).reshape(-1, np.shape(trajectory)[-1])
-    points = np.asarray(points, np.float64).reshape(-1, trajectory.shape[-1])
-    mean = trajectory.mean(0)
-    _, _, vt = np.linalg.svd(trajectory - mean, full_matrices=False)
+    runs = np.asarray(trajectory, np.float64)
+    runs = runs[None] if runs.ndim == 2 else runs
+    flat = runs.reshape(-1, runs.shape[-1])
+    points = np.asarray(points, np.float64).reshape(-1, flat.shape[-1])
+    mean = flat.mean(0)
+    _, _, vt = np.linalg.svd(flat - mean, full_matrices=False)
     basis = vt[:2].T
-    path = (trajectory - mean) @ basis
-    ax.plot(path[:, 0], path[:, 1], color="0.6", lw=0.6, label="trajectory")
+    for i, run in enumerate(runs):
+        path = (run - mean) @ basis
+        ax.plot(path[:, 0], path[:, 1], color="0.6", lw=0.6, label="trajectories" if i == 0 else None)
     projected = (points - mean) @ basis
     classes = np.zeros(len(points), int) if stability is None else np.asarray(stability, int)
     for code, name in enumerate(STABILITY_NAMES):

@@ -20,6 +20,8 @@ def test_curves_and_points_are_drawn_and_saved(tmp_path):
     np.testing.assert_allclose(line.get_xdata(), np.arange(10, -1, -1))  # steps back from T
     np.testing.assert_allclose(line.get_ydata(), norms["c"])
     fig.savefig(tmp_path / "flow.png")
+    zeros = plot.gradient_flow({"c": [0.0, 1.0]}).axes[0].lines[0].get_ydata()  # nothing drawn at 0 on a log axis
+    assert np.isnan(zeros[0]) and zeros[1] == 1.0
 
     fig = plot.lyapunov_spectrum({"lstm": [0.1, -0.2, -0.5]})
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), [0.1, -0.2, -0.5])
@@ -29,8 +31,9 @@ def test_curves_and_points_are_drawn_and_saved(tmp_path):
 
     rng = np.random.default_rng(0)
     trajectory = rng.normal(size=(50, 4)) * [3.0, 1.0, 0.1, 0.1]
-    fig = plot.fixed_points(trajectory, trajectory[:3], [dyn.STABLE, dyn.SADDLE, dyn.STABLE])
-    assert {t.get_text() for t in fig.axes[0].get_legend().get_texts()} == {"trajectory", "stable", "saddle"}
+    fig = plot.fixed_points(trajectory.reshape(2, 25, 4), trajectory[:3], [dyn.STABLE, dyn.SADDLE, dyn.STABLE])
+    assert len(fig.axes[0].lines) == 2  # one path per run, not joined
+    assert {t.get_text() for t in fig.axes[0].get_legend().get_texts()} == {"trajectories", "stable", "saddle"}
     fig.savefig(tmp_path / "fixed.png")
     assert (tmp_path / "flow.png").stat().st_size > 1000 and (tmp_path / "fixed.png").stat().st_size > 1000
 
