@@ -1,8 +1,8 @@
 """What does an LSTM's cell state ``c`` carry that its hidden state ``h`` does not? Measured, on the adding problem.
 
 An LSTM, a GRU and an Elman RNN of the same hidden size are trained on the adding problem (two
-marked numbers among T random ones; the target is their sum), then taken apart with
-:mod:`recurrax.dynamics`:
+marked numbers among T random ones; the target is their sum; ``long_memory.fit``: ``recurrax.scan`` +
+optax, explicit keys), then taken apart with :mod:`recurrax.dynamics`:
 
 1. gradient flow: ``|| d y_T / d c_t ||`` and ``|| d y_T / d h_t ||`` for every ``t`` (one reverse pass
    per sequence) and the Jacobian products ``|| d c_T / d c_t ||``, ``|| d h_T / d h_t ||``;
@@ -28,7 +28,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import recurrax as rx
 from recurrax import dynamics as dyn
@@ -36,7 +35,7 @@ from recurrax import plot
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
-from long_memory import BASELINE_MSE, adding_batch
+from long_memory import BASELINE_MSE, adding_batch, fit
 
 MODELS = {"lstm": rx.lstm, "gru": rx.gru, "elman": rx.elman}
 NAMES = {"lstm": "LSTM", "gru": "GRU", "elman": "Elman"}
@@ -48,51 +47,12 @@ def log(msg: str) -> None:
     print(f"[cell_vs_hidden] {msg}", flush=True)
 
 
-# ------------------------------------------------------------------------------------------- training
+# ------------------------------------------------------------------------------------------- analysis
 
 
 def readout(cell: rx.Cell, params, state) -> jax.Array:
-    """The prediction from a state: a linear read-out of ``h``."""
+    """The prediction from a state: the linear read-out of ``h`` that ``long_memory.fit`` trains."""
     return cell.output(state) @ params["head"]["w"] + params["head"]["b"]
-
-
-def train(cell: rx.Cell, args, key: jax.Array, name: str) -> tuple[dict, dict]:
-    """Adam on the MSE of the read-out of the final state; returns the params and a record of the run."""
-    k_cell, k_head, k_test, key = jax.random.split(key, 4)
-    params = {
-        "cell": cell.init(k_cell, 2),
-        "head": {"w": 0.1 * jax.random.normal(k_head, (args.hidden,)), "b": jnp.ones(())},
-    }
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(args.lr))
-    opt_state = tx.init(params)
-
-    def loss_fn(params, xs, ys):
-        final, _ = rx.scan(cell, params["cell"], xs)
-        return jnp.mean((readout(cell, params, final) - ys) ** 2)
-
-    @jax.jit
-    def train_step(params, opt_state, key):
-        xs, ys = adding_batch(key, args.batch, args.T)
-        loss, grads = jax.value_and_grad(loss_fn)(params, xs, ys)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    test_xs, test_ys = adding_batch(k_test, args.test_size, args.T)
-    test_mse = jax.jit(lambda params: loss_fn(params, test_xs, test_ys))
-    progress = _common.Progress(f"cell_vs_hidden/train/{name}", args.steps, args.epochs)
-    history, recent = [], []
-    for step, k in enumerate(jax.random.split(key, args.steps), start=1):
-        params, opt_state, loss = train_step(params, opt_state, k)
-        recent.append(float(loss))
-        if progress.epoch_ends(step):
-            mse = float(test_mse(params))
-            history.append({"step": step, "train_mse": float(np.mean(recent)), "test_mse": mse})
-            progress.line(step, train_mse=history[-1]["train_mse"], test_mse=mse)
-            recent = []
-    return params, {"test_mse": history[-1]["test_mse"], "history": history, "train_seconds": progress.elapsed()}
-
-
-# ------------------------------------------------------------------------------------------- analysis
 
 
 def gradient_flow(cell: rx.Cell, params, xs: jax.Array) -> dict[str, np.ndarray]:
@@ -186,7 +146,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = _common.parse(p, argv)
     args.T = args.T or (20 if args.quick else 120)
     args.hidden = args.hidden or (8 if args.quick else 32)
-    args.test_size = 200 if args.quick else 1000
     args.probe = 8 if args.quick else 32  # sequences the analyses average over
     args.lyap_steps, args.lyap_burn_in = (60, 20) if args.quick else (600, 100)
     args.fp_starts, args.fp_steps = (16, 200) if args.quick else (128, 1500)
@@ -201,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     log(f"phase 1/2: training on the adding problem, T={args.T}, hidden {args.hidden}, {args.steps} steps each")
     trained, results = {}, {}
     for name, k in zip(MODELS, jax.random.split(k_train, len(MODELS))):
-        trained[name], results[name] = train(MODELS[name](args.hidden), args, k, name)
-        log(f"{name}: test MSE {results[name]['test_mse']:.4f} (trivial {BASELINE_MSE:.3f})")
+        trained[name], results[name] = fit(MODELS[name](args.hidden), args, k, name, tag="cell_vs_hidden/train")
+        log(f"{name}: test MSE {results[name]['final_test_mse']:.4f} (trivial {BASELINE_MSE:.3f})")
 
     log("phase 2/2: dynamics of the trained networks")
     probe_xs, _ = adding_batch(k_probe, args.probe, args.T)
@@ -324,7 +283,7 @@ def summary_rows(results: dict, back: int) -> list[str]:
         tau = "-" if taus is None else f"{taus['median']:.1f} / {taus['max']:.0f}"
         horizon = f"> {len(r['gradient']['h']) - 1}" if r["gradient_horizon"] is None else r["gradient_horizon"]
         rows.append(
-            f"| {NAMES[name]} | {r['test_mse']:.4f} | {_pair(g.get('c'), g['h'])} "
+            f"| {NAMES[name]} | {r['final_test_mse']:.4f} | {_pair(g.get('c'), g['h'])} "
             f"| {_pair(j.get('c.c'), j['h.h'])} | {_pair(kept.get('c', {}).get(after), kept['h'][after])} "
             f"| {tau} | {r['lyapunov']['max']:.3f} | {horizon} |"
         )

@@ -42,6 +42,11 @@ def adding_batch(key: jax.Array, batch: int, T: int) -> tuple[jax.Array, jax.Arr
 
 def train(cell: rx.Cell, args, key: jax.Array, name: str) -> dict:
     """Trains ``cell`` + a linear read-out of its final ``h`` with Adam; returns its history and test MSE."""
+    return fit(cell, args, key, name)[1]
+
+
+def fit(cell: rx.Cell, args, key: jax.Array, name: str, *, tag: str = "long_memory") -> tuple[dict, dict]:
+    """:func:`train`, also returning the trained params ``{"cell": ..., "head": {"w", "b"}}``."""
     k_cell, k_head, k_test, key = jax.random.split(key, 4)
     params = {
         "cell": cell.init(k_cell, 2),
@@ -66,7 +71,7 @@ def train(cell: rx.Cell, args, key: jax.Array, name: str) -> dict:
 
     test_xs, test_ys = adding_batch(k_test, 500 if args.quick else 2000, args.T)
     test_mse = jax.jit(lambda params: loss_fn(params, test_xs, test_ys))
-    progress = _common.Progress(f"long_memory/{name}", args.steps, args.epochs)
+    progress = _common.Progress(f"{tag}/{name}", args.steps, args.epochs)
     history, recent = [], []
     for step, k in enumerate(jax.random.split(key, args.steps), start=1):
         params, opt_state, loss = train_step(params, opt_state, k)
@@ -76,7 +81,7 @@ def train(cell: rx.Cell, args, key: jax.Array, name: str) -> dict:
             history.append({"step": step, "train_mse": float(np.mean(recent)), "test_mse": mse})
             progress.line(step, train_mse=history[-1]["train_mse"], test_mse=mse, baseline=BASELINE_MSE)
             recent = []
-    return {
+    return params, {
         "first_train_mse": history[0]["train_mse"],
         "final_test_mse": history[-1]["test_mse"],
         "history": history,

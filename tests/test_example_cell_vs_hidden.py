@@ -35,7 +35,7 @@ def test_quick_run_writes_report_and_metrics(tmp_path, monkeypatch):
         assert len(m["lyapunov"]["exponents"]) == (2 * H if name == "lstm" else H)
         assert m["lyapunov"]["finite"] is True
         assert ("gate_timescales" in m) == (name != "elman")
-        numbers = [m["test_mse"], *m["gradient_at_steps_back"].values(), m["lyapunov"]["max"]]
+        numbers = [m["final_test_mse"], *m["gradient_at_steps_back"].values(), m["lyapunov"]["max"]]
         assert all(math.isfinite(x) for x in numbers)
     assert "slow_points" in metrics["models"]["lstm"]
 

@@ -84,6 +84,12 @@ def check_inputs(fn: str, cell: Cell, params: Params, xs: Array, arg: str = "xs"
     return xs
 
 
+def check_point(fn: str, cell: Cell, params: Params, state: State, x: Array) -> Array:
+    """Checks one state (leaves ``(n,)``, float) and one input ``x: (I,)``; returns ``x`` as an array."""
+    check_state(fn, state)
+    return check_inputs(fn, cell, params, x, "x", sequence=False)
+
+
 def _check_against_params(fn: str, cell: Cell, params: Params, xs: Array, arg: str) -> None:
     """Traces ``cell.project`` on ``xs`` so a wrong feature size or dtype fails here, named ``arg``."""
     try:

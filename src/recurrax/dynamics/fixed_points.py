@@ -20,6 +20,7 @@ import optax
 
 from recurrax.core import Array, Cell, Params, State
 from recurrax.dynamics import _flat
+from recurrax.dynamics.jacobians import step_jacobian
 
 STABLE, UNSTABLE, SADDLE = 0, 1, 2
 STABILITY_NAMES = ("stable", "unstable", "saddle")
@@ -63,8 +64,7 @@ class FixedPoints(NamedTuple):
 def speed(cell: Cell, params: Params, state: State, x: Array) -> Array:
     """``q(s) = 1/2 || step(params, s, x) - s ||^2`` at one state (leaves ``(n,)``) and input ``x: (I,)``."""
     fn = "dynamics.speed"
-    _flat.check_state(fn, state)
-    x = _flat.check_inputs(fn, cell, params, x, "x", sequence=False)
+    x = _flat.check_point(fn, cell, params, state, x)
     f = _flat.step_fn(cell, params, state)
     s = _flat.flatten(state)
     return 0.5 * jnp.sum(jnp.square(f(s, cell.project(params, x)) - s))
@@ -127,15 +127,8 @@ def minimize_speed(
 
 
 def linearize(cell: Cell, params: Params, state: State, x: Array) -> Linearization:
-    """The eigen-decomposition of ``d step(s, x) / d s`` at ``state`` (leaves ``(n,)``), its class and time constants.
-
-    Runs on the CPU eigen-solver (``jnp.linalg.eig`` has no GPU kernel).
-    """
-    fn = "dynamics.linearize"
-    _flat.check_state(fn, state)
-    x = _flat.check_inputs(fn, cell, params, x, "x", sequence=False)
-    matrix = jax.jacfwd(_flat.step_fn(cell, params, state))(_flat.flatten(state), cell.project(params, x))
-    return linearize_matrix(matrix)
+    """The eigen-decomposition of ``d step(s, x) / d s`` at ``state`` (leaves ``(n,)``): class, time constants."""
+    return linearize_matrix(step_jacobian(cell, params, state, x).matrix)
 
 
 def linearize_matrix(matrix: Array) -> Linearization:

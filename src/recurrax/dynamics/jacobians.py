@@ -41,8 +41,7 @@ class InputJacobian(NamedTuple):
 def step_jacobian(cell: Cell, params: Params, state: State, x: Array) -> StepJacobian:
     """``d step(params, state, x) / d state`` at one state ``(leaves (n,))`` and input ``x: (I,)``."""
     fn = "dynamics.step_jacobian"
-    _flat.check_state(fn, state)
-    x = _flat.check_inputs(fn, cell, params, x, "x", sequence=False)
+    x = _flat.check_point(fn, cell, params, state, x)
     matrix = jax.jacfwd(_flat.step_fn(cell, params, state))(_flat.flatten(state), cell.project(params, x))
     return StepJacobian(_flat.blocks(state, matrix), matrix)
 
@@ -50,8 +49,7 @@ def step_jacobian(cell: Cell, params: Params, state: State, x: Array) -> StepJac
 def input_jacobian(cell: Cell, params: Params, state: State, x: Array) -> InputJacobian:
     """``d step(params, state, x) / d x`` at one state and input ``x: (I,)``."""
     fn = "dynamics.input_jacobian"
-    _flat.check_state(fn, state)
-    x = _flat.check_inputs(fn, cell, params, x, "x", sequence=False)
+    x = _flat.check_point(fn, cell, params, state, x)
     matrix = jax.jacfwd(lambda x: _flat.flatten(cell.step(params, state, x)))(x)
     return InputJacobian(_flat.blocks(state, matrix, x), matrix)
 

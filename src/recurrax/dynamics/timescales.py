@@ -51,8 +51,7 @@ def retention_gate(cell: Cell, params: Params, state: State, x: Array) -> Array:
     extra = [k for k in _UNSUPPORTED if k in params]
     if extra:
         raise ValueError(f"{fn}: only plain {cell.name} cells are supported, these params are not: {extra}.")
-    _flat.check_state(fn, state)
-    x = _flat.check_inputs(fn, cell, params, x, "x", sequence=False)
+    x = _flat.check_point(fn, cell, params, state, x)
     num_gates, block, complement = _GATES[cell.name]
     z = cell.project(params, x)
     hidden = z.shape[-1] // num_gates
