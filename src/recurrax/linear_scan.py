@@ -35,17 +35,19 @@ from recurrax.core import Array, Cell, Params, State
 BACKENDS = ("auto", "sequential", "associative", "chunked")
 PARALLEL = ("associative", "chunked")
 
-# Measured on CPU with `python -m benchmarks.linear --chunks 16,32` (minGRU, B=8, H=256; the table is in
-# benchmarks/results/linear_cpu.md): stepping wins while T is short (little work per step, no
-# extra passes over memory), chunks of 16 steps win at T >= 4096. Per platform, ordered
-# (max_steps, backend, chunk_size) rules; the first with T <= max_steps wins.
+# Chosen from `python -m benchmarks.linear --chunks 32` and an earlier sweep over chunks of 16, 64, 256 and
+# 1024 steps (minGRU, B=8, H=256, T in 512, 4096, 16384; tables in benchmarks/results/linear_cpu.md).
+# On a 2-core CPU, stepping was fastest or within noise of the fastest in 5 of the 6 (T, fwd/fwd+bwd)
+# cells, and fastest for training (fwd+bwd) at every T: each step is a few thousand multiply-adds, and
+# the parallel scans make several extra passes over (T, B, H) arrays. Among chunk sizes, 16 was fastest.
+# Per platform, ordered (max_steps, backend, chunk_size) rules; the first with T <= max_steps wins.
 _AUTO: dict[str, tuple[tuple[float, str, int], ...]] = {
-    "cpu": ((1024, "sequential", 0), (float("inf"), "chunked", 16)),
+    "cpu": ((float("inf"), "sequential", 0),),
     # Not measured (no accelerator was lent); one associative scan is the usual choice on GPUs and TPUs.
     "gpu": ((float("inf"), "associative", 0),),
     "tpu": ((float("inf"), "associative", 0),),
 }
-DEFAULT_CHUNK = 64
+DEFAULT_CHUNK = 16
 
 
 def choose(num_steps: int, platform: str | None = None) -> tuple[str, int]:
@@ -76,7 +78,7 @@ def linear_scan(
       b: ``(T, *batch, S)`` inputs (``log b``, real, with ``log_space``).
       s0: ``(*batch, S)`` initial state.
       backend: one of ``"auto"``, ``"sequential"``, ``"associative"``, ``"chunked"`` (module docstring).
-      chunk_size: steps per chunk for ``"chunked"`` (default: the measured choice, else 64).
+      chunk_size: steps per chunk for ``"chunked"`` (default: the measured choice, else 16).
       log_space: whether ``a`` and ``b`` are logarithms.
 
     Returns:
