@@ -8,10 +8,13 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import recurrax as rx
 from recurrax import dynamics as dyn
+from reference import gru as np_gru
+from reference import to_numpy
 
 
 def cubic_pair():
@@ -79,6 +82,52 @@ def test_finds_the_eight_memory_states_of_the_flip_flop():
             h = np.tanh(h @ w_h)
         np.testing.assert_allclose(h, p, atol=1e-4)
     assert np.sum(np.asarray(found.linearization.stability) == dyn.UNSTABLE) <= 1
+
+
+def flip_flop_batch(key, batch=64, T=40, p=0.1):
+    """The 3-bit flip-flop task: +-1 pulses on 3 channels (one at t = 0); the target holds each channel's last pulse."""
+    k_pulse, k_sign = jax.random.split(key)
+    pulses = jax.random.bernoulli(k_pulse, p, (batch, T, 3)).at[:, 0].set(True)
+    xs = pulses * jnp.where(jax.random.bernoulli(k_sign, 0.5, (batch, T, 3)), 1.0, -1.0)
+    _, ys = jax.lax.scan(
+        lambda held, x: (jnp.where(x != 0, x, held),) * 2, jnp.zeros((batch, 3)), jnp.moveaxis(xs, 1, 0)
+    )
+    return xs, jnp.moveaxis(ys, 0, 1)
+
+
+def test_trained_flip_flop_gru_has_eight_stable_memory_states():
+    # Sussillo & Barak (2013): a network trained on the task stores each of the 2^3 outputs as a stable fixed point.
+    cell, H = rx.gru(16), 16
+    k_cell, k_out, k_data, k_probe, k_start = jax.random.split(jax.random.key(0), 5)
+    params = {"cell": cell.init(k_cell, 3), "w": 0.1 * jax.random.normal(k_out, (H, 3))}
+    tx = optax.adam(1e-2)
+
+    def loss_fn(p, xs, ys):
+        return jnp.mean((rx.scan(cell, p["cell"], xs)[1] @ p["w"] - ys) ** 2)
+
+    def step(carry, key):
+        p, opt = carry
+        loss, grads = jax.value_and_grad(loss_fn)(p, *flip_flop_batch(key))
+        updates, opt = tx.update(grads, opt, p)
+        return (optax.apply_updates(p, updates), opt), loss
+
+    (params, _), losses = jax.jit(lambda p, keys: jax.lax.scan(step, (p, tx.init(p)), keys))(
+        params, jax.random.split(k_data, 500)
+    )
+    assert float(losses[-20:].mean()) < 0.01  # trained: the baseline (predict 0) is 1
+
+    states = jax.vmap(lambda xs: dyn.trajectory(cell, params["cell"], xs))(flip_flop_batch(k_probe)[0]).h
+    starts = rx.RNNState(jax.random.choice(k_start, states.reshape(-1, H), (256,), replace=False))
+    found = dyn.find_fixed_points(cell, params["cell"], jnp.zeros(3), starts, num_steps=500, tol_q=1e-8)
+    stable = np.asarray(found.states.h)[np.asarray(found.linearization.stability) == dyn.STABLE]
+    outputs = stable @ np.asarray(params["w"])
+    assert len(stable) == 8
+    assert {tuple(o) for o in np.sign(outputs).astype(int)} == set(itertools.product([-1, 1], repeat=3))
+    np.testing.assert_allclose(np.abs(outputs), 1.0, atol=0.2)  # each state reads out as its bit pattern
+    # Fixed points of the NumPy GRU equations too.
+    p = to_numpy(params["cell"])
+    for h in stable:
+        np.testing.assert_allclose(np_gru(p, (h,), np.zeros(3))[0], h, atol=1e-5)
 
 
 def test_minimize_speed_and_linearize_jit_and_vmap():
