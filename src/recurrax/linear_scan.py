@@ -105,9 +105,9 @@ def linear_scan(
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5))
 def _parallel(a: Array, b: Array, s0: Array, backend: str, chunk: int, log_space: bool) -> Array:
     """The associative or chunked scan, with its derivative written as another linear scan (see below)."""
-    combine = _combine_log if log_space else _combine
+    combine = compose_log if log_space else compose
     if backend == "associative":
-        return _apply(jax.lax.associative_scan(combine, (a, b), axis=0), s0, log_space)
+        return apply_affine(jax.lax.associative_scan(combine, (a, b), axis=0), s0, log_space)
     return _chunked(combine, a, b, s0, chunk, log_space)
 
 
@@ -193,21 +193,21 @@ def _freeze_after(states: State, lengths: Array, initial: State) -> State:
     return jax.tree.map(leaf, states, initial)
 
 
-def _combine(first: tuple[Array, Array], second: tuple[Array, Array]) -> tuple[Array, Array]:
+def compose(first: tuple[Array, Array], second: tuple[Array, Array]) -> tuple[Array, Array]:
     """Composes two affine maps ``s -> a s + b``: first, then second."""
     a1, b1 = first
     a2, b2 = second
     return a1 * a2, a2 * b1 + b2
 
 
-def _combine_log(first: tuple[Array, Array], second: tuple[Array, Array]) -> tuple[Array, Array]:
-    """:func:`_combine` on ``(log a, log b)``."""
+def compose_log(first: tuple[Array, Array], second: tuple[Array, Array]) -> tuple[Array, Array]:
+    """:func:`compose` on ``(log a, log b)``."""
     la1, lb1 = first
     la2, lb2 = second
     return la1 + la2, jnp.logaddexp(la2 + lb1, lb2)
 
 
-def _apply(coeffs: tuple[Array, Array], s: Array, log_space: bool) -> Array:
+def apply_affine(coeffs: tuple[Array, Array], s: Array, log_space: bool) -> Array:
     """``A s + B`` for composed coefficients ``(A, B)`` (logarithms with ``log_space``)."""
     a, b = coeffs
     return jnp.exp(a) * s + jnp.exp(b) if log_space else a * s + b
@@ -215,7 +215,7 @@ def _apply(coeffs: tuple[Array, Array], s: Array, log_space: bool) -> Array:
 
 def _sequential(a: Array, b: Array, s0: Array, log_space: bool) -> Array:
     def body(s, ab):
-        s = _apply(ab, s, log_space)
+        s = apply_affine(ab, s, log_space)
         return s, s
 
     return jax.lax.scan(body, s0, (a, b))[1]
@@ -237,8 +237,8 @@ def _chunked(combine: Any, a: Array, b: Array, s0: Array, chunk: int, log_space:
     a, b = jax.lax.associative_scan(combine, (a, b), axis=1)  # within each chunk, from its start
 
     def carry(s, ab):
-        return _apply(ab, s, log_space), s
+        return apply_affine(ab, s, log_space), s
 
     _, starts = jax.lax.scan(carry, s0, (a[:, -1], b[:, -1]))  # the state entering each chunk
-    s = _apply((a, b), starts[:, None], log_space)
+    s = apply_affine((a, b), starts[:, None], log_space)
     return s.reshape(num * chunk, *s.shape[2:])[:steps]

@@ -95,8 +95,8 @@ def sequence_parallel_scan(
     def local(params: Params, xs_block: Array, state: State) -> tuple[State, Array]:
         lin = cell.linear
         # The composition rules of recurrax.linear_scan (affine maps, or their logarithms).
-        combine = _ls._combine_log if lin.log_space else _ls._combine
-        apply = functools.partial(_ls._apply, log_space=lin.log_space)
+        combine = _ls.compose_log if lin.log_space else _ls.compose
+        apply = functools.partial(_ls.apply_affine, log_space=lin.log_space)
         xs_tm = xs_block if time_major else jnp.moveaxis(xs_block, -2, 0)
         zs = cell.project(params, xs_tm)
         a, b = lin.coefficients(params, zs)

@@ -1,5 +1,22 @@
-"""Exact weight converters from other libraries (torch is imported only when used)."""
+"""Exact weight converters from and to other libraries.
 
+torch is imported only when a torch module is converted; the Keras converters take plain NumPy
+weight lists, so no Keras install is needed.
+"""
+
+from recurrax.interop.flax import from_linen, from_nnx, to_linen
+from recurrax.interop.keras import from_keras_gru, from_keras_lstm, to_keras_gru, to_keras_lstm
 from recurrax.interop.torch import from_torch, state_from_torch, state_to_torch
 
-__all__ = ["from_torch", "state_from_torch", "state_to_torch"]
+__all__ = [
+    "from_keras_gru",
+    "from_keras_lstm",
+    "from_linen",
+    "from_nnx",
+    "from_torch",
+    "state_from_torch",
+    "state_to_torch",
+    "to_keras_gru",
+    "to_keras_lstm",
+    "to_linen",
+]
