@@ -226,3 +226,24 @@ def test_check_grads_through_scan_float64(name):
         state = random_state(cell, params, (2,), 2, scale=0.5)
         f = jax.jit(lambda p, x, s: rx.scan(cell, p, x, s, lengths=np.array([4, 2]), reverse=name.startswith("lstm")))
         check_grads(f, (params, xs, state), order=1, modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("name", ["lstm_all", "gru", "mgu"])
+def test_gate_blocks_are_a_layout_hint_only(name):
+    """Storing the projected inputs per gate block (``Cell.blocks``) changes no value or gradient."""
+    cell, params, xs, state = _setup(name)
+    assert cell.blocks > 1
+    one = cell._replace(blocks=1)
+
+    def loss(c):
+        return lambda p, x, s: jnp.sum(rx.scan(c, p, x, s, lengths=LENGTHS, reverse=True)[1] ** 2)
+
+    np.testing.assert_array_equal(
+        rx.scan(cell, params, xs, state, lengths=LENGTHS)[1], rx.scan(one, params, xs, state, lengths=LENGTHS)[1]
+    )
+    chex.assert_trees_all_close(
+        jax.grad(loss(cell), argnums=(0, 1, 2))(params, xs, state),
+        jax.grad(loss(one), argnums=(0, 1, 2))(params, xs, state),
+        atol=1e-6,
+        rtol=1e-6,
+    )

@@ -82,6 +82,10 @@ class Cell(NamedTuple):
         returning ``None`` where it does not apply; :func:`recurrax.scan` uses it when present.
       linear: optional :class:`LinearRecurrence` declaring ``transition`` a diagonal linear recurrence,
         which :func:`recurrax.scan` can then run in parallel over time.
+      blocks: how many equal gate blocks ``z`` holds side by side (4 for the LSTM's i, f, g, o). A layout
+        hint: :func:`recurrax.scan` stores the projected inputs as one array per block, so each step reads
+        whole blocks instead of slices of one time step's slice (on CPU, XLA's fused gate math is 2-6x
+        slower on the latter). Values do not depend on it.
     """
 
     init: Callable[[PRNGKey, int], Params]
@@ -93,6 +97,7 @@ class Cell(NamedTuple):
     name: str = "cell"
     fused: Callable[[Params, Array, State, Any], State | None] | None = None
     linear: LinearRecurrence | None = None
+    blocks: int = 1
 
 
 def make_cell(
@@ -106,6 +111,7 @@ def make_cell(
     output: Callable[[State], Array] = lambda state: state.h,
     fused: Callable[[Params, Array, State, Any], State | None] | None = None,
     linear: LinearRecurrence | None = None,
+    blocks: int = 1,
 ) -> Cell:
     """Builds a :class:`Cell`, adding the argument checks every cell shares.
 
@@ -135,6 +141,7 @@ def make_cell(
         name=name,
         fused=fused,
         linear=linear,
+        blocks=blocks,
     )
 
 

@@ -120,20 +120,25 @@ def _lstm_jvp(unroll, primals, tangents):
 # ------------------------------------------------------------------------------------------------ GRU
 
 
+def _blocks(a: Array, num: int) -> tuple[Array, ...]:
+    """Splits the gate axis into ``num`` separate arrays, so a loop step reads whole blocks (see ``Cell.blocks``)."""
+    return tuple(jnp.split(a, num, axis=-1))
+
+
 def _gru_scan(w_h: Array, b_hn: Array, zs: Array, h0: Array, unroll: int, keep: bool):
     """The GRU (reset-after) forward loop; the same equations as ``recurrax.gru``'s transition."""
 
     def body(h, z):
-        z_r, z_z, z_n = jnp.split(z, 3, axis=-1)
+        z_r, z_z, z_n = z
         h_r, h_z, h_n = jnp.split(h @ w_h, 3, axis=-1)
         r = jax.nn.sigmoid(z_r + h_r)
         u = jax.nn.sigmoid(z_z + h_z)
         h_n = h_n + b_hn
         n = jnp.tanh(z_n + r * h_n)
         h_new = (1.0 - u) * n + u * h
-        return h_new, ((h_new, jnp.concatenate([r, u, n, h_n], axis=-1)) if keep else h_new)
+        return h_new, ((h_new, r, u, n, h_n) if keep else h_new)
 
-    return jax.lax.scan(body, h0, zs, unroll=unroll)[1]
+    return jax.lax.scan(body, h0, _blocks(zs, 3), unroll=unroll)[1]
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
@@ -157,31 +162,30 @@ def gru_recurrence(w_h: Array, b_hn: Array, zs: Array, h0: Array, unroll: int = 
 def _gru_jvp(unroll, primals, tangents):
     w_h, b_hn, zs, h0 = primals
     dw_h, db_hn, dzs, dh0 = tangents
-    hs, acts = _gru_scan(w_h, b_hn, zs, h0, unroll, keep=True)
+    hs, r, u, n, h_n = _gru_scan(w_h, b_hn, zs, h0, unroll, keep=True)
     hs_prev = _previous(h0, hs)
     # Time-parallel coefficients of the linear tangent recurrence
     #   dh' = k_z * dz + k_g * dg + u * dh,  dg = dh @ W_h (+ hoisted weight and bias tangents),
-    # summed over the three gate blocks, so the loop holds one dot and one fusion.
-    r, u, n, h_n = jnp.split(acts, 4, axis=-1)
+    # summed over the three gate blocks, so the loop holds one dot and one fusion. They stay separate
+    # arrays per gate block, so each step reads whole blocks.
     c_n = (1.0 - u) * (1 - n * n)
     c_r = c_n * r * (1 - r) * h_n
     c_z = u * (1 - u) * (hs_prev - n)
-    k_g = jnp.concatenate([c_r, c_z, c_n * r], -1)
+    k_g = (c_r, c_z, c_n * r)
     dgh = _hoisted(None, hs_prev, dw_h)
+    e = [jnp.zeros_like(c) for c in k_g] if dgh is None else [k * d for k, d in zip(k_g, _blocks(dgh, 3))]
     if not isinstance(db_hn, SymbolicZero):
-        db = jnp.concatenate([jnp.zeros_like(db_hn), jnp.zeros_like(db_hn), db_hn], -1)
-        dgh = db if dgh is None else dgh + db
-    e = jnp.zeros_like(zs) if dgh is None else k_g * dgh
+        e[2] = e[2] + k_g[2] * db_hn
     if not isinstance(dzs, SymbolicZero):
-        e = e + jnp.concatenate([c_r, c_z, c_n], -1) * dzs
+        e = [e_i + c * d for e_i, c, d in zip(e, (c_r, c_z, c_n), _blocks(dzs, 3))]
 
     def body(dh, inputs):
         e_t, k_t, u_t = inputs
-        t_r, t_z, t_n = jnp.split(e_t + k_t * (dh @ w_h), 3, axis=-1)
-        dh_new = t_r + t_z + t_n + u_t * dh
+        g_r, g_z, g_n = jnp.split(dh @ w_h, 3, axis=-1)
+        dh_new = sum(e_i + k_i * g_i for e_i, k_i, g_i in zip(e_t, k_t, (g_r, g_z, g_n))) + u_t * dh
         return dh_new, dh_new
 
-    _, dhs = jax.lax.scan(body, _dense(dh0, h0), (e, k_g, u), unroll=unroll)
+    _, dhs = jax.lax.scan(body, _dense(dh0, h0), (tuple(e), k_g, u), unroll=unroll)
     return hs, dhs
 
 

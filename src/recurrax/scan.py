@@ -83,6 +83,8 @@ def scan(
 
     def body(carry, inputs):
         z, t = inputs
+        if isinstance(z, tuple):
+            z = jnp.concatenate(z, axis=-1)  # XLA folds the transition's slices of this into the blocks
         new = cell.transition(params, carry, z)
         out = cell.output(new)
         if lengths is not None:
@@ -110,6 +112,8 @@ def scan(
     else:
         if remat:
             body = jax.checkpoint(body)
+        if cell.blocks > 1 and zs.shape[-1] % cell.blocks == 0:
+            zs = tuple(jnp.split(zs, cell.blocks, axis=-1))
         final, ys = jax.lax.scan(body, state, (zs, jnp.arange(num_steps)), unroll=unroll, reverse=reverse and not flip)
 
     outputs, states = ys if return_states else (ys, None)

@@ -93,4 +93,5 @@ def gru(
         project=project,
         transition=transition,
         input_size=lambda params: params["w_i"].shape[0],
+        blocks=3,
     )

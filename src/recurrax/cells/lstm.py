@@ -135,6 +135,7 @@ def lstm(
         project=project,
         transition=transition,
         input_size=lambda params: params["w_i"].shape[0],
+        blocks=4,
         # The plain variant also runs as one sequence-level recurrence with a hand-written derivative.
         fused=_fused.sequence_transition("lstm") if plain else None,
     )

@@ -69,4 +69,5 @@ def mgu(
         project=project,
         transition=transition,
         input_size=lambda params: params["w_i"].shape[0],
+        blocks=2,
     )
