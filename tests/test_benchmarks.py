@@ -4,15 +4,9 @@ No timing is asserted; the tiny ``smoke`` suite only checks that the pipeline ru
 """
 
 import json
-import pathlib
-import sys
 
 import numpy as np
 import pytest
-
-# benchmarks/ is a top-level package beside src/, importable from the repository root.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
 from benchmarks import cases, peers, report, runner, timing
 from benchmarks.__main__ import main
 
