@@ -179,6 +179,36 @@ def test_hook_rejects_unknown_kind_and_declines_mixed_dtypes():
         fused.sequence_transition("elman")
     cell, p, xs = _setup("lstm")
     hook = fused.sequence_transition("lstm")
-    zs = cell.project(p, jnp.moveaxis(xs, 1, 0))
     state = jax.tree.map(lambda s: s.astype(jnp.bfloat16), cell.initial_state(p, (B,)))
-    assert hook(p, zs, state, 1) is None
+    assert hook(p, jnp.moveaxis(xs, 1, 0), state, 1) is None
+
+
+@pytest.mark.parametrize("steps", [32, 37])  # whole chunks only; and a remainder after them
+def test_forward_projecting_in_chunks_equals_numpy_and_autodiff(steps):
+    """Without differentiation ``lstm_sequence`` projects 16 steps at a time inside the loop (batch >= 8)."""
+    assert fused.PROJECTION_CHUNK.get(jax.default_backend()) == 16
+    batch = 8
+    cell = rx.lstm(H)
+    p = cell.init(jax.random.key(0), I)
+    xs = jax.random.normal(jax.random.key(4), (batch, steps, I))
+    final, ys = jax.jit(rx.scan, static_argnums=0)(cell, p, xs)
+    want_hs, want_c = _numpy_lstm({k: np.asarray(v, np.float64) for k, v in p.items()}, np.asarray(xs, np.float64))
+    np.testing.assert_allclose(ys, want_hs, **TOL)
+    np.testing.assert_allclose(final.c, want_c, **TOL)
+    loss = lambda c: lambda p, xs: jnp.sum(jnp.sin(rx.scan(c, p, xs)[1]))  # noqa: E731
+    got = jax.grad(loss(cell), argnums=(0, 1))(p, xs)
+    want = jax.grad(loss(_generic(cell)), argnums=(0, 1))(p, xs)
+    chex.assert_trees_all_close(got, want, **TOL)
+
+
+def test_check_grads_of_the_chunked_sequence_float64():
+    """Numerical differences of the chunked forward pass against the hand-written derivative."""
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.key(5), 6)
+        w_i = 0.5 * jax.random.normal(keys[0], (3, 4 * H), jnp.float64)
+        b = 0.1 * jax.random.normal(keys[1], (4 * H,), jnp.float64)
+        w_h = 0.5 * jax.random.normal(keys[2], (H, 4 * H), jnp.float64)
+        xs = jax.random.normal(keys[3], (35, 8, 3), jnp.float64)
+        h0, c0 = (0.1 * jax.random.normal(k, (8, H), jnp.float64) for k in keys[4:])
+        f = jax.jit(lambda *a: fused.lstm_sequence(*a, 4))
+        check_grads(f, (w_i, b, w_h, xs, h0, c0), order=1, modes=("fwd", "rev"), eps=1e-4)

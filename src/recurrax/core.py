@@ -77,8 +77,8 @@ class Cell(NamedTuple):
       transition: ``(params, state, z[*batch, G]) -> state``, the sequential part.
       output: ``state -> h``, what the next layer sees.
       name: a short name used in error messages.
-      fused: optional fast path ``(params, zs[T, *batch, G], state, unroll) -> states[T, *batch, ...]``
-        equal to scanning ``transition`` over the projected inputs ``zs`` (every state over time), or
+      fused: optional fast path ``(params, xs[T, *batch, I], state, unroll) -> states[T, *batch, ...]``
+        equal to scanning ``transition`` over ``project(params, xs)`` (every state over time), or
         returning ``None`` where it does not apply; :func:`recurrax.scan` uses it when present.
       linear: optional :class:`LinearRecurrence` declaring ``transition`` a diagonal linear recurrence,
         which :func:`recurrax.scan` can then run in parallel over time.

@@ -75,7 +75,7 @@ def scan(
     # Without lengths, lax.scan reverses by itself; with them, each sequence's valid part is flipped
     # (the inputs: I features are cheaper to gather than G projected ones), run forward, flipped back.
     flip = reverse and lengths is not None
-    zs = cell.project(params, reverse_sequences(xs_tm, lengths) if flip else xs_tm)
+    xs_run = reverse_sequences(xs_tm, lengths) if flip else xs_tm
     if state is None:
         state = cell.initial_state(params, batch_shape)
     else:
@@ -96,11 +96,11 @@ def scan(
     states = None
     if backend != "sequential" and num_steps:
         # In parallel over time; past a sequence's last valid step its state holds still, as in `body`.
-        zs_fwd = zs if flip or not reverse else jnp.flip(zs, 0)
-        states = _linear_scan.states(cell, params, zs_fwd, state, backend, lengths=lengths, remat=remat)
+        zs = cell.project(params, xs_run if flip or not reverse else jnp.flip(xs_run, 0))
+        states = _linear_scan.states(cell, params, zs, state, backend, lengths=lengths, remat=remat)
     elif cell.fused is not None and lengths is None and not remat and num_steps:
         # The cell's sequence-level fast path (same values, hand-written derivative); None where it does not apply.
-        states = cell.fused(params, jnp.flip(zs, 0) if reverse else zs, state, unroll)
+        states = cell.fused(params, jnp.flip(xs_run, 0) if reverse else xs_run, state, unroll)
     if states is not None:
         final = jax.tree.map(lambda s: s[-1], states)
         states = jax.tree.map(lambda s: jnp.flip(s, 0), states) if reverse and not flip else states
@@ -112,6 +112,7 @@ def scan(
     else:
         if remat:
             body = jax.checkpoint(body)
+        zs = cell.project(params, xs_run)
         if cell.blocks > 1 and zs.shape[-1] % cell.blocks == 0:
             zs = tuple(jnp.split(zs, cell.blocks, axis=-1))
         final, ys = jax.lax.scan(body, state, (zs, jnp.arange(num_steps)), unroll=unroll, reverse=reverse and not flip)
