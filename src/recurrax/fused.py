@@ -137,24 +137,39 @@ def _project(w_i: Array, b: Array, xs: Array) -> Array:
     return xs @ w_i + b
 
 
-def _lstm_forward(w_i: Array, b: Array, w_h: Array, xs: Array, h0: Array, c0: Array, unroll: int):
-    """The forward pass of :func:`lstm_sequence`, projecting ``PROJECTION_CHUNK`` steps at a time."""
+def _project_in_chunks(loop, w_i: Array, b: Array, xs: Array, carry: Any):
+    """``loop(xs @ w_i + b, carry)`` (every state over time, leaves ``(T, N, ...)``), projecting a chunk at a time.
+
+    The state entering each chunk is the last of the previous chunk's states.
+    """
     steps, rows = xs.shape[0], xs.shape[1]
     chunk = PROJECTION_CHUNK.get(jax.default_backend())
     if chunk is None or steps < 2 * chunk or rows * chunk < _MIN_ROWS:
-        return _lstm_scan(w_h, _project(w_i, b, xs), h0, c0, unroll, keep=False)
+        return loop(_project(w_i, b, xs), carry)
     main = steps - steps % chunk
 
     def run(carry, x):
-        hs, cs = _lstm_scan(w_h, _project(w_i, b, x), *carry, unroll, keep=False)
-        return (hs[-1], cs[-1]), (hs, cs)
+        out = loop(_project(w_i, b, x), carry)
+        return jax.tree.map(lambda o: o[-1], out), out
 
-    carry, (hs, cs) = jax.lax.scan(run, (h0, c0), xs[:main].reshape(main // chunk, chunk, *xs.shape[1:]))
-    hs, cs = hs.reshape(main, *hs.shape[2:]), cs.reshape(main, *cs.shape[2:])
+    carry, out = jax.lax.scan(run, carry, xs[:main].reshape(main // chunk, chunk, *xs.shape[1:]))
+    out = jax.tree.map(lambda o: o.reshape(main, *o.shape[2:]), out)
     if main < steps:
-        rest = run(carry, xs[main:])[1]
-        hs, cs = jnp.concatenate([hs, rest[0]]), jnp.concatenate([cs, rest[1]])
-    return hs, cs
+        out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, run(carry, xs[main:])[1])
+    return out
+
+
+def _projection_tangent(w_i: Array, xs: Array, dw_i: Any, db: Any, dxs: Any) -> Array | None:
+    """The tangent of ``xs @ w_i + b``, term by term, so an input without a tangent costs no matmul."""
+    dzs = None
+    for tangent, term in (
+        (dxs, lambda: dxs @ w_i),
+        (dw_i, lambda: xs @ dw_i),
+        (db, lambda: jnp.broadcast_to(db, (*xs.shape[:-1], db.shape[-1]))),
+    ):
+        if not isinstance(tangent, SymbolicZero):
+            dzs = term() if dzs is None else dzs + term()
+    return dzs
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
@@ -174,22 +189,14 @@ def lstm_sequence(
       time inside the loop (:data:`PROJECTION_CHUNK`); differentiated, it projects the whole sequence
       first and follows :func:`lstm_recurrence`'s derivative.
     """
-    return _lstm_forward(w_i, b, w_h, xs, h0, c0, unroll)
+    return _project_in_chunks(lambda zs, s: _lstm_scan(w_h, zs, *s, unroll, keep=False), w_i, b, xs, (h0, c0))
 
 
 @functools.partial(lstm_sequence.defjvp, symbolic_zeros=True)
 def _lstm_sequence_jvp(unroll, primals, tangents):
     w_i, b, w_h, xs, h0, c0 = primals
     dw_i, db, dw_h, dxs, dh0, dc0 = tangents
-    # The projection's tangent, term by term, so an input without a tangent costs no matmul.
-    dzs = None
-    for present, term in (
-        (not isinstance(dxs, SymbolicZero), lambda: dxs @ w_i),
-        (not isinstance(dw_i, SymbolicZero), lambda: xs @ dw_i),
-        (not isinstance(db, SymbolicZero), lambda: jnp.broadcast_to(db, (*xs.shape[:-1], db.shape[-1]))),
-    ):
-        if present:
-            dzs = term() if dzs is None else dzs + term()
+    dzs = _projection_tangent(w_i, xs, dw_i, db, dxs)
     return _lstm_tangents(unroll, w_h, _project(w_i, b, xs), h0, c0, dw_h, dzs, dh0, dc0)
 
 
