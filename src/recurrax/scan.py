@@ -83,7 +83,7 @@ def scan(
 
     def body(carry, inputs):
         z, t = inputs
-        if isinstance(z, tuple):
+        if split:
             z = jnp.concatenate(z, axis=-1)  # XLA folds the transition's slices of this into the blocks
         new = cell.transition(params, carry, z)
         out = cell.output(new)
@@ -93,6 +93,7 @@ def scan(
             out = _where(valid, out, jnp.zeros_like(out))
         return new, ((out, new) if return_states else out)
 
+    split = False  # whether the generic loop below stores the projected inputs per gate block (Cell.blocks)
     states = None
     if backend != "sequential" and num_steps:
         # In parallel over time; past a sequence's last valid step its state holds still, as in `body`.
@@ -113,7 +114,8 @@ def scan(
         if remat:
             body = jax.checkpoint(body)
         zs = cell.project(params, xs_run)
-        if cell.blocks > 1 and zs.shape[-1] % cell.blocks == 0:
+        split = cell.blocks > 1 and zs.shape[-1] % cell.blocks == 0
+        if split:
             zs = tuple(jnp.split(zs, cell.blocks, axis=-1))
         final, ys = jax.lax.scan(body, state, (zs, jnp.arange(num_steps)), unroll=unroll, reverse=reverse and not flip)
 
