@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from recurrax.core import Array, LSTMState, Params, RNNState, State
+from recurrax.native import lstm as native_lstm
 
 __all__ = ["gru_recurrence", "lstm_recurrence", "lstm_sequence", "sequence_transition"]
 
@@ -99,9 +100,26 @@ def _lstm_jvp(unroll, primals, tangents):
 def _lstm_tangents(unroll, w_h, zs, h0, c0, dw_h, dzs, dh0, dc0):
     """The LSTM recurrence and its tangent; ``dzs`` is ``None`` for a zero input tangent."""
     hs, cs, acts = _lstm_scan(w_h, zs, h0, c0, unroll, keep=True)
+    dpre = _gate_tangent(dzs, h0, hs, dw_h, zs)
+    return (hs, cs), lstm_tangent_scan(w_h, acts, cs, c0, dpre, _dense(dh0, h0), _dense(dc0, c0), unroll)
+
+
+def _gate_tangent(dzs: Array | None, h0: Array, hs: Array, dw_h: Any, like: Array) -> Array:
+    """The tangent of the gate pre-activations that does not flow through the state: ``dzs + h_{t-1} dW_h``."""
     dpre = _hoisted(dzs, _previous(h0, hs), dw_h)
-    if dpre is None:
-        dpre = jnp.zeros_like(zs)
+    return jnp.zeros_like(like) if dpre is None else dpre
+
+
+def lstm_tangent_scan(
+    w_h: Array, acts: Array, cs: Array, c0: Array, dpre: Array, dh0: Array, dc0: Array, unroll: int = 1
+) -> tuple[Array, Array]:
+    """The LSTM's tangent recurrence: ``(dhs, dcs)``, each ``(T, N, H)``.
+
+    Args:
+      w_h: ``(H, 4H)``; acts: ``(T, N, 4H)`` the activated gates; cs: ``(T, N, H)``; c0: ``(N, H)``.
+      dpre: ``(T, N, 4H)`` the gate pre-activations' tangent not flowing through the state.
+      dh0, dc0: ``(N, H)`` the initial state's tangent.
+    """
     # The coefficients of the linear tangent recurrence, for all steps at once (time-parallel), so the
     # loop below is purely linear: JAX then transposes it into one dot and one fusion per step.
     i, f, g, o = jnp.split(acts, 4, axis=-1)
@@ -117,9 +135,7 @@ def _lstm_tangents(unroll, w_h, zs, h0, c0, dw_h, dzs, dh0, dc0):
         dh_new = k_o + b_t * dc_new
         return (dh_new, dc_new), (dh_new, dc_new)
 
-    carry0 = (_dense(dh0, h0), _dense(dc0, c0))
-    _, (dhs, dcs) = jax.lax.scan(body, carry0, (dpre, k, f, b), unroll=unroll)
-    return (hs, cs), (dhs, dcs)
+    return jax.lax.scan(body, (dh0, dc0), (dpre, k, f, b), unroll=unroll)[1]
 
 
 PROJECTION_CHUNK = {"cpu": 16}
@@ -172,9 +188,9 @@ def _projection_tangent(w_i: Array, xs: Array, dw_i: Any, db: Any, dxs: Any) -> 
     return dzs
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7))
 def lstm_sequence(
-    w_i: Array, b: Array, w_h: Array, xs: Array, h0: Array, c0: Array, unroll: int = 1
+    w_i: Array, b: Array, w_h: Array, xs: Array, h0: Array, c0: Array, unroll: int = 1, native: bool = False
 ) -> tuple[Array, Array]:
     """:func:`lstm_recurrence` of the projected inputs ``xs @ w_i + b``.
 
@@ -183,21 +199,29 @@ def lstm_sequence(
       xs: ``(T, N, I)`` inputs.
       h0, c0: ``(N, H)`` initial state.
       unroll: steps per loop iteration.
+      native: run the recurrence in the native CPU kernel (:mod:`recurrax.native.lstm`; the caller checks
+        that it applies), forward and backward; the tangent of forward mode stays an XLA scan.
 
     Returns:
-      ``(hs, cs)``, each ``(T, N, H)``. Evaluated without differentiation it projects a few steps at a
-      time inside the loop (:data:`PROJECTION_CHUNK`); differentiated, it projects the whole sequence
-      first and follows :func:`lstm_recurrence`'s derivative.
+      ``(hs, cs)``, each ``(T, N, H)``. Evaluated without differentiation by XLA, it projects a few steps
+      at a time inside the loop (:data:`PROJECTION_CHUNK`); differentiated, it projects the whole
+      sequence first and follows :func:`lstm_recurrence`'s derivative.
     """
+    if native:
+        return native_lstm.forward(xs, w_i, b, w_h, h0, c0)[:2]
     return _project_in_chunks(lambda zs, s: _lstm_scan(w_h, zs, *s, unroll, keep=False), w_i, b, xs, (h0, c0))
 
 
 @functools.partial(lstm_sequence.defjvp, symbolic_zeros=True)
-def _lstm_sequence_jvp(unroll, primals, tangents):
+def _lstm_sequence_jvp(unroll, native, primals, tangents):
     w_i, b, w_h, xs, h0, c0 = primals
     dw_i, db, dw_h, dxs, dh0, dc0 = tangents
     dzs = _projection_tangent(w_i, xs, dw_i, db, dxs)
-    return _lstm_tangents(unroll, w_h, _project(w_i, b, xs), h0, c0, dw_h, dzs, dh0, dc0)
+    if not native:
+        return _lstm_tangents(unroll, w_h, _project(w_i, b, xs), h0, c0, dw_h, dzs, dh0, dc0)
+    hs, cs, acts = native_lstm.forward(xs, w_i, b, w_h, h0, c0, keep_acts=True)
+    dpre = _gate_tangent(dzs, h0, hs, dw_h, acts)
+    return (hs, cs), native_lstm.tangent(w_h, acts, cs, c0, dpre, _dense(dh0, h0), _dense(dc0, c0), unroll)
 
 
 # ------------------------------------------------------------------------------------------------ GRU
@@ -283,7 +307,7 @@ def _default_unroll() -> int:
     return DEFAULT_UNROLL.get(jax.default_backend(), 1)
 
 
-def sequence_transition(kind: str):
+def sequence_transition(kind: str, native: bool = True):
     """The :attr:`recurrax.Cell.fused` hook for ``kind`` in ``{"lstm", "gru"}``.
 
     The hook maps ``(params, xs: (T, *batch, I), state, unroll)`` (time-major inputs, not yet projected)
@@ -291,7 +315,8 @@ def sequence_transition(kind: str):
     over ``project(params, xs)`` for a cell whose projection is ``xs @ w_i + b`` (or ``xs @ w_i`` without
     ``b``), or returns ``None`` where it does not apply (mixed dtypes), so the caller falls back to the
     generic loop. ``unroll`` as in ``lax.scan``, except that 1 (the default) means the backend's
-    :data:`DEFAULT_UNROLL`.
+    :data:`DEFAULT_UNROLL`. With ``native`` (the default) the LSTM runs in the native CPU kernel where it
+    applies (:func:`recurrax.native.lstm.applies`: float32 on CPU, hidden size a multiple of 16).
     """
     if kind not in ("lstm", "gru"):
         raise ValueError(f"sequence_transition: `kind` must be 'lstm' or 'gru', got {kind!r}.")
@@ -310,7 +335,8 @@ def sequence_transition(kind: str):
         xs_flat = xs.reshape((steps, -1, xs.shape[-1]))
         unflat = lambda a: a.reshape((steps, *batch, a.shape[-1]))  # noqa: E731
         if kind == "lstm":
-            hs, cs = lstm_sequence(w_i, b, w_h, xs_flat, flat(state.h), flat(state.c), unroll)
+            use_native = native and native_lstm.applies(w_h, w_i, b, xs, state.h, state.c)
+            hs, cs = lstm_sequence(w_i, b, w_h, xs_flat, flat(state.h), flat(state.c), unroll, use_native)
             return LSTMState(h=unflat(hs), c=unflat(cs))
         b_hn = params.get("b_hn", jnp.zeros((w_h.shape[0],), w_h.dtype))
         zs = _project(w_i, b, xs_flat)

@@ -1,0 +1,409 @@
+// The LSTM recurrence on CPU as two XLA FFI custom calls (float32): the forward pass over a whole
+// sequence and the backward pass of its recurrent part. recurrax.native builds this file with the
+// system C++ compiler on first use (-O3 -march=native) and registers both targets with XLA.
+//
+// Why a kernel: inside an XLA while loop each step runs its (N, H) @ (H, 4H) matmul as a separate
+// thunk at 140-160 GFLOP/s on this class of machine, followed by element-wise fusions and fresh
+// buffers. Here a step is one pass over tiles that each compute MR rows x VW hidden units of all
+// four gates from W packed once per call into panels, with the gate math done on the accumulators
+// while they are still in registers (benchmarks/RESULTS.md, step 13).
+//
+// Layouts (time-major, batch flattened): xs (T, N, I); w_i (I, 4H); b (4H); w_h (H, 4H), gates in
+// the order i, f, g, o; states (N, H); sequences (T, N, H); acts (T, N, 4H) = the activated gates.
+//
+// Work is split into tiles per step and handed out through one atomic ticket counter over all
+// steps; a ticket of step s waits until every tile of step s-1 is done. The calling thread takes
+// tickets too, so it never waits on a helper that has not started, and helpers that start late
+// find no tickets left and return without touching any buffer.
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int VW = 16;  // floats per vector
+constexpr int MR = 6;   // rows per forward tile: 6 x 4 accumulators + 4 panel vectors fit 32 registers
+#else
+constexpr int VW = 8;
+constexpr int MR = 3;
+#endif
+
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef float vfu __attribute__((vector_size(VW * 4), aligned(4)));  // unaligned access
+typedef int32_t vi __attribute__((vector_size(VW * 4)));
+
+inline vf load(const float* p) { return *reinterpret_cast<const vfu*>(p); }
+inline void store(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
+inline vf splat(float x) { return x - vf{}; }
+
+// exp as in Cephes' expf (relative error ~2 ulp on [-87, 88]).
+inline vf vexp(vf x) {
+  x = x < splat(88.3762626647949f) ? x : splat(88.3762626647949f);
+  x = x > splat(-88.3762626647949f) ? x : splat(-88.3762626647949f);
+  const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  vf n = (x * splat(1.44269504088896341f) + magic) - magic;
+  vf r = x - n * splat(0.693359375f);
+  r = r - n * splat(-2.12194440e-4f);
+  vf p = splat(1.9875691500e-4f);
+  p = p * r + splat(1.3981999507e-3f);
+  p = p * r + splat(8.3334519073e-3f);
+  p = p * r + splat(4.1665795894e-2f);
+  p = p * r + splat(1.6666665459e-1f);
+  p = p * r + splat(5.0000001201e-1f);
+  vf y = p * r * r + r + splat(1.0f);
+  vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+  vf scale;
+  std::memcpy(&scale, &e, sizeof(scale));
+  return y * scale;
+}
+
+inline vf vsigmoid(vf x) { return splat(1.0f) / (splat(1.0f) + vexp(-x)); }
+
+// tanh as in Cephes' tanhf: an odd polynomial below |x| = 0.625 (no cancellation near 0), else
+// 1 - 2 / (exp(2|x|) + 1) with the sign restored.
+inline vf vtanh(vf x) {
+  vf ax = x < splat(0.0f) ? -x : x;
+  vf z = x * x;
+  vf p = splat(-5.70498872745e-3f);
+  p = p * z + splat(2.06390887954e-2f);
+  p = p * z + splat(-5.37397155531e-2f);
+  p = p * z + splat(1.33314422036e-1f);
+  p = p * z + splat(-3.33332819422e-1f);
+  vf small = p * z * x + x;
+  vf big = splat(1.0f) - splat(2.0f) / (vexp(ax + ax) + splat(1.0f));
+  big = x < splat(0.0f) ? -big : big;
+  return ax < splat(0.625f) ? small : big;
+}
+
+// -------------------------------------------------------------------------------------------- tickets
+
+// Shared between the caller and its helpers; owned jointly (helpers may start after the call ends).
+struct Tickets {
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  int64_t per_step = 0;
+  int64_t total = 0;
+};
+
+inline void pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Takes tickets until none is left; run(step, tile) does one tile.
+template <typename Run>
+void work(Tickets& t, const Run& run) {
+  for (;;) {
+    int64_t ticket = t.next.fetch_add(1, std::memory_order_relaxed);
+    if (ticket >= t.total) return;
+    int64_t step = ticket / t.per_step;
+    int64_t need = step * t.per_step;  // every tile of the previous step
+    for (int spins = 0; t.done.load(std::memory_order_acquire) < need; ++spins) {
+      if (spins < 4096) {
+        pause();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+    run(step, ticket - need);
+    t.done.fetch_add(1, std::memory_order_acq_rel);
+  }
+}
+
+// Runs `steps` dependent steps of `tiles` tiles each on the caller and, when a step is worth it, on
+// helpers from XLA's intra-op pool.
+template <typename Run>
+void run_steps(ffi::ThreadPool& pool, int64_t steps, int64_t tiles, double flops_per_step, const Run& run) {
+  auto tickets = std::make_shared<Tickets>();
+  tickets->per_step = tiles;
+  tickets->total = steps * tiles;
+  // Below ~0.5 MFLOP a step is a few microseconds: handing tiles between cores costs more than it saves.
+  int64_t helpers = flops_per_step < 5e5 || tiles < 2 ? 0 : std::min<int64_t>(pool.num_threads() - 1, tiles - 1);
+  if (helpers > 0) {
+    // The helper holds its own copy of `run` only while tickets remain; `run` refers to buffers that
+    // live until the caller has seen every ticket done, and a late helper takes no ticket.
+    auto shared_run = std::make_shared<Run>(run);
+    for (int64_t k = 0; k < helpers; ++k) {
+      pool.Schedule([tickets, shared_run] { work(*tickets, *shared_run); });
+    }
+  }
+  work(*tickets, run);
+  while (tickets->done.load(std::memory_order_acquire) < tickets->total) pause();
+}
+
+// ---------------------------------------------------------------------------------------- forward
+
+// Panels for the forward pass: for each chunk of VW hidden units, rows k = 0..I+H-1 of
+// [w_i; w_h] restricted to that chunk's columns of the four gates, as 4 consecutive vectors.
+std::vector<float> pack_forward(const float* w_i, const float* w_h, int64_t I, int64_t H) {
+  const int64_t G = 4 * H, K = I + H, chunks = H / VW;
+  std::vector<float> panels(chunks * K * 4 * VW);
+  for (int64_t u = 0; u < chunks; ++u) {
+    float* dst = panels.data() + u * K * 4 * VW;
+    for (int64_t k = 0; k < K; ++k) {
+      const float* row = k < I ? w_i + k * G : w_h + (k - I) * G;
+      for (int q = 0; q < 4; ++q) std::memcpy(dst + (k * 4 + q) * VW, row + q * H + u * VW, VW * sizeof(float));
+    }
+  }
+  return panels;
+}
+
+struct Forward {
+  const float *xs, *b, *h0, *c0, *panels;
+  float *hs, *cs, *acts;  // acts may be null
+  int64_t N, I, H;
+};
+
+template <int R>
+void forward_tile(const Forward& p, int64_t t, int64_t r0, int64_t u) {
+  const int64_t H = p.H, I = p.I, K = I + H, G = 4 * H, u0 = u * VW;
+  const float* panel = p.panels + u * K * 4 * VW;
+  const float* hprev = t == 0 ? p.h0 : p.hs + (t - 1) * p.N * H;
+  const float* cprev = t == 0 ? p.c0 : p.cs + (t - 1) * p.N * H;
+  vf acc[R][4];
+  for (int q = 0; q < 4; ++q) {
+    vf bq = load(p.b + q * H + u0);
+    for (int r = 0; r < R; ++r) acc[r][q] = bq;
+  }
+  const float* x[R];
+  const float* h[R];
+  for (int r = 0; r < R; ++r) {
+    x[r] = p.xs + (t * p.N + r0 + r) * I;
+    h[r] = hprev + (r0 + r) * H;
+  }
+  for (int64_t k = 0; k < I; ++k) {
+    const float* w = panel + k * 4 * VW;
+    vf w0 = load(w), w1 = load(w + VW), w2 = load(w + 2 * VW), w3 = load(w + 3 * VW);
+    for (int r = 0; r < R; ++r) {
+      float a = x[r][k];
+      acc[r][0] += a * w0;
+      acc[r][1] += a * w1;
+      acc[r][2] += a * w2;
+      acc[r][3] += a * w3;
+    }
+  }
+  panel += I * 4 * VW;
+  for (int64_t k = 0; k < H; ++k) {
+    const float* w = panel + k * 4 * VW;
+    vf w0 = load(w), w1 = load(w + VW), w2 = load(w + 2 * VW), w3 = load(w + 3 * VW);
+    for (int r = 0; r < R; ++r) {
+      float a = h[r][k];
+      acc[r][0] += a * w0;
+      acc[r][1] += a * w1;
+      acc[r][2] += a * w2;
+      acc[r][3] += a * w3;
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const int64_t row = t * p.N + r0 + r;
+    vf i = vsigmoid(acc[r][0]), f = vsigmoid(acc[r][1]), g = vtanh(acc[r][2]), o = vsigmoid(acc[r][3]);
+    vf c = f * load(cprev + (r0 + r) * H + u0) + i * g;
+    store(p.cs + row * H + u0, c);
+    store(p.hs + row * H + u0, o * vtanh(c));
+    if (p.acts) {
+      float* a = p.acts + row * G + u0;
+      store(a, i);
+      store(a + H, f);
+      store(a + 2 * H, g);
+      store(a + 3 * H, o);
+    }
+  }
+}
+
+template <int R>
+void forward_rows(const Forward& p, int64_t t, int64_t r0, int64_t rows, int64_t u) {
+  if constexpr (R > 1) {
+    if (rows < R) return forward_rows<R - 1>(p, t, r0, rows, u);
+  }
+  forward_tile<R>(p, t, r0, u);
+}
+
+// Tiles of a step: row blocks of MR (the last one shorter) times chunks of VW hidden units.
+struct Tiling {
+  int64_t rows, row_blocks, chunks;
+  Tiling(int64_t n, int64_t chunks) : rows(n), row_blocks((n + MR - 1) / MR), chunks(chunks) {}
+  int64_t count() const { return row_blocks * chunks; }
+};
+
+ffi::Error check_sizes(int64_t H, int64_t expected_g, int64_t g) {
+  if (H % VW != 0) return ffi::Error::InvalidArgument("recurrax LSTM kernel: hidden size must be a multiple of the vector width");
+  if (g != expected_g) return ffi::Error::InvalidArgument("recurrax LSTM kernel: gate axis must be 4 * hidden size");
+  return ffi::Error::Success();
+}
+
+ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_i,
+                       ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> h0,
+                       ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> hs, ffi::ResultBuffer<ffi::F32> cs,
+                       ffi::ResultBuffer<ffi::F32> acts, bool keep_acts) {
+  auto xd = xs.dimensions(), hd = h0.dimensions();
+  const int64_t T = xd[0], N = xd[1], I = xd[2], H = hd[1];
+  if (auto e = check_sizes(H, 4 * H, w_h.dimensions()[1]); e.failure()) return e;
+  if (T == 0 || N == 0) return ffi::Error::Success();
+  std::vector<float> panels = pack_forward(w_i.typed_data(), w_h.typed_data(), I, H);
+  Forward p{xs.typed_data(),  b.typed_data(),  h0.typed_data(), c0.typed_data(), panels.data(),
+            hs->typed_data(), cs->typed_data(), keep_acts ? acts->typed_data() : nullptr, N, I, H};
+  Tiling tiling(N, H / VW);
+  run_steps(pool, T, tiling.count(), 8.0 * N * H * (I + H), [&p, tiling](int64_t t, int64_t tile) {
+    int64_t rb = tile / tiling.chunks, u = tile % tiling.chunks, r0 = rb * MR;
+    forward_rows<MR>(p, t, r0, std::min<int64_t>(MR, tiling.rows - r0), u);
+  });
+  return ffi::Error::Success();
+}
+
+// --------------------------------------------------------------------------------------- backward
+
+// dpre may share its buffer with acts (XLA aliases them): a tile reads the four gates of its units at
+// step s before writing their gradients there, and nothing reads acts[s] afterwards.
+struct Backward {
+  const float *acts, *cs, *c0, *ct_hs, *ct_cs, *panels;  // ct_hs, ct_cs: null for zero
+  float *dpre, *carry_c, *dh0;  // carry_c: (N, H), the cotangent of c flowing to the previous step
+  int64_t T, N, H;
+};
+
+constexpr int BR = MR;  // rows per backward tile
+constexpr int BU = 4;   // unit vectors per backward tile: BR x BU accumulators, like the forward tile
+
+// For rows r0.. and NU * VW hidden units from u0: the cotangent reaching h_s from step s+1
+// (dpre[s+1] @ w_h^T, zero at the last step), then step s's gate cotangents and the cotangent of
+// c_{s-1}. With s < 0 it stores the cotangent reaching h_{-1} as the initial state's instead.
+// Panels for the backward pass: for each chunk of up to BU * VW hidden units starting at u0, the
+// rows k = 0..4H-1 of w_h^T restricted to that chunk (w_h^T[k][u0 + j] = w_h[u0 + j][k]), stored
+// from offset u0 * 4H so that chunk widths need not be equal.
+std::vector<float> pack_backward(const float* w_h, int64_t H) {
+  const int64_t G = 4 * H;
+  std::vector<float> panels(G * H);
+  for (int64_t u0 = 0; u0 < H; u0 += BU * VW) {
+    const int64_t width = std::min<int64_t>(BU * VW, H - u0);
+    float* dst = panels.data() + u0 * G;
+    for (int64_t k = 0; k < G; ++k)
+      for (int64_t j = 0; j < width; ++j) dst[k * width + j] = w_h[(u0 + j) * G + k];
+  }
+  return panels;
+}
+
+template <int R, int NU>
+void backward_tile(const Backward& p, int64_t s, int64_t r0, int64_t u0) {
+  const int64_t H = p.H, G = 4 * H, N = p.N;
+  vf gh[R][NU];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NU; ++v) gh[r][v] = vf{};
+  if (s + 1 < p.T) {
+    const float* panel = p.panels + u0 * G;  // chunk panels are (G, NU * VW), laid out back to back
+    const float* d[R];
+    for (int r = 0; r < R; ++r) d[r] = p.dpre + ((s + 1) * N + r0 + r) * G;
+    for (int64_t k = 0; k < G; ++k) {
+      const float* w = panel + k * NU * VW;
+      vf wv[NU];
+      for (int v = 0; v < NU; ++v) wv[v] = load(w + v * VW);
+      for (int r = 0; r < R; ++r) {
+        float a = d[r][k];
+        for (int v = 0; v < NU; ++v) gh[r][v] += a * wv[v];
+      }
+    }
+  }
+  if (s < 0) {
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < NU; ++v) store(p.dh0 + (r0 + r) * H + u0 + v * VW, gh[r][v]);
+    return;
+  }
+  const float* cprev = s == 0 ? p.c0 : p.cs + (s - 1) * N * H;
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < NU; ++v) {
+      const int64_t row = s * N + r0 + r, unit = u0 + v * VW, at = (r0 + r) * H + unit;
+      const float* a = p.acts + row * G + unit;
+      vf i = load(a), f = load(a + H), g = load(a + 2 * H), o = load(a + 3 * H);
+      vf tc = vtanh(load(p.cs + row * H + unit));
+      vf h_bar = gh[r][v];
+      if (p.ct_hs) h_bar += load(p.ct_hs + row * H + unit);
+      vf c_bar = load(p.carry_c + at) + h_bar * o * (splat(1.0f) - tc * tc);
+      if (p.ct_cs) c_bar += load(p.ct_cs + row * H + unit);
+      float* d = p.dpre + row * G + unit;
+      store(d, c_bar * g * i * (splat(1.0f) - i));
+      store(d + H, c_bar * load(cprev + at) * f * (splat(1.0f) - f));
+      store(d + 2 * H, c_bar * i * (splat(1.0f) - g * g));
+      store(d + 3 * H, h_bar * tc * o * (splat(1.0f) - o));
+      store(p.carry_c + at, c_bar * f);
+    }
+  }
+}
+
+template <int R, int NU>
+void backward_rows(const Backward& p, int64_t s, int64_t r0, int64_t rows, int64_t u0, int64_t vectors) {
+  if constexpr (NU > 1) {
+    if (vectors < NU) return backward_rows<R, NU - 1>(p, s, r0, rows, u0, vectors);
+  }
+  if constexpr (R > 1) {
+    if (rows < R) return backward_rows<R - 1, NU>(p, s, r0, rows, u0, vectors);
+  }
+  backward_tile<R, NU>(p, s, r0, u0);
+}
+
+ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
+                        ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> ct_hs,
+                        ffi::Buffer<ffi::F32> ct_cs, ffi::ResultBuffer<ffi::F32> dpre,
+                        ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0) {
+  auto cd = cs.dimensions();
+  const int64_t T = cd[0], N = cd[1], H = cd[2];
+  if (auto e = check_sizes(H, 4 * H, w_h.dimensions()[1]); e.failure()) return e;
+  if (N == 0) return ffi::Error::Success();
+  float* carry_c = dc0->typed_data();  // the running cotangent of c ends as the initial state's
+  std::fill(carry_c, carry_c + N * H, 0.0f);
+  if (T == 0) {
+    std::fill(dh0->typed_data(), dh0->typed_data() + N * H, 0.0f);
+    return ffi::Error::Success();
+  }
+  std::vector<float> panels = pack_backward(w_h.typed_data(), H);
+  // An empty cotangent stands for zero (a loss that does not read that sequence).
+  const float* ct_h = ct_hs.element_count() ? ct_hs.typed_data() : nullptr;
+  const float* ct_c = ct_cs.element_count() ? ct_cs.typed_data() : nullptr;
+  Backward p{acts.typed_data(), cs.typed_data(), c0.typed_data(), ct_h, ct_c,
+             panels.data(), dpre->typed_data(), carry_c, dh0->typed_data(), T, N, H};
+  const int64_t row_blocks = (N + BR - 1) / BR, vectors = H / VW, chunks = (vectors + BU - 1) / BU;
+  // Loop step j handles s = T-1-j; the last one (s = -1) produces the initial state's cotangent.
+  run_steps(pool, T + 1, row_blocks * chunks, 8.0 * N * H * H, [&p, chunks, vectors, N, T](int64_t j, int64_t tile) {
+    int64_t rb = tile / chunks, u = tile % chunks, r0 = rb * BR;
+    backward_rows<BR, BU>(p, T - 1 - j, r0, std::min<int64_t>(BR, N - r0), u * BU * VW,
+                          std::min<int64_t>(BU, vectors - u * BU));
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxLstmForward, LstmForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_i
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_h
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // hs
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // cs
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // acts ((0, 0, 0) unless keep_acts)
+                                  .Attr<bool>("keep_acts"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxLstmBackward, LstmBackward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_h
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // acts
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // cs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ct_hs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ct_cs
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dpre (T, N, 4H)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dh0
+                                  .Ret<ffi::Buffer<ffi::F32>>()); // dc0
