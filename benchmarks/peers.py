@@ -96,7 +96,10 @@ def _layer_inputs(case: Case) -> list[int]:
     return [case.size.inputs] + [case.size.hidden] * (case.layers - 1)
 
 
-def _recurrax(generic: bool) -> Callable[[Case, str], Prepared]:
+def _recurrax(path: str = "default") -> Callable[[Case, str], Prepared]:
+    """``path``: "default" (what ``recurrax.lstm`` etc. do), "xla" (the LSTM's sequence-level fast path with
+    the native kernel off: the XLA loop), "generic" (the plain per-step scan, no fast path)."""
+
     def build(case: Case, mode: str) -> Prepared:
         import jax
 
@@ -104,8 +107,12 @@ def _recurrax(generic: bool) -> Callable[[Case, str], Prepared]:
 
         factory = {"lstm": rx.lstm, "lstm2": rx.lstm, "gru": rx.gru, "elman": rx.elman}[case.cell]
         cells = [factory(case.size.hidden) for _ in range(case.layers)]
-        if generic:  # the plain lax.scan path, without the sequence-level fast path
+        if path == "generic":
             cells = [c._replace(fused=None) for c in cells]
+        elif path == "xla":
+            from recurrax.fused import sequence_transition
+
+            cells = [c._replace(fused=sequence_transition("lstm", native=False)) for c in cells]
         key = jax.random.key(SEED)
         if case.layers > 1:
             layer = rx.stacked(cells)
@@ -285,12 +292,13 @@ def torch_threads() -> int | None:
 # ------------------------------------------------------------------------------------------ registry
 
 IMPLEMENTATIONS: tuple[Impl, ...] = (
-    Impl("recurrax", "recurrax", ("lstm", "gru", "elman", "lstm2"), _recurrax(generic=False)),
+    Impl("recurrax", "recurrax", ("lstm", "gru", "elman", "lstm2"), _recurrax()),
+    Impl("recurrax (XLA loop)", "recurrax", ("lstm", "lstm2"), _recurrax("xla"), ("fwd", "fwd+bwd")),
     Impl(
         "recurrax (generic scan)",
         "recurrax",
         ("lstm", "gru", "lstm2"),
-        _recurrax(generic=True),
+        _recurrax("generic"),
         ("fwd", "fwd+bwd"),
         default=False,
     ),
@@ -308,6 +316,7 @@ IMPLEMENTATIONS: tuple[Impl, ...] = (
     Impl("GEMM floor", "jax", ("lstm", "gru", "elman", "lstm2"), _gemm_floor, ("fwd",)),
 )
 """Every implementation, recurrax first. Equinox has no Elman cell; cuDNN's JAX binding has only the LSTM.
+``recurrax (XLA loop)`` is the LSTM without its native CPU kernel (the kernel's gain, in every run);
 ``recurrax (generic scan)`` (the plain per-step scan, for before/after comparisons) runs only when named."""
 
 REFERENCE = "recurrax"

@@ -85,14 +85,34 @@ inline vf vtanh(vf x) {
   return ax < splat(0.625f) ? small : big;
 }
 
-// -------------------------------------------------------------------------------------------- tickets
+// ------------------------------------------------------------------------------------------ schedule
 
-// Shared between the caller and its helpers; owned jointly (helpers may start after the call ends).
-struct Tickets {
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-  int64_t per_step = 0;
-  int64_t total = 0;
+// Shared between the caller and its helpers, owned jointly: a helper may start after the call ended.
+// Each step's tiles form a range [lo, hi) packed in one atomic word: the caller takes tiles from the
+// front and helpers from the back, so with tiles ordered by hidden-unit chunk each core keeps working
+// on the same part of the packed weights step after step (they stay in its L2 cache).
+struct Schedule {
+  std::atomic<int64_t> done{0};  // tiles finished, over all steps
+  std::atomic<int64_t> step{0};  // the step the caller is on: where a late helper starts
+  std::unique_ptr<std::atomic<uint64_t>[]> ranges;
+  int64_t steps = 0, tiles = 0;
+
+  Schedule(int64_t steps, int64_t tiles) : ranges(new std::atomic<uint64_t>[steps]), steps(steps), tiles(tiles) {
+    for (int64_t s = 0; s < steps; ++s) ranges[s].store(static_cast<uint64_t>(tiles) << 32, std::memory_order_relaxed);
+  }
+
+  bool claim(int64_t s, bool front, int64_t& tile) {
+    uint64_t v = ranges[s].load(std::memory_order_relaxed);
+    for (;;) {
+      uint64_t lo = v & 0xffffffffu, hi = v >> 32;
+      if (lo >= hi) return false;
+      uint64_t next = front ? (hi << 32) | (lo + 1) : ((hi - 1) << 32) | lo;
+      if (ranges[s].compare_exchange_weak(v, next, std::memory_order_acq_rel)) {
+        tile = static_cast<int64_t>(front ? lo : hi - 1);
+        return true;
+      }
+    }
+  }
 };
 
 inline void pause() {
@@ -101,23 +121,24 @@ inline void pause() {
 #endif
 }
 
-// Takes tickets until none is left; run(step, tile) does one tile.
+// Works through the steps in order, each once every tile of the previous one is done; run(step, tile)
+// does one tile. A participant never waits for a tile nobody has taken, so a helper that does not
+// start (a busy pool) only means the caller does all the work.
 template <typename Run>
-void work(Tickets& t, const Run& run) {
-  for (;;) {
-    int64_t ticket = t.next.fetch_add(1, std::memory_order_relaxed);
-    if (ticket >= t.total) return;
-    int64_t step = ticket / t.per_step;
-    int64_t need = step * t.per_step;  // every tile of the previous step
-    for (int spins = 0; t.done.load(std::memory_order_acquire) < need; ++spins) {
+void work(Schedule& sc, bool front, const Run& run) {
+  for (int64_t s = front ? 0 : sc.step.load(std::memory_order_acquire); s < sc.steps; ++s) {
+    if (front) sc.step.store(s, std::memory_order_release);
+    for (int spins = 0; sc.done.load(std::memory_order_acquire) < s * sc.tiles; ++spins) {
       if (spins < 4096) {
         pause();
       } else {
         std::this_thread::yield();
       }
     }
-    run(step, ticket - need);
-    t.done.fetch_add(1, std::memory_order_acq_rel);
+    for (int64_t tile; sc.claim(s, front, tile);) {
+      run(s, tile);
+      sc.done.fetch_add(1, std::memory_order_acq_rel);
+    }
   }
 }
 
@@ -125,21 +146,19 @@ void work(Tickets& t, const Run& run) {
 // helpers from XLA's intra-op pool.
 template <typename Run>
 void run_steps(ffi::ThreadPool& pool, int64_t steps, int64_t tiles, double flops_per_step, const Run& run) {
-  auto tickets = std::make_shared<Tickets>();
-  tickets->per_step = tiles;
-  tickets->total = steps * tiles;
+  auto schedule = std::make_shared<Schedule>(steps, tiles);
   // Below ~0.5 MFLOP a step is a few microseconds: handing tiles between cores costs more than it saves.
   int64_t helpers = flops_per_step < 5e5 || tiles < 2 ? 0 : std::min<int64_t>(pool.num_threads() - 1, tiles - 1);
   if (helpers > 0) {
-    // The helper holds its own copy of `run` only while tickets remain; `run` refers to buffers that
-    // live until the caller has seen every ticket done, and a late helper takes no ticket.
+    // A helper calls `run` (which refers to buffers of this call) only on a tile it claimed, and the
+    // caller returns only once every tile is done.
     auto shared_run = std::make_shared<Run>(run);
     for (int64_t k = 0; k < helpers; ++k) {
-      pool.Schedule([tickets, shared_run] { work(*tickets, *shared_run); });
+      pool.Schedule([schedule, shared_run] { work(*schedule, false, *shared_run); });
     }
   }
-  work(*tickets, run);
-  while (tickets->done.load(std::memory_order_acquire) < tickets->total) pause();
+  work(*schedule, true, run);
+  while (schedule->done.load(std::memory_order_acquire) < steps * tiles) pause();
 }
 
 // ---------------------------------------------------------------------------------------- forward
@@ -229,7 +248,8 @@ void forward_rows(const Forward& p, int64_t t, int64_t r0, int64_t rows, int64_t
   forward_tile<R>(p, t, r0, u);
 }
 
-// Tiles of a step: row blocks of MR (the last one shorter) times chunks of VW hidden units.
+// Tiles of a step: chunks of VW hidden units times row blocks of MR (the last one shorter), chunk-major
+// so that consecutive tiles reuse one chunk's panel.
 struct Tiling {
   int64_t rows, row_blocks, chunks;
   Tiling(int64_t n, int64_t chunks) : rows(n), row_blocks((n + MR - 1) / MR), chunks(chunks) {}
@@ -255,7 +275,7 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
             hs->typed_data(), cs->typed_data(), keep_acts ? acts->typed_data() : nullptr, N, I, H};
   Tiling tiling(N, H / VW);
   run_steps(pool, T, tiling.count(), 8.0 * N * H * (I + H), [&p, tiling](int64_t t, int64_t tile) {
-    int64_t rb = tile / tiling.chunks, u = tile % tiling.chunks, r0 = rb * MR;
+    int64_t u = tile / tiling.row_blocks, r0 = tile % tiling.row_blocks * MR;
     forward_rows<MR>(p, t, r0, std::min<int64_t>(MR, tiling.rows - r0), u);
   });
   return ffi::Error::Success();
@@ -371,8 +391,8 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Bu
              panels.data(), dpre->typed_data(), carry_c, dh0->typed_data(), T, N, H};
   const int64_t row_blocks = (N + BR - 1) / BR, vectors = H / VW, chunks = (vectors + BU - 1) / BU;
   // Loop step j handles s = T-1-j; the last one (s = -1) produces the initial state's cotangent.
-  run_steps(pool, T + 1, row_blocks * chunks, 8.0 * N * H * H, [&p, chunks, vectors, N, T](int64_t j, int64_t tile) {
-    int64_t rb = tile / chunks, u = tile % chunks, r0 = rb * BR;
+  run_steps(pool, T + 1, row_blocks * chunks, 8.0 * N * H * H, [&p, row_blocks, vectors, N, T](int64_t j, int64_t tile) {
+    int64_t u = tile / row_blocks, r0 = tile % row_blocks * BR;
     backward_rows<BR, BU>(p, T - 1 - j, r0, std::min<int64_t>(BR, N - r0), u * BU * VW,
                           std::min<int64_t>(BU, vectors - u * BU));
   });
