@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
+from recurrax.cells._common import matmul
 from recurrax.core import Array, LSTMState, Params, RNNState, State
 from recurrax.native import lstm as native_lstm
 
@@ -43,7 +44,7 @@ def _hoisted(tangent: Any, primal_seq: Array, w_dot: Any) -> Array | None:
     """``primal_seq @ w_dot`` over all steps at once (``None`` for a symbolic-zero weight tangent)."""
     if isinstance(w_dot, SymbolicZero):
         return tangent
-    hw = jnp.einsum("tnh,hg->tng", primal_seq, w_dot)
+    hw = matmul(primal_seq, w_dot, None)
     return hw if tangent is None else tangent + hw
 
 
@@ -150,7 +151,7 @@ _MIN_ROWS = 128
 
 
 def _project(w_i: Array, b: Array, xs: Array) -> Array:
-    return xs @ w_i + b
+    return matmul(xs, w_i, None) + b
 
 
 def _project_in_chunks(loop, w_i: Array, b: Array, xs: Array, carry: Any):
@@ -180,7 +181,7 @@ def _projection_tangent(w_i: Array, xs: Array, dw_i: Any, db: Any, dxs: Any) -> 
     dzs = None
     for tangent, term in (
         (dxs, lambda: dxs @ w_i),
-        (dw_i, lambda: xs @ dw_i),
+        (dw_i, lambda: matmul(xs, dw_i, None)),
         (db, lambda: jnp.broadcast_to(db, (*xs.shape[:-1], db.shape[-1]))),
     ):
         if not isinstance(tangent, SymbolicZero):

@@ -25,10 +25,17 @@ def matmul(x: Array, w: Array, dtype: Any | None) -> Array:
 
     This is the mixed-precision policy: bf16/fp16 matmuls, float32 results for the gate math.
     """
+    # As one (rows, I) @ (I, G) matmul whatever the leading axes: the reverse-mode weight gradient then
+    # contracts a single axis, and XLA's CPU backend does not copy a transposed (rows, G) cotangent for it
+    # (benchmarks/RESULTS.md, step 14).
+    rows = x.reshape(-1, x.shape[-1])
     if dtype is None:
-        return x @ w
-    acc = jnp.promote_types(dtype, jnp.float32)
-    return jnp.matmul(x.astype(dtype), w.astype(dtype), preferred_element_type=acc)
+        z = rows @ w
+    else:
+        z = jnp.matmul(
+            rows.astype(dtype), w.astype(dtype), preferred_element_type=jnp.promote_types(dtype, jnp.float32)
+        )
+    return z.reshape(*x.shape[:-1], w.shape[-1])
 
 
 def layer_norm(x: Array, scale: Array, bias: Array | None = None, eps: float = 1e-5) -> Array:
