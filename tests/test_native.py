@@ -1,9 +1,9 @@
-"""The native CPU LSTM kernel (recurrax.native): values, every derivative and transform, the build.
+"""The native CPU LSTM and GRU kernels (recurrax.native): values, every derivative and transform, the build.
 
-References: the LSTM equations in NumPy (float64), JAX autodiff of the plain per-step scan
+References: the cell equations in NumPy (float64), JAX autodiff of the plain per-step scan
 (``cell._replace(fused=None)``) and the XLA sequence path (``native=False``), numerical differences
-(``check_grads``). Shapes are chosen to hit the kernel's edges: a batch that is not a multiple of the
-forward tile's 6 rows (or the backward tile's), hidden sizes of 1, 3 and 5 vectors, one step.
+(``check_grads``). Shapes are chosen to hit the kernels' edges: a batch that is not a multiple of a
+tile's 6 rows, hidden sizes of 1, 3 and 5 vectors (the backward tiles take up to 4), one step.
 """
 
 import warnings
@@ -18,21 +18,25 @@ import recurrax as rx
 from recurrax import fused
 from recurrax.native import build
 from recurrax.native import lstm as native_lstm
+from reference import gru as numpy_gru
 from reference import lstm as numpy_lstm
 from reference import random_inputs, random_params, random_state, run, to_numpy
 
-pytestmark = pytest.mark.skipif(build.load() is None, reason="no C++ compiler: the native kernel is not built")
+pytestmark = pytest.mark.skipif(build.load() is None, reason="no C++ compiler: the native kernels are not built")
 
 TOL = dict(atol=2e-5, rtol=2e-5)
+KINDS = ["lstm", "gru"]
 
 
-def _cells(hidden):
-    cell = rx.lstm(hidden)
-    return cell, cell._replace(fused=fused.sequence_transition("lstm", native=False)), cell._replace(fused=None)
+def _cells(kind, hidden):
+    """The default cell, the same with the XLA sequence path instead of the kernel, the plain per-step scan."""
+    cell = {"lstm": rx.lstm, "gru": rx.gru}[kind](hidden)
+    xla = cell._replace(fused=fused.sequence_transition(kind, native=False))
+    return cell, xla, cell._replace(fused=None)
 
 
-def _problem(hidden, batch=(7,), steps=9, inputs=5, seed=0):
-    cell = rx.lstm(hidden)
+def _problem(kind, hidden, batch=(7,), steps=9, inputs=5, seed=0):
+    cell = _cells(kind, hidden)[0]
     params = random_params(cell, seed, inputs)
     # N(0, 0.5^2) weights saturate gates at H=80; scale them down so every gate derivative matters.
     params = jax.tree.map(lambda w: w / np.sqrt(hidden / 8), params)
@@ -41,65 +45,69 @@ def _problem(hidden, batch=(7,), steps=9, inputs=5, seed=0):
     return params, xs, state
 
 
-def _uses_kernel(cell, params, xs, state) -> bool:
-    return "recurrax_lstm_forward" in str(jax.make_jaxpr(lambda p: rx.scan(cell, p, xs, state))(params))
+def _uses_kernel(kind, cell, params, xs, state) -> bool:
+    return f"recurrax_{kind}_forward" in str(jax.make_jaxpr(lambda p: rx.scan(cell, p, xs, state))(params))
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("hidden", [16, 48, 80])
 @pytest.mark.parametrize("batch", [(1,), (7,), (2, 5)])
-def test_forward_matches_numpy(hidden, batch):
-    cell, _, _ = _cells(hidden)
-    params, xs, state = _problem(hidden, batch)
-    assert _uses_kernel(cell, params, xs, state)
+def test_forward_matches_numpy(kind, hidden, batch):
+    cell, _, _ = _cells(kind, hidden)
+    params, xs, state = _problem(kind, hidden, batch)
+    assert _uses_kernel(kind, cell, params, xs, state)
     final, ys = jax.jit(lambda p, x, s: rx.scan(cell, p, x, s))(params, xs, state)
-    ref_final, ref_ys, _ = run(numpy_lstm, to_numpy(params), xs, to_numpy(state))
+    step = {"lstm": numpy_lstm, "gru": numpy_gru}[kind]
+    ref_final, ref_ys, _ = run(step, to_numpy(params), xs, to_numpy(state))
     np.testing.assert_allclose(ys, ref_ys, **TOL)
-    np.testing.assert_allclose(final.c, ref_final[1], **TOL)
+    for got, want in zip(final, ref_final):
+        np.testing.assert_allclose(got, want, **TOL)
 
 
-def test_jit_equals_eager_and_options():
-    cell, xla, _ = _cells(32)
-    params, xs, state = _problem(32, (3,), steps=1)
-    eager = native_lstm.forward(jnp.swapaxes(xs, 0, 1), params["w_i"], params["b"], params["w_h"], state.h, state.c)
-    jitted = jax.jit(native_lstm.forward)(
-        jnp.swapaxes(xs, 0, 1), params["w_i"], params["b"], params["w_h"], state.h, state.c
-    )
-    for a, b in zip(eager, jitted):
-        np.testing.assert_array_equal(a, b)
-    params, xs, state = _problem(32, (3,), steps=6)
-    for kwargs in (dict(reverse=True), dict(return_states=True, include_initial=True)):
-        got = rx.scan(cell, params, xs, state, **kwargs)
-        want = rx.scan(xla, params, xs, state, **kwargs)
+@pytest.mark.parametrize("kind", KINDS)
+def test_jit_equals_eager_and_scan_options(kind):
+    cell, xla, _ = _cells(kind, 32)
+    params, xs, state = _problem(kind, 32, (3,), steps=1)
+    eager = rx.scan(cell, params, xs, state)
+    jitted = jax.jit(lambda p, x, s: rx.scan(cell, p, x, s))(params, xs, state)
+    jax.tree.map(np.testing.assert_array_equal, eager, jitted)
+    params, xs, state = _problem(kind, 32, (3,), steps=6)
+    for kwargs in (dict(reverse=True), dict(return_states=True, include_initial=True), dict(time_major=True)):
+        inputs = jnp.swapaxes(xs, 0, 1) if kwargs.get("time_major") else xs
+        got = rx.scan(cell, params, inputs, state, **kwargs)
+        want = rx.scan(xla, params, inputs, state, **kwargs)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), got, want)
 
 
 def _loss(cell, params, xs, state):
     final, ys, states = rx.scan(cell, params, xs, state, return_states=True)
-    # Cotangents on h at every step and on the whole c sequence, weighted so no two paths cancel.
-    return jnp.sum(jnp.sin(ys) * jnp.arange(1, ys.shape[-1] + 1)) + jnp.sum(states.c**2) + jnp.sum(final.c)
+    # Cotangents on the outputs at every step and on every state leaf, weighted so no two paths cancel.
+    loss = jnp.sum(jnp.sin(ys) * jnp.arange(1, ys.shape[-1] + 1))
+    return loss + sum(jnp.sum(s**2) for s in states[1:]) + jnp.sum(final[-1])
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("hidden,batch", [(16, (1,)), (48, (7,)), (80, (2, 5))])
-def test_gradients_match_autodiff_of_the_step(hidden, batch):
-    cell, _, plain = _cells(hidden)
-    params, xs, state = _problem(hidden, batch)
+def test_gradients_match_autodiff_of_the_step(kind, hidden, batch):
+    cell, _, plain = _cells(kind, hidden)
+    params, xs, state = _problem(kind, hidden, batch)
     grad = jax.jit(jax.grad(_loss, argnums=(1, 2, 3)), static_argnums=0)
     got, want = grad(cell, params, xs, state), grad(plain, params, xs, state)
-    assert "recurrax_lstm_backward" in str(
-        jax.make_jaxpr(lambda *a: jax.grad(_loss, argnums=1)(cell, *a))(params, xs, state)
-    )
+    jaxpr = str(jax.make_jaxpr(lambda *a: jax.grad(_loss, argnums=1)(cell, *a))(params, xs, state))
+    assert f"recurrax_{kind}_backward" in jaxpr
     jax.tree.map(_close_to_scale, got, want)
 
 
-@pytest.mark.parametrize("reads", ["outputs", "final_c"])
-def test_gradients_when_a_sequence_gets_no_cotangent(reads):
-    """A loss on the outputs alone (no cotangent for c) or on the final c alone (none for h)."""
-    cell, _, plain = _cells(32)
-    params, xs, state = _problem(32, (7,), steps=6)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("reads", ["outputs", "final"])
+def test_gradients_when_a_sequence_gets_no_cotangent(kind, reads):
+    """A loss on the outputs alone (no cotangent for an LSTM's c) or on the final state's last leaf alone."""
+    cell, _, plain = _cells(kind, 32)
+    params, xs, state = _problem(kind, 32, (7,), steps=6)
 
     def loss(c, p, x, s):
         final, ys = rx.scan(c, p, x, s)
-        return jnp.sum(jnp.sin(ys)) if reads == "outputs" else jnp.sum(final.c * jnp.arange(32))
+        return jnp.sum(jnp.sin(ys)) if reads == "outputs" else jnp.sum(final[-1] * jnp.arange(32))
 
     grad = jax.jit(jax.grad(loss, argnums=(1, 2, 3)), static_argnums=0)
     jax.tree.map(_close_to_scale, grad(cell, params, xs, state), grad(plain, params, xs, state))
@@ -110,16 +118,18 @@ def _close_to_scale(a, b, tol=1e-5):
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol * float(np.max(np.abs(b))))
 
 
-def test_check_grads_float32():
-    cell, _, _ = _cells(16)
-    params, xs, state = _problem(16, (3,), steps=4, inputs=3)
+@pytest.mark.parametrize("kind", KINDS)
+def test_check_grads_float32(kind):
+    cell, _, _ = _cells(kind, 16)
+    params, xs, state = _problem(kind, 16, (3,), steps=4, inputs=3)
     f = lambda p, x, s: _loss(cell, p, x, s)  # noqa: E731
     check_grads(f, (params, xs, state), order=1, modes=["fwd", "rev"], eps=1e-2, atol=5e-2, rtol=5e-2)
 
 
-def test_forward_mode_and_second_order():
-    cell, xla, _ = _cells(32)
-    params, xs, state = _problem(32, (3,), steps=5)
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward_mode_and_second_order(kind):
+    cell, xla, _ = _cells(kind, 32)
+    params, xs, state = _problem(kind, 32, (3,), steps=5)
     tangent = jax.tree.map(lambda a: jnp.cos(a), params)
     got = jax.jvp(lambda p: _loss(cell, p, xs, state), (params,), (tangent,))
     want = jax.jvp(lambda p: _loss(xla, p, xs, state), (params,), (tangent,))
@@ -130,9 +140,10 @@ def test_forward_mode_and_second_order():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4), hvp(cell), hvp(xla))
 
 
-def test_vmap_over_examples_and_over_weights_equals_a_loop():
-    cell, _, _ = _cells(32)
-    params, xs, state = _problem(32, (4,), steps=5)
+@pytest.mark.parametrize("kind", KINDS)
+def test_vmap_over_examples_and_over_weights_equals_a_loop(kind):
+    cell, _, _ = _cells(kind, 32)
+    params, xs, state = _problem(kind, 32, (4,), steps=5)
     per_example = jax.vmap(jax.grad(_loss, argnums=1), in_axes=(None, None, 0, 0))
     got = per_example(cell, params, xs[:, None], jax.tree.map(lambda a: a[:, None], state))
     for n in range(4):
@@ -155,19 +166,39 @@ def _pick(tree, n):
     return jax.tree.map(lambda a: a[n], tree)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("hidden,dtype", [(20, jnp.float32), (32, jnp.bfloat16)])
-def test_does_not_apply_where_the_kernel_cannot_run(hidden, dtype):
-    cell, _, _ = _cells(hidden)
-    params, xs, state = _problem(hidden, (2,), steps=3)
-    params, xs, state = jax.tree.map(lambda a: a.astype(dtype), (params, xs, state))
-    assert not _uses_kernel(cell, params, xs, state)
+def test_does_not_apply_where_the_kernel_cannot_run(kind, hidden, dtype):
+    cell, _, _ = _cells(kind, hidden)
+    params, xs, state = jax.tree.map(lambda a: a.astype(dtype), _problem(kind, hidden, (2,), steps=3))
+    assert not _uses_kernel(kind, cell, params, xs, state)
 
 
-def test_float64_uses_the_xla_loop():
+@pytest.mark.parametrize("kind", KINDS)
+def test_float64_uses_the_xla_loop(kind):
     with jax.enable_x64(True):
-        cell, _, _ = _cells(32)
-        params, xs, state = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), _problem(32, (2,), steps=3))
-        assert not _uses_kernel(cell, params, xs, state)
+        cell, _, _ = _cells(kind, 32)
+        params, xs, state = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), _problem(kind, 32, (2,), steps=3))
+        assert not _uses_kernel(kind, cell, params, xs, state)
+
+
+def test_variants_the_kernel_does_not_cover_keep_their_path():
+    params = random_params(rx.gru(32, reset_after=False), 0, 5)
+    xs, state = random_inputs((2, 3, 5), 1), rx.RNNState(h=jnp.zeros((2, 32)))
+    assert not _uses_kernel("gru", rx.gru(32, reset_after=False), params, xs, state)
+    peephole = rx.lstm(32, peephole=True)
+    params = random_params(peephole, 0, 5)
+    assert not _uses_kernel("lstm", peephole, params, xs, peephole.initial_state(params, (2,)))
+
+
+def test_the_primitives_called_directly():
+    """``recurrax.native.lstm`` without ``recurrax.scan``: time-major, batch-flattened, eager equals jit."""
+    params, xs, state = _problem("lstm", 32, (3,), steps=4)
+    args = (jnp.swapaxes(xs, 0, 1), params["w_i"], params["b"], params["w_h"], state.h, state.c)
+    eager = native_lstm.forward(*args, keep_acts=True)
+    jitted = jax.jit(native_lstm.forward, static_argnums=6)(*args, True)
+    assert [a.shape for a in eager] == [(4, 3, 32), (4, 3, 32), (4, 3, 128)]
+    jax.tree.map(np.testing.assert_array_equal, eager, jitted)
 
 
 def test_build_is_cached_and_keyed(tmp_path):
@@ -184,13 +215,13 @@ def test_a_missing_compiler_is_an_error_and_load_falls_back(tmp_path, monkeypatc
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert build.load.__wrapped__() is None
-    assert any("native CPU LSTM kernel is unavailable" in str(w.message) for w in caught)
+    assert any("native CPU kernels are unavailable" in str(w.message) for w in caught)
 
 
 def test_a_compile_error_reports_the_compiler_output(tmp_path, monkeypatch):
     script = tmp_path / "cxx"
     script.write_text(
-        "#!/bin/sh\nif [ \"$1\" = --version ]; then echo fake; exit 0; fi\necho 'error: broken' >&2\nexit 1\n"
+        '#!/bin/sh\nif [ "$1" = --version ]; then echo fake; exit 0; fi\necho "error: broken" >&2\nexit 1\n'
     )
     script.chmod(0o755)
     monkeypatch.setenv("CXX", str(script))

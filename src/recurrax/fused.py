@@ -30,7 +30,9 @@ from jax.custom_derivatives import SymbolicZero
 
 from recurrax.cells._common import matmul
 from recurrax.core import Array, LSTMState, Params, RNNState, State
+from recurrax.native import gru as native_gru
 from recurrax.native import lstm as native_lstm
+from recurrax.native._primitives import applies as native_applies
 
 __all__ = ["gru_recurrence", "lstm_recurrence", "lstm_sequence", "sequence_transition"]
 
@@ -271,20 +273,51 @@ def _gru_jvp(unroll, primals, tangents):
     w_h, b_hn, zs, h0 = primals
     dw_h, db_hn, dzs, dh0 = tangents
     hs, r, u, n, h_n = _gru_scan(w_h, b_hn, zs, h0, unroll, keep=True)
+    dgh = _gru_state_tangent(h0, hs, dw_h, db_hn)
+    dzs = None if isinstance(dzs, SymbolicZero) else dzs
+    return hs, gru_tangent_scan(w_h, (r, u, n, h_n), hs, h0, dzs, dgh, _dense(dh0, h0), unroll)
+
+
+def _gru_state_tangent(h0: Array, hs: Array, dw_h: Any, db_hn: Any) -> Array | None:
+    """The tangent of ``h_{t-1} W_h + [0, 0, b_hn]`` from the weights alone (``None`` where it is zero)."""
+    dgh = _hoisted(None, _previous(h0, hs), dw_h)
+    if isinstance(db_hn, SymbolicZero):
+        return dgh
+    bias = jnp.concatenate([jnp.zeros((2 * db_hn.shape[-1],), db_hn.dtype), db_hn])
+    return jnp.broadcast_to(bias, (*hs.shape[:-1], bias.shape[-1])) if dgh is None else dgh + bias
+
+
+def gru_tangent_scan(
+    w_h: Array,
+    acts: Array | tuple[Array, ...],
+    hs: Array,
+    h0: Array,
+    dzs: Array | None,
+    dgh: Array | None,
+    dh0: Array,
+    unroll: int = 1,
+) -> Array:
+    """The reset-after GRU's tangent recurrence: ``dhs: (T, N, H)``.
+
+    Args:
+      w_h: ``(H, 3H)``; acts: ``r, u, n, h_n`` (``h_n = h W_hn + b_hn``), as one ``(T, N, 4H)`` array or
+        four ``(T, N, H)`` ones; hs: ``(T, N, H)``; h0: ``(N, H)``.
+      dzs: ``(T, N, 3H)`` the tangent of the projected inputs, or ``None`` for zero.
+      dgh: ``(T, N, 3H)`` the tangent of ``h_{t-1} W_h + [0, 0, b_hn]`` not flowing through the state, or ``None``.
+      dh0: ``(N, H)`` the initial state's tangent.
+    """
+    r, u, n, h_n = jnp.split(acts, 4, axis=-1) if not isinstance(acts, tuple) else acts
     hs_prev = _previous(h0, hs)
     # Time-parallel coefficients of the linear tangent recurrence
-    #   dh' = k_z * dz + k_g * dg + u * dh,  dg = dh @ W_h (+ hoisted weight and bias tangents),
-    # summed over the three gate blocks, so the loop holds one dot and one fusion. They stay separate
-    # arrays per gate block, so each step reads whole blocks.
+    #   dh' = e + k_r * g_r + k_z * g_z + k_n * g_n + u * dh,  g = dh @ W_h,
+    # so the loop holds one dot and one fusion. They stay separate arrays per gate block, so each step
+    # reads whole blocks.
     c_n = (1.0 - u) * (1 - n * n)
     c_r = c_n * r * (1 - r) * h_n
     c_z = u * (1 - u) * (hs_prev - n)
     k_g = (c_r, c_z, c_n * r)
-    dgh = _hoisted(None, hs_prev, dw_h)
     e = [jnp.zeros_like(c) for c in k_g] if dgh is None else [k * d for k, d in zip(k_g, _blocks(dgh, 3))]
-    if not isinstance(db_hn, SymbolicZero):
-        e[2] = e[2] + k_g[2] * db_hn
-    if not isinstance(dzs, SymbolicZero):
+    if dzs is not None:
         e = [e_i + c * d for e_i, c, d in zip(e, (c_r, c_z, c_n), _blocks(dzs, 3))]
 
     def body(dh, inputs):
@@ -293,8 +326,33 @@ def _gru_jvp(unroll, primals, tangents):
         dh_new = sum(e_i + k_i * g_i for e_i, k_i, g_i in zip(e_t, k_t, (g_r, g_z, g_n))) + u_t * dh
         return dh_new, dh_new
 
-    _, dhs = jax.lax.scan(body, _dense(dh0, h0), (tuple(e), k_g, u), unroll=unroll)
-    return hs, dhs
+    return jax.lax.scan(body, dh0, (tuple(e), k_g, u), unroll=unroll)[1]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
+def gru_sequence(w_i: Array, b: Array, w_h: Array, b_hn: Array, xs: Array, h0: Array, unroll: int = 1) -> Array:
+    """The reset-after GRU over ``xs: (T, N, I)`` in the native CPU kernel: ``hs: (T, N, H)``.
+
+    Args:
+      w_i: ``(I, 3H)``; b: ``(3H,)``; w_h: ``(H, 3H)``; b_hn: ``(H,)`` (gate order r, z, n); h0: ``(N, H)``.
+      unroll: steps per loop iteration of the forward-mode tangent scan.
+
+    The caller checks that the kernel applies (:func:`recurrax.native.applies`). Reverse mode runs the
+    native backward pass; forward mode, :func:`gru_tangent_scan`.
+    """
+    return native_gru.forward(xs, w_i, b, w_h, b_hn, h0)[0]
+
+
+@functools.partial(gru_sequence.defjvp, symbolic_zeros=True)
+def _gru_sequence_jvp(unroll, primals, tangents):
+    w_i, b, w_h, b_hn, xs, h0 = primals
+    dw_i, db, dw_h, db_hn, dxs, dh0 = tangents
+    hs, acts = native_gru.forward(xs, w_i, b, w_h, b_hn, h0, keep_acts=True)
+    dzs = _projection_tangent(w_i, xs, dw_i, db, dxs)
+    dgh = _gru_state_tangent(h0, hs, dw_h, db_hn)
+    zeros = jnp.zeros((*acts.shape[:-1], 3 * h0.shape[-1]), acts.dtype)
+    dzs, dgh = (zeros if d is None else d for d in (dzs, dgh))
+    return hs, native_gru.tangent(w_h, acts, hs, h0, dzs, dgh, _dense(dh0, h0), unroll)
 
 
 # -------------------------------------------------------------------------------------- the scan hook
@@ -308,16 +366,21 @@ def _default_unroll() -> int:
     return DEFAULT_UNROLL.get(jax.default_backend(), 1)
 
 
-def sequence_transition(kind: str, native: bool = True):
-    """The :attr:`recurrax.Cell.fused` hook for ``kind`` in ``{"lstm", "gru"}``.
+def sequence_transition(kind: str, native: bool = True, xla: bool = True):
+    """The :attr:`recurrax.Cell.fused` hook for ``kind`` in ``{"lstm", "gru"}`` (the GRU reset-after).
 
     The hook maps ``(params, xs: (T, *batch, I), state, unroll)`` (time-major inputs, not yet projected)
     to every state over time (leaves ``(T, *batch, ...)``), equal to scanning the cell's ``transition``
     over ``project(params, xs)`` for a cell whose projection is ``xs @ w_i + b`` (or ``xs @ w_i`` without
-    ``b``), or returns ``None`` where it does not apply (mixed dtypes), so the caller falls back to the
-    generic loop. ``unroll`` as in ``lax.scan``, except that 1 (the default) means the backend's
-    :data:`DEFAULT_UNROLL`. With ``native`` (the default) the LSTM runs in the native CPU kernel where it
-    applies (:func:`recurrax.native.lstm.applies`: float32 on CPU, hidden size a multiple of 16).
+    ``b``), or returns ``None`` where it does not apply, so the caller falls back to the generic loop.
+
+    Args:
+      kind: ``"lstm"`` or ``"gru"``.
+      native: run the native CPU kernels where they apply (:func:`recurrax.native.applies`: float32 on CPU,
+        hidden size a multiple of 16).
+      xla: elsewhere, run the sequence-level XLA loop with its hand-written derivative (with ``False`` the
+        hook returns ``None`` there). ``unroll`` as in ``lax.scan``, except that 1 (the default) means the
+        backend's :data:`DEFAULT_UNROLL`.
     """
     if kind not in ("lstm", "gru"):
         raise ValueError(f"sequence_transition: `kind` must be 'lstm' or 'gru', got {kind!r}.")
@@ -326,9 +389,13 @@ def sequence_transition(kind: str, native: bool = True):
         w_i, w_h = params["w_i"], params["w_h"]
         b = params.get("b", jnp.zeros((w_i.shape[-1],), w_i.dtype))
         leaves = [w_i, w_h, b, xs, *jax.tree.leaves(state)]
-        if kind == "gru" and "b_hn" in params:
-            leaves.append(params["b_hn"])
+        if kind == "gru":
+            b_hn = params.get("b_hn", jnp.zeros((w_h.shape[0],), w_h.dtype))
+            leaves.append(b_hn)
         if len({jnp.result_type(x) for x in leaves}) != 1 or xs.shape[0] == 0:
+            return None
+        use_native = native and native_applies(w_h, *leaves)
+        if not (use_native or xla):
             return None
         steps, batch = xs.shape[0], xs.shape[1:-1]
         unroll = steps if unroll is True else _default_unroll() if unroll in (False, 1) else int(unroll)
@@ -336,10 +403,10 @@ def sequence_transition(kind: str, native: bool = True):
         xs_flat = xs.reshape((steps, -1, xs.shape[-1]))
         unflat = lambda a: a.reshape((steps, *batch, a.shape[-1]))  # noqa: E731
         if kind == "lstm":
-            use_native = native and native_lstm.applies(w_h, w_i, b, xs, state.h, state.c)
             hs, cs = lstm_sequence(w_i, b, w_h, xs_flat, flat(state.h), flat(state.c), unroll, use_native)
             return LSTMState(h=unflat(hs), c=unflat(cs))
-        b_hn = params.get("b_hn", jnp.zeros((w_h.shape[0],), w_h.dtype))
+        if use_native:
+            return RNNState(h=unflat(gru_sequence(w_i, b, w_h, b_hn, xs_flat, flat(state.h), unroll)))
         zs = _project(w_i, b, xs_flat)
         return RNNState(h=unflat(gru_recurrence(w_h, b_hn, zs, flat(state.h), unroll)))
 

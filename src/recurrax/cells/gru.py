@@ -7,6 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from recurrax import fused as _fused
 from recurrax import init as _init
 from recurrax.cells._common import check_size, gate_params, matmul, zeros_state
 from recurrax.core import Cell, RNNState, make_cell
@@ -94,4 +95,7 @@ def gru(
         transition=transition,
         input_size=lambda params: params["w_i"].shape[0],
         blocks=3,
+        # The plain reset-after GRU runs in the native CPU kernel where it applies, else in the generic
+        # loop (the XLA sequence-level GRU did not beat it: benchmarks/RESULTS.md, step 9).
+        fused=_fused.sequence_transition("gru", xla=False) if reset_after and dtype is None else None,
     )

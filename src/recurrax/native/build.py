@@ -24,8 +24,13 @@ from pathlib import Path
 
 import jax
 
-SOURCE = "lstm_cpu.cc"
-TARGETS = {"recurrax_lstm_forward": "RecurraxLstmForward", "recurrax_lstm_backward": "RecurraxLstmBackward"}
+SOURCE = "recurrences_cpu.cc"
+TARGETS = {
+    "recurrax_lstm_forward": "RecurraxLstmForward",
+    "recurrax_lstm_backward": "RecurraxLstmBackward",
+    "recurrax_gru_forward": "RecurraxGruForward",
+    "recurrax_gru_backward": "RecurraxGruBackward",
+}
 """FFI target name -> symbol in the library."""
 
 
@@ -114,7 +119,7 @@ def load() -> ctypes.CDLL | None:
         library = ctypes.CDLL(str(build()))
     except (RuntimeError, OSError) as error:
         warnings.warn(
-            f"recurrax: the native CPU LSTM kernel is unavailable ({error}); using the XLA loop instead.",
+            f"recurrax: the native CPU kernels are unavailable ({error}); using the XLA loop instead.",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -257,8 +257,8 @@ struct Tiling {
 };
 
 ffi::Error check_sizes(int64_t H, int64_t expected_g, int64_t g) {
-  if (H % VW != 0) return ffi::Error::InvalidArgument("recurrax LSTM kernel: hidden size must be a multiple of the vector width");
-  if (g != expected_g) return ffi::Error::InvalidArgument("recurrax LSTM kernel: gate axis must be 4 * hidden size");
+  if (H % VW != 0) return ffi::Error::InvalidArgument("recurrax kernel: the hidden size must be a multiple of the vector width");
+  if (g != expected_g) return ffi::Error::InvalidArgument("recurrax kernel: the gate axis must be (number of gates) * hidden size");
   return ffi::Error::Success();
 }
 
@@ -298,10 +298,10 @@ constexpr int BU = 4;   // unit vectors per backward tile: BR x BU accumulators,
 // (dpre[s+1] @ w_h^T, zero at the last step), then step s's gate cotangents and the cotangent of
 // c_{s-1}. With s < 0 it stores the cotangent reaching h_{-1} as the initial state's instead.
 // Panels for the backward pass: for each chunk of up to BU * VW hidden units starting at u0, the
-// rows k = 0..4H-1 of w_h^T restricted to that chunk (w_h^T[k][u0 + j] = w_h[u0 + j][k]), stored
-// from offset u0 * 4H so that chunk widths need not be equal.
-std::vector<float> pack_backward(const float* w_h, int64_t H) {
-  const int64_t G = 4 * H;
+// rows k = 0..G-1 of w_h^T (G = gates * H) restricted to that chunk (w_h^T[k][u0 + j] = w_h[u0 + j][k]), stored
+// from offset u0 * G so that chunk widths need not be equal.
+std::vector<float> pack_backward(const float* w_h, int64_t H, int64_t gates) {
+  const int64_t G = gates * H;
   std::vector<float> panels(G * H);
   for (int64_t u0 = 0; u0 < H; u0 += BU * VW) {
     const int64_t width = std::min<int64_t>(BU * VW, H - u0);
@@ -383,7 +383,7 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Bu
     std::fill(dh0->typed_data(), dh0->typed_data() + N * H, 0.0f);
     return ffi::Error::Success();
   }
-  std::vector<float> panels = pack_backward(w_h.typed_data(), H);
+  std::vector<float> panels = pack_backward(w_h.typed_data(), H, 4);
   // An empty cotangent stands for zero (a loss that does not read that sequence).
   const float* ct_h = ct_hs.element_count() ? ct_hs.typed_data() : nullptr;
   const float* ct_c = ct_cs.element_count() ? ct_cs.typed_data() : nullptr;
@@ -395,6 +395,211 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Bu
     int64_t u = tile / row_blocks, r0 = tile % row_blocks * BR;
     backward_rows<BR, BU>(p, T - 1 - j, r0, std::min<int64_t>(BR, N - r0), u * BU * VW,
                           std::min<int64_t>(BU, vectors - u * BU));
+  });
+  return ffi::Error::Success();
+}
+
+// -------------------------------------------------------------------------------------------- GRU
+//
+// The reset-after GRU (cuDNN's and PyTorch's form): w_i (I, 3H), b (3H), w_h (H, 3H), b_hn (H), gates
+// r, z, n; r = s(x W_ir + b_r + h W_hr), u = s(x W_iz + b_z + h W_hz), h_n = h W_hn + b_hn,
+// n = tanh(x W_in + b_n + r h_n), h' = (1 - u) n + u h. acts (T, N, 4H) keeps r, u, n, h_n.
+
+// Forward panels per chunk of VW units: rows k < I hold [W_ir, W_iz, W_in], rows I + k hold
+// [W_hr, W_hz, W_hn] (3 vectors each): the two parts feed different accumulators for the candidate.
+std::vector<float> pack_gru_forward(const float* w_i, const float* w_h, int64_t I, int64_t H) {
+  const int64_t G = 3 * H, K = I + H, chunks = H / VW;
+  std::vector<float> panels(chunks * K * 3 * VW);
+  for (int64_t u = 0; u < chunks; ++u) {
+    float* dst = panels.data() + u * K * 3 * VW;
+    for (int64_t k = 0; k < K; ++k) {
+      const float* row = k < I ? w_i + k * G : w_h + (k - I) * G;
+      for (int q = 0; q < 3; ++q) std::memcpy(dst + (k * 3 + q) * VW, row + q * H + u * VW, VW * sizeof(float));
+    }
+  }
+  return panels;
+}
+
+struct GruForward {
+  const float *xs, *b, *b_hn, *h0, *panels;
+  float *hs, *acts;  // acts may be null
+  int64_t N, I, H;
+};
+
+template <int R>
+void gru_forward_tile(const GruForward& p, int64_t t, int64_t r0, int64_t u) {
+  const int64_t H = p.H, I = p.I, K = I + H, u0 = u * VW;
+  const float* panel = p.panels + u * K * 3 * VW;
+  const float* hprev = t == 0 ? p.h0 : p.hs + (t - 1) * p.N * H;
+  vf acc[R][4];  // r, z, the candidate's input part, its recurrent part h_n
+  {
+    vf br = load(p.b + u0), bz = load(p.b + H + u0), bn = load(p.b + 2 * H + u0), bhn = load(p.b_hn + u0);
+    for (int r = 0; r < R; ++r) {
+      acc[r][0] = br;
+      acc[r][1] = bz;
+      acc[r][2] = bn;
+      acc[r][3] = bhn;
+    }
+  }
+  const float* x[R];
+  const float* h[R];
+  for (int r = 0; r < R; ++r) {
+    x[r] = p.xs + (t * p.N + r0 + r) * I;
+    h[r] = hprev + (r0 + r) * H;
+  }
+  for (int64_t k = 0; k < I; ++k) {
+    const float* w = panel + k * 3 * VW;
+    vf w0 = load(w), w1 = load(w + VW), w2 = load(w + 2 * VW);
+    for (int r = 0; r < R; ++r) {
+      float a = x[r][k];
+      acc[r][0] += a * w0;
+      acc[r][1] += a * w1;
+      acc[r][2] += a * w2;
+    }
+  }
+  panel += I * 3 * VW;
+  for (int64_t k = 0; k < H; ++k) {
+    const float* w = panel + k * 3 * VW;
+    vf w0 = load(w), w1 = load(w + VW), w2 = load(w + 2 * VW);
+    for (int r = 0; r < R; ++r) {
+      float a = h[r][k];
+      acc[r][0] += a * w0;
+      acc[r][1] += a * w1;
+      acc[r][3] += a * w2;
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const int64_t row = t * p.N + r0 + r;
+    vf rg = vsigmoid(acc[r][0]), ug = vsigmoid(acc[r][1]), hn = acc[r][3];
+    vf n = vtanh(acc[r][2] + rg * hn);
+    vf hp = load(h[r] + u0);
+    store(p.hs + row * H + u0, (splat(1.0f) - ug) * n + ug * hp);
+    if (p.acts) {
+      float* a = p.acts + row * 4 * H + u0;
+      store(a, rg);
+      store(a + H, ug);
+      store(a + 2 * H, n);
+      store(a + 3 * H, hn);
+    }
+  }
+}
+
+template <int R>
+void gru_forward_rows(const GruForward& p, int64_t t, int64_t r0, int64_t rows, int64_t u) {
+  if constexpr (R > 1) {
+    if (rows < R) return gru_forward_rows<R - 1>(p, t, r0, rows, u);
+  }
+  gru_forward_tile<R>(p, t, r0, u);
+}
+
+ffi::Error GruForwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_i,
+                          ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b_hn,
+                          ffi::Buffer<ffi::F32> h0, ffi::ResultBuffer<ffi::F32> hs, ffi::ResultBuffer<ffi::F32> acts,
+                          bool keep_acts) {
+  auto xd = xs.dimensions(), hd = h0.dimensions();
+  const int64_t T = xd[0], N = xd[1], I = xd[2], H = hd[1];
+  if (auto e = check_sizes(H, 3 * H, w_h.dimensions()[1]); e.failure()) return e;
+  if (T == 0 || N == 0) return ffi::Error::Success();
+  std::vector<float> panels = pack_gru_forward(w_i.typed_data(), w_h.typed_data(), I, H);
+  GruForward p{xs.typed_data(), b.typed_data(), b_hn.typed_data(), h0.typed_data(), panels.data(),
+               hs->typed_data(), keep_acts ? acts->typed_data() : nullptr, N, I, H};
+  Tiling tiling(N, H / VW);
+  run_steps(pool, T, tiling.count(), 6.0 * N * H * (I + H), [&p, tiling](int64_t t, int64_t tile) {
+    int64_t u = tile / tiling.row_blocks, r0 = tile % tiling.row_blocks * MR;
+    gru_forward_rows<MR>(p, t, r0, std::min<int64_t>(MR, tiling.rows - r0), u);
+  });
+  return ffi::Error::Success();
+}
+
+struct GruBackward {
+  const float *acts, *hs, *h0, *ct_hs, *panels;  // ct_hs: null for zero
+  float *dzs, *dgh, *carry;  // carry: (N, H), the cotangent reaching h_s directly (u h_s), ends as dh0
+  int64_t T, N, H;
+};
+
+// For rows r0.. and NU * VW units from u0: the cotangent reaching h_s through step s+1's gates
+// (dgh[s+1] @ w_h^T, zero at the last step) plus the direct one, then step s's gate cotangents:
+// dzs (input side, [da_r, da_z, da_n]) and dgh (recurrent side, [da_r, da_z, dh_n]).
+template <int R, int NU>
+void gru_backward_tile(const GruBackward& p, int64_t s, int64_t r0, int64_t u0) {
+  const int64_t H = p.H, G = 3 * H, N = p.N;
+  vf gh[R][NU];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NU; ++v) gh[r][v] = load(p.carry + (r0 + r) * H + u0 + v * VW);
+  if (s + 1 < p.T) {
+    const float* panel = p.panels + u0 * G;
+    const float* d[R];
+    for (int r = 0; r < R; ++r) d[r] = p.dgh + ((s + 1) * N + r0 + r) * G;
+    for (int64_t k = 0; k < G; ++k) {
+      const float* w = panel + k * NU * VW;
+      vf wv[NU];
+      for (int v = 0; v < NU; ++v) wv[v] = load(w + v * VW);
+      for (int r = 0; r < R; ++r) {
+        float a = d[r][k];
+        for (int v = 0; v < NU; ++v) gh[r][v] += a * wv[v];
+      }
+    }
+  }
+  if (s < 0) {
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < NU; ++v) store(p.carry + (r0 + r) * H + u0 + v * VW, gh[r][v]);
+    return;
+  }
+  const float* hprev = s == 0 ? p.h0 : p.hs + (s - 1) * N * H;
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < NU; ++v) {
+      const int64_t row = s * N + r0 + r, unit = u0 + v * VW, at = (r0 + r) * H + unit;
+      const float* a = p.acts + row * 4 * H + unit;
+      vf rg = load(a), ug = load(a + H), n = load(a + 2 * H), hn = load(a + 3 * H);
+      vf g = gh[r][v];
+      if (p.ct_hs) g += load(p.ct_hs + row * H + unit);
+      vf da_n = g * (splat(1.0f) - ug) * (splat(1.0f) - n * n);
+      vf da_r = da_n * hn * rg * (splat(1.0f) - rg);
+      vf da_z = g * (load(hprev + at) - n) * ug * (splat(1.0f) - ug);
+      float* dz = p.dzs + row * G + unit;
+      float* dg = p.dgh + row * G + unit;
+      store(dz, da_r);
+      store(dz + H, da_z);
+      store(dz + 2 * H, da_n);
+      store(dg, da_r);
+      store(dg + H, da_z);
+      store(dg + 2 * H, da_n * rg);
+      store(p.carry + at, g * ug);
+    }
+  }
+}
+
+template <int R, int NU>
+void gru_backward_rows(const GruBackward& p, int64_t s, int64_t r0, int64_t rows, int64_t u0, int64_t vectors) {
+  if constexpr (NU > 1) {
+    if (vectors < NU) return gru_backward_rows<R, NU - 1>(p, s, r0, rows, u0, vectors);
+  }
+  if constexpr (R > 1) {
+    if (rows < R) return gru_backward_rows<R - 1, NU>(p, s, r0, rows, u0, vectors);
+  }
+  gru_backward_tile<R, NU>(p, s, r0, u0);
+}
+
+ffi::Error GruBackwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
+                           ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> ct_hs,
+                           ffi::ResultBuffer<ffi::F32> dzs, ffi::ResultBuffer<ffi::F32> dgh,
+                           ffi::ResultBuffer<ffi::F32> dh0) {
+  auto hd = hs.dimensions();
+  const int64_t T = hd[0], N = hd[1], H = hd[2];
+  if (auto e = check_sizes(H, 3 * H, w_h.dimensions()[1]); e.failure()) return e;
+  if (N == 0) return ffi::Error::Success();
+  float* carry = dh0->typed_data();
+  std::fill(carry, carry + N * H, 0.0f);
+  if (T == 0) return ffi::Error::Success();
+  std::vector<float> panels = pack_backward(w_h.typed_data(), H, 3);
+  GruBackward p{acts.typed_data(), hs.typed_data(), h0.typed_data(),
+                ct_hs.element_count() ? ct_hs.typed_data() : nullptr, panels.data(), dzs->typed_data(),
+                dgh->typed_data(), carry, T, N, H};
+  const int64_t row_blocks = (N + BR - 1) / BR, vectors = H / VW, chunks = (vectors + BU - 1) / BU;
+  run_steps(pool, T + 1, row_blocks * chunks, 6.0 * N * H * H, [&p, row_blocks, vectors, N, T](int64_t j, int64_t tile) {
+    int64_t u = tile / row_blocks, r0 = tile % row_blocks * BR;
+    gru_backward_rows<BR, BU>(p, T - 1 - j, r0, std::min<int64_t>(BR, N - r0), u * BU * VW,
+                              std::min<int64_t>(BU, vectors - u * BU));
   });
   return ffi::Error::Success();
 }
@@ -427,3 +632,28 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxLstmBackward, LstmBackward,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dpre (T, N, 4H)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dh0
                                   .Ret<ffi::Buffer<ffi::F32>>()); // dc0
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxGruForward, GruForwardCall,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_i
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_h
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b_hn
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // hs
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // acts ((T, N, 0) unless keep_acts)
+                                  .Attr<bool>("keep_acts"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxGruBackward, GruBackwardCall,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_h
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // acts
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // hs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ct_hs ((T, N, 0) for zero)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dzs (T, N, 3H)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dgh (T, N, 3H)
+                                  .Ret<ffi::Buffer<ffi::F32>>()); // dh0

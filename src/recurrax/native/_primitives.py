@@ -1,0 +1,130 @@
+"""What the native recurrences share: primitives over XLA FFI calls, their batching, the applicability check.
+
+Operands and results are time-major and batch-flattened. Each primitive declares per operand and
+per result a kind: ``"w"`` a weight (never batched into the call), ``"s"`` a sequence ``(T, N, ...)``,
+``"n"`` a state ``(N, ...)``. ``vmap`` folds a batch axis into ``N`` (one call, not one per example)
+unless a weight is batched, in which case it maps the call over the batch.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.core import ShapedArray
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+from recurrax.core import Array
+from recurrax.native.build import load
+
+HIDDEN_MULTIPLE = 16
+"""The kernels tile hidden units by whole vectors (16 floats with AVX-512, 8 without)."""
+
+
+def applies(w_h: Array, *arrays: Array) -> bool:
+    """Whether the native kernels can run with these arrays (``w_h: (H, G)`` first): float32 on CPU,
+    ``H`` a multiple of :data:`HIDDEN_MULTIPLE`, and the kernels built on this machine."""
+    return (
+        jax.default_backend() == "cpu"
+        and all(jnp.result_type(a) == jnp.float32 for a in (w_h, *arrays))
+        and w_h.shape[0] % HIDDEN_MULTIPLE == 0
+        and load() is not None
+    )
+
+
+def f32(*shape: int) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+def is_zero(t) -> bool:
+    return type(t) is ad.Zero
+
+
+def define(name: str, call: Callable, shapes: Callable, kinds: tuple[str, str]) -> Primitive:
+    """A primitive evaluated (eagerly and lowered) by ``call``, of result shapes ``shapes(*args, **params)``."""
+    if load() is None:
+        raise RuntimeError("recurrax.native: the kernels could not be built on this machine (see the warning)")
+    prim = Primitive(f"recurrax_{name}")
+    prim.multiple_results = True
+    prim.def_impl(call)
+    prim.def_abstract_eval(lambda *args, **params: [ShapedArray(s.shape, s.dtype) for s in shapes(*args, **params)])
+    mlir.register_lowering(prim, mlir.lower_fun(call, multiple_results=True))
+    batching.primitive_batchers[prim] = _batch_rule(prim, *kinds)
+    return prim
+
+
+def jvp_rule(prim: Primitive, reference: Callable, linear_from: int | None = None) -> Callable:
+    """A jvp rule: the primitive for the primal, forward mode through ``reference`` (the same map in JAX).
+
+    With ``linear_from``, a map linear in its operands from that index on: where the operands before it
+    have no tangent, the tangent is the primitive itself applied to the tangents.
+    """
+
+    def rule(primals, tangents, **params):
+        out = prim.bind(*primals, **params)
+        dense = tuple(ad.instantiate_zeros(t) for t in tangents)
+        if linear_from is not None and all(is_zero(t) for t in tangents[:linear_from]):
+            return out, prim.bind(*primals[:linear_from], *dense[linear_from:], **params)
+        return out, jax.jvp(functools.partial(reference, **params), tuple(primals), dense)[1]
+
+    return rule
+
+
+def linear_transpose_rule(residuals: int, backward: Callable) -> Callable:
+    """The transpose rule of a map linear in its operands after the first ``residuals``.
+
+    ``backward(*residual_values, *cotangents)`` returns one cotangent per linear operand; a zero
+    cotangent reaches it as a ``(T, N, 0)`` sequence (the kernels read that as zero).
+    """
+
+    def rule(cts, *args, **params):
+        del params
+        res, lin = args[:residuals], args[residuals:]
+        if any(ad.is_undefined_primal(r) for r in res):
+            raise NotImplementedError("recurrax.native: a tangent recurrence is linear only in its tangent operands")
+        empty = next(r for r in res if getattr(r, "ndim", 0) == 3)[..., :0]  # (T, N, 0)
+        cts = tuple(empty if is_zero(ct) else ct for ct in cts)
+        grads = backward(*res, *cts)
+        return [None] * residuals + [g if ad.is_undefined_primal(x) else None for g, x in zip(grads, lin)]
+
+    return rule
+
+
+def _batch_rule(prim: Primitive, in_kinds: str, out_kinds: str):
+    def rule(args: Sequence[Array], dims: Sequence[int | None], **params):
+        size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+        if any(d is not None for k, d in zip(in_kinds, dims) if k == "w"):
+            lead = [_lead(a, d, size) for a, d in zip(args, dims)]
+            return jax.lax.map(lambda a: tuple(prim.bind(*a, **params)), lead), [0] * len(out_kinds)
+        folded = [a if kind == "w" else _fold(a, d, kind, size) for a, d, kind in zip(args, dims, in_kinds)]
+        outs = prim.bind(*folded, **params)
+        unfolded = [_unfold(out, kind, size) for out, kind in zip(outs, out_kinds)]
+        return unfolded, [_row_axis(kind) for kind in out_kinds]
+
+    return rule
+
+
+def _row_axis(kind: str) -> int:
+    return 1 if kind == "s" else 0
+
+
+def _lead(a: Array, d: int | None, size: int) -> Array:
+    return jnp.moveaxis(a, d, 0) if d is not None else jnp.broadcast_to(a, (size, *a.shape))
+
+
+def _fold(a: Array, d: int | None, kind: str, size: int) -> Array:
+    """The batch axis ``d`` (or a broadcast one) merged into the row axis ``N``, batch-major."""
+    axis = _row_axis(kind)
+    if d is None:
+        a = jnp.broadcast_to(jnp.expand_dims(a, axis), (*a.shape[:axis], size, *a.shape[axis:]))
+    else:
+        a = jnp.moveaxis(a, d, axis)
+    return a.reshape(*a.shape[:axis], -1, *a.shape[axis + 2 :])
+
+
+def _unfold(out: Array, kind: str, size: int) -> Array:
+    axis = _row_axis(kind)
+    return out.reshape(*out.shape[:axis], size, -1, *out.shape[axis + 1 :])

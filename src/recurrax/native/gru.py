@@ -1,0 +1,103 @@
+"""The native CPU GRU recurrence (reset-after, cuDNN's form) as JAX primitives.
+
+As :mod:`recurrax.native.lstm`, time-major and batch-flattened:
+
+- ``forward``: ``(xs, w_i, b, w_h, b_hn, h0) -> (hs, acts)``, ``acts: (T, N, 4H)`` holding
+  ``r, u, n, h_n`` (``h_n = h W_hn + b_hn``) when kept for differentiation.
+- ``tangent``: :func:`recurrax.fused.gru_tangent_scan`, linear in ``(dzs, dgh, dh0)``: the tangents of
+  the projected inputs, of ``h_{t-1} W_h + [0, 0, b_hn]`` from the weights, and of the initial state.
+- ``backward``: its transpose in one custom call: ``(dzs, dgh, dh0)`` where ``dzs = [da_r, da_z, da_n]``
+  (the input side) and ``dgh = [da_r, da_z, dh_n]`` (the recurrent side) differ in the candidate block.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.extend.core import Primitive
+from jax.interpreters import ad
+
+from recurrax.core import Array
+from recurrax.native._primitives import define, f32, jvp_rule, linear_transpose_rule
+
+__all__ = ["backward", "forward", "tangent"]
+
+
+def _forward_shapes(xs, w_i, b, w_h, b_hn, h0, *, keep_acts: bool):
+    steps, rows, hidden = xs.shape[0], xs.shape[1], h0.shape[-1]
+    return f32(steps, rows, hidden), f32(steps, rows, 4 * hidden if keep_acts else 0)
+
+
+def _backward_shapes(w_h, acts, hs, *rest):
+    steps, rows, hidden = hs.shape
+    return f32(steps, rows, 3 * hidden), f32(steps, rows, 3 * hidden), f32(rows, hidden)
+
+
+def _tangent_shapes(w_h, acts, hs, *rest, unroll: int):
+    return (f32(*hs.shape),)
+
+
+def _forward_call(*args, keep_acts: bool):
+    shapes = _forward_shapes(*args, keep_acts=keep_acts)
+    return jax.ffi.ffi_call("recurrax_gru_forward", shapes)(*args, keep_acts=keep_acts)
+
+
+def _backward_call(*args):
+    return jax.ffi.ffi_call("recurrax_gru_backward", _backward_shapes(*args))(*args)
+
+
+def _tangent_scan(w_h, acts, hs, h0, dzs, dgh, dh0, *, unroll: int):
+    from recurrax.fused import gru_tangent_scan  # fused imports this module
+
+    return (gru_tangent_scan(w_h, acts, hs, h0, dzs, dgh, dh0, unroll),)
+
+
+def _forward_reference(xs, w_i, b, w_h, b_hn, h0, *, keep_acts: bool):
+    from recurrax.fused import _gru_scan
+
+    hs, r, u, n, h_n = _gru_scan(w_h, b_hn, xs @ w_i + b, h0, 1, keep=True)
+    acts = jnp.concatenate([r, u, n, h_n], axis=-1)
+    return hs, acts if keep_acts else acts[..., :0]
+
+
+def _backward_reference(w_h, acts, hs, h0, ct_hs):
+    """The transpose of the tangent scan, in JAX: what ``backward`` computes, differentiable."""
+    linear = functools.partial(_tangent_scan, w_h, acts, hs, h0, unroll=1)
+    gates = jnp.zeros((*hs.shape[:2], 3 * hs.shape[-1]), hs.dtype)
+    ct = jnp.zeros_like(hs) if ct_hs.shape[-1] == 0 else ct_hs
+    return jax.linear_transpose(linear, gates, gates, h0)((ct,))
+
+
+@functools.cache
+def _primitives() -> dict[str, Primitive]:
+    """Creates and registers the primitives on first use (registering is process-wide)."""
+    prims = {
+        "forward": define("gru_forward", _forward_call, _forward_shapes, ("swwwwn", "ss")),
+        "backward": define("gru_backward", _backward_call, _backward_shapes, ("wssns", "ssn")),
+        "tangent": define("gru_tangent", _tangent_scan, _tangent_shapes, ("wssnssn", "s")),
+    }
+    ad.primitive_jvps[prims["tangent"]] = jvp_rule(prims["tangent"], _tangent_scan, linear_from=4)
+    ad.primitive_transposes[prims["tangent"]] = linear_transpose_rule(4, lambda *a: prims["backward"].bind(*a))
+    ad.primitive_jvps[prims["forward"]] = jvp_rule(prims["forward"], _forward_reference)
+    ad.primitive_jvps[prims["backward"]] = jvp_rule(prims["backward"], _backward_reference)
+    return prims
+
+
+def forward(xs: Array, w_i: Array, b: Array, w_h: Array, b_hn: Array, h0: Array, keep_acts: bool = False):
+    """``(hs, acts)``: the GRU over ``xs: (T, N, I)`` from ``h0: (N, H)``; gate order r, z, n.
+
+    ``hs: (T, N, H)``; ``acts: (T, N, 4H)`` (``r, u, n, h_n``) if ``keep_acts``, else ``(T, N, 0)``.
+    """
+    return tuple(_primitives()["forward"].bind(xs, w_i, b, w_h, b_hn, h0, keep_acts=keep_acts))
+
+
+def tangent(w_h, acts, hs, h0, dzs, dgh, dh0, unroll: int = 1) -> Array:
+    """:func:`recurrax.fused.gru_tangent_scan`, whose transpose is the native backward pass."""
+    return _primitives()["tangent"].bind(w_h, acts, hs, h0, dzs, dgh, dh0, unroll=unroll)[0]
+
+
+def backward(w_h, acts, hs, h0, ct_hs) -> tuple[Array, Array, Array]:
+    """``(dzs, dgh: (T, N, 3H), dh0: (N, H))``: the transpose of :func:`tangent` at ``ct_hs`` (``(T, N, 0)``: zero)."""
+    return tuple(_primitives()["backward"].bind(w_h, acts, hs, h0, ct_hs))
