@@ -97,8 +97,8 @@ def _layer_inputs(case: Case) -> list[int]:
 
 
 def _recurrax(path: str = "default") -> Callable[[Case, str], Prepared]:
-    """``path``: "default" (what ``recurrax.lstm`` etc. do), "xla" (the LSTM's sequence-level fast path with
-    the native kernel off: the XLA loop), "generic" (the plain per-step scan, no fast path)."""
+    """``path``: "default" (what ``recurrax.lstm`` etc. do), "xla" (without the native CPU kernels: the LSTM's
+    sequence-level XLA loop, the GRU's generic loop), "generic" (the plain per-step scan, no fast path)."""
 
     def build(case: Case, mode: str) -> Prepared:
         import jax
@@ -107,7 +107,7 @@ def _recurrax(path: str = "default") -> Callable[[Case, str], Prepared]:
 
         factory = {"lstm": rx.lstm, "lstm2": rx.lstm, "gru": rx.gru, "elman": rx.elman}[case.cell]
         cells = [factory(case.size.hidden) for _ in range(case.layers)]
-        if path == "generic":
+        if path == "generic" or (path == "xla" and case.cell == "gru"):
             cells = [c._replace(fused=None) for c in cells]
         elif path == "xla":
             from recurrax.fused import sequence_transition
@@ -293,7 +293,7 @@ def torch_threads() -> int | None:
 
 IMPLEMENTATIONS: tuple[Impl, ...] = (
     Impl("recurrax", "recurrax", ("lstm", "gru", "elman", "lstm2"), _recurrax()),
-    Impl("recurrax (XLA loop)", "recurrax", ("lstm", "lstm2"), _recurrax("xla"), ("fwd", "fwd+bwd")),
+    Impl("recurrax (XLA loop)", "recurrax", ("lstm", "gru", "lstm2"), _recurrax("xla"), ("fwd", "fwd+bwd")),
     Impl(
         "recurrax (generic scan)",
         "recurrax",
@@ -316,7 +316,7 @@ IMPLEMENTATIONS: tuple[Impl, ...] = (
     Impl("GEMM floor", "jax", ("lstm", "gru", "elman", "lstm2"), _gemm_floor, ("fwd",)),
 )
 """Every implementation, recurrax first. Equinox has no Elman cell; cuDNN's JAX binding has only the LSTM.
-``recurrax (XLA loop)`` is the LSTM without its native CPU kernel (the kernel's gain, in every run);
+``recurrax (XLA loop)`` is recurrax without its native CPU kernels (their gain, in every run);
 ``recurrax (generic scan)`` (the plain per-step scan, for before/after comparisons) runs only when named."""
 
 REFERENCE = "recurrax"

@@ -14,9 +14,12 @@ from JAX's transposition of the linear tangent scan.
 
 All arrays are time-major and batch-flattened: ``zs: (T, N, G*H)``, states ``(N, H)``.
 
-``recurrax.lstm`` (plain variant, float32 compute) uses the LSTM hook automatically. The GRU hook is
-opt-in, ``cell._replace(fused=sequence_transition("gru"))``: it did not pay in the benchmarks
-(``benchmarks/RESULTS.md``).
+On CPU, for float32 and a hidden size that is a multiple of 16, ``recurrax.lstm`` and ``recurrax.gru``
+(reset-after) run :func:`lstm_sequence` and :func:`gru_sequence` in the native kernels of
+:mod:`recurrax.native`: the same equations, with the forward pass, and the transpose of the tangent
+recurrence, each one custom call over the whole sequence. Elsewhere the LSTM runs the XLA loop below;
+the GRU's XLA recurrence is opt-in, ``cell._replace(fused=sequence_transition("gru", native=False))``:
+it did not beat the generic loop (``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,15 @@ from recurrax.native import gru as native_gru
 from recurrax.native import lstm as native_lstm
 from recurrax.native._primitives import applies as native_applies
 
-__all__ = ["gru_recurrence", "lstm_recurrence", "lstm_sequence", "sequence_transition"]
+__all__ = [
+    "gru_recurrence",
+    "gru_sequence",
+    "gru_tangent_scan",
+    "lstm_recurrence",
+    "lstm_sequence",
+    "lstm_tangent_scan",
+    "sequence_transition",
+]
 
 
 def _previous(first: Array, seq: Array) -> Array:

@@ -1,7 +1,13 @@
-"""Native CPU kernels, built from source on first use (see :mod:`recurrax.native.build`).
+"""Native CPU kernels for the LSTM and the reset-after GRU, built from source on first use.
 
-:mod:`recurrax.native.lstm` runs the LSTM recurrence, forward and backward, as XLA FFI custom calls
-wrapped in JAX primitives with jvp, transpose and batching rules. ``recurrax.lstm`` uses it
-automatically on CPU for float32 (through :func:`recurrax.fused.sequence_transition`); pass
-``native=False`` there to run the XLA loop instead.
+:mod:`recurrax.native.build` compiles ``recurrences_cpu.cc`` with the system C++ compiler and registers
+its XLA FFI targets; :mod:`recurrax.native.lstm` and :mod:`recurrax.native.gru` wrap them in JAX
+primitives with jvp, transpose and batching rules. ``recurrax.lstm`` and ``recurrax.gru`` use them
+automatically for float32 on CPU when the hidden size is a multiple of 16 (:func:`applies`); elsewhere,
+or where no compiler is found (one warning), they run in XLA as before. To run XLA's loop instead:
+``cell._replace(fused=recurrax.fused.sequence_transition(kind, native=False))``.
 """
+
+from recurrax.native._primitives import HIDDEN_MULTIPLE, applies
+
+__all__ = ["HIDDEN_MULTIPLE", "applies"]

@@ -122,9 +122,10 @@ def _fold(a: Array, d: int | None, kind: str, size: int) -> Array:
         a = jnp.broadcast_to(jnp.expand_dims(a, axis), (*a.shape[:axis], size, *a.shape[axis:]))
     else:
         a = jnp.moveaxis(a, d, axis)
-    return a.reshape(*a.shape[:axis], -1, *a.shape[axis + 2 :])
+    return a.reshape(*a.shape[:axis], a.shape[axis] * a.shape[axis + 1], *a.shape[axis + 2 :])
 
 
 def _unfold(out: Array, kind: str, size: int) -> Array:
     axis = _row_axis(kind)
-    return out.reshape(*out.shape[:axis], size, -1, *out.shape[axis + 1 :])
+    # Explicit sizes, not -1: the gates a forward pass does not keep are an empty (T, N, 0) result.
+    return out.reshape(*out.shape[:axis], size, out.shape[axis] // size, *out.shape[axis + 1 :])

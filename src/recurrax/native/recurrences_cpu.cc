@@ -1,20 +1,19 @@
-// The LSTM recurrence on CPU as two XLA FFI custom calls (float32): the forward pass over a whole
-// sequence and the backward pass of its recurrent part. recurrax.native builds this file with the
-// system C++ compiler on first use (-O3 -march=native) and registers both targets with XLA.
+// The LSTM and the reset-after GRU on CPU as XLA FFI custom calls (float32): the forward pass over a
+// whole sequence and the backward pass of its recurrent part, for each. recurrax.native.build compiles
+// this file with the system C++ compiler on first use (-O3 -march=native) and registers the targets.
 //
-// Why a kernel: inside an XLA while loop each step runs its (N, H) @ (H, 4H) matmul as a separate
-// thunk at 140-160 GFLOP/s on this class of machine, followed by element-wise fusions and fresh
-// buffers. Here a step is one pass over tiles that each compute MR rows x VW hidden units of all
-// four gates from W packed once per call into panels, with the gate math done on the accumulators
-// while they are still in registers (benchmarks/RESULTS.md, step 13).
+// Why kernels: inside an XLA while loop each step runs its (N, H) @ (H, G) matmul as a separate thunk
+// at 140-160 GFLOP/s on this class of machine, followed by element-wise fusions and fresh buffers.
+// Here a step is one pass over tiles that each compute MR rows x VW hidden units of every gate from
+// weights packed once per call into panels, with the gate math done on the accumulators while they
+// are still in registers (benchmarks/RESULTS.md, step 13). The backward passes do the same for the
+// (N, G) @ (G, H) product of each step; the weight gradients are left to XLA as large matmuls.
 //
-// Layouts (time-major, batch flattened): xs (T, N, I); w_i (I, 4H); b (4H); w_h (H, 4H), gates in
-// the order i, f, g, o; states (N, H); sequences (T, N, H); acts (T, N, 4H) = the activated gates.
+// Layouts (time-major, batch flattened): xs (T, N, I); w_i (I, G); b (G); w_h (H, G); states (N, H);
+// sequences (T, N, H); G = 4H (LSTM gates i, f, g, o) or 3H (GRU gates r, z, n).
 //
-// Work is split into tiles per step and handed out through one atomic ticket counter over all
-// steps; a ticket of step s waits until every tile of step s-1 is done. The calling thread takes
-// tickets too, so it never waits on a helper that has not started, and helpers that start late
-// find no tickets left and return without touching any buffer.
+// Work is split into tiles per step (see Schedule); the calling thread takes tiles too, so it never
+// waits on a helper that has not started, and a helper that starts late finds nothing left.
 
 #include <algorithm>
 #include <atomic>
@@ -161,7 +160,7 @@ void run_steps(ffi::ThreadPool& pool, int64_t steps, int64_t tiles, double flops
   while (schedule->done.load(std::memory_order_acquire) < steps * tiles) pause();
 }
 
-// ---------------------------------------------------------------------------------------- forward
+// ----------------------------------------------------------------------------------- LSTM forward
 
 // Panels for the forward pass: for each chunk of VW hidden units, rows k = 0..I+H-1 of
 // [w_i; w_h] restricted to that chunk's columns of the four gates, as 4 consecutive vectors.
@@ -281,7 +280,7 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
   return ffi::Error::Success();
 }
 
-// --------------------------------------------------------------------------------------- backward
+// ---------------------------------------------------------------------------------- LSTM backward
 
 // dpre may share its buffer with acts (XLA aliases them): a tile reads the four gates of its units at
 // step s before writing their gradients there, and nothing reads acts[s] afterwards.
