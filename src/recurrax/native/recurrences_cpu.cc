@@ -160,6 +160,53 @@ void run_steps(ffi::ThreadPool& pool, int64_t steps, int64_t tiles, double flops
   while (schedule->done.load(std::memory_order_acquire) < steps * tiles) pause();
 }
 
+// ------------------------------------------------------------------------------------- tile GEMM
+
+// Independent partial sums per accumulator: a tile of one or two rows has too few accumulators to
+// hide the FMA latency, so it keeps two sets over alternate k (summed at the end).
+template <int R>
+constexpr int kSplit = R <= 2 ? 2 : 1;
+
+// acc[j][r][Slot[q]] += src[r][k] * panel[k][q] over k (j alternating), where the panel's row k holds
+// sizeof...(Slot) vectors: the inner loop of every forward tile.
+template <int R, int... Slot>
+inline void accumulate(vf (&acc)[kSplit<R>][R][4], const float* const (&src)[R], int64_t K, const float* panel) {
+  constexpr int NQ = sizeof...(Slot), S = kSplit<R>;
+  constexpr int slot[NQ] = {Slot...};
+  int64_t k = 0;
+  for (; k + S <= K; k += S) {
+    for (int j = 0; j < S; ++j) {
+      const float* w = panel + (k + j) * NQ * VW;
+      vf wv[NQ];
+      for (int q = 0; q < NQ; ++q) wv[q] = load(w + q * VW);
+      for (int r = 0; r < R; ++r) {
+        float a = src[r][k + j];
+        for (int q = 0; q < NQ; ++q) acc[j][r][slot[q]] += a * wv[q];
+      }
+    }
+  }
+  for (; k < K; ++k) {
+    const float* w = panel + k * NQ * VW;
+    for (int r = 0; r < R; ++r)
+      for (int q = 0; q < NQ; ++q) acc[0][r][slot[q]] += src[r][k] * load(w + q * VW);
+  }
+}
+
+// acc[0] after the partial sums are added up; the others start at zero.
+template <int R>
+inline void reduce(vf (&acc)[kSplit<R>][R][4]) {
+  for (int j = 1; j < kSplit<R>; ++j)
+    for (int r = 0; r < R; ++r)
+      for (int q = 0; q < 4; ++q) acc[0][r][q] += acc[j][r][q];
+}
+
+template <int R>
+inline void clear_partials(vf (&acc)[kSplit<R>][R][4]) {
+  for (int j = 1; j < kSplit<R>; ++j)
+    for (int r = 0; r < R; ++r)
+      for (int q = 0; q < 4; ++q) acc[j][r][q] = vf{};
+}
+
 // ----------------------------------------------------------------------------------- LSTM forward
 
 // Panels for the forward pass: for each chunk of VW hidden units, rows k = 0..I+H-1 of
@@ -189,43 +236,24 @@ void forward_tile(const Forward& p, int64_t t, int64_t r0, int64_t u) {
   const float* panel = p.panels + u * K * 4 * VW;
   const float* hprev = t == 0 ? p.h0 : p.hs + (t - 1) * p.N * H;
   const float* cprev = t == 0 ? p.c0 : p.cs + (t - 1) * p.N * H;
-  vf acc[R][4];
+  vf acc[kSplit<R>][R][4];
   for (int q = 0; q < 4; ++q) {
     vf bq = load(p.b + q * H + u0);
-    for (int r = 0; r < R; ++r) acc[r][q] = bq;
+    for (int r = 0; r < R; ++r) acc[0][r][q] = bq;
   }
+  clear_partials<R>(acc);
   const float* x[R];
   const float* h[R];
   for (int r = 0; r < R; ++r) {
     x[r] = p.xs + (t * p.N + r0 + r) * I;
     h[r] = hprev + (r0 + r) * H;
   }
-  for (int64_t k = 0; k < I; ++k) {
-    const float* w = panel + k * 4 * VW;
-    vf w0 = load(w), w1 = load(w + VW), w2 = load(w + 2 * VW), w3 = load(w + 3 * VW);
-    for (int r = 0; r < R; ++r) {
-      float a = x[r][k];
-      acc[r][0] += a * w0;
-      acc[r][1] += a * w1;
-      acc[r][2] += a * w2;
-      acc[r][3] += a * w3;
-    }
-  }
-  panel += I * 4 * VW;
-  for (int64_t k = 0; k < H; ++k) {
-    const float* w = panel + k * 4 * VW;
-    vf w0 = load(w), w1 = load(w + VW), w2 = load(w + 2 * VW), w3 = load(w + 3 * VW);
-    for (int r = 0; r < R; ++r) {
-      float a = h[r][k];
-      acc[r][0] += a * w0;
-      acc[r][1] += a * w1;
-      acc[r][2] += a * w2;
-      acc[r][3] += a * w3;
-    }
-  }
+  accumulate<R, 0, 1, 2, 3>(acc, x, I, panel);
+  accumulate<R, 0, 1, 2, 3>(acc, h, H, panel + I * 4 * VW);
+  reduce<R>(acc);
   for (int r = 0; r < R; ++r) {
     const int64_t row = t * p.N + r0 + r;
-    vf i = vsigmoid(acc[r][0]), f = vsigmoid(acc[r][1]), g = vtanh(acc[r][2]), o = vsigmoid(acc[r][3]);
+    vf i = vsigmoid(acc[0][r][0]), f = vsigmoid(acc[0][r][1]), g = vtanh(acc[0][r][2]), o = vsigmoid(acc[0][r][3]);
     vf c = f * load(cprev + (r0 + r) * H + u0) + i * g;
     store(p.cs + row * H + u0, c);
     store(p.hs + row * H + u0, o * vtanh(c));
@@ -430,47 +458,30 @@ void gru_forward_tile(const GruForward& p, int64_t t, int64_t r0, int64_t u) {
   const int64_t H = p.H, I = p.I, K = I + H, u0 = u * VW;
   const float* panel = p.panels + u * K * 3 * VW;
   const float* hprev = t == 0 ? p.h0 : p.hs + (t - 1) * p.N * H;
-  vf acc[R][4];  // r, z, the candidate's input part, its recurrent part h_n
+  vf acc[kSplit<R>][R][4];  // r, z, the candidate's input part, its recurrent part h_n
   {
     vf br = load(p.b + u0), bz = load(p.b + H + u0), bn = load(p.b + 2 * H + u0), bhn = load(p.b_hn + u0);
     for (int r = 0; r < R; ++r) {
-      acc[r][0] = br;
-      acc[r][1] = bz;
-      acc[r][2] = bn;
-      acc[r][3] = bhn;
+      acc[0][r][0] = br;
+      acc[0][r][1] = bz;
+      acc[0][r][2] = bn;
+      acc[0][r][3] = bhn;
     }
   }
+  clear_partials<R>(acc);
   const float* x[R];
   const float* h[R];
   for (int r = 0; r < R; ++r) {
     x[r] = p.xs + (t * p.N + r0 + r) * I;
     h[r] = hprev + (r0 + r) * H;
   }
-  for (int64_t k = 0; k < I; ++k) {
-    const float* w = panel + k * 3 * VW;
-    vf w0 = load(w), w1 = load(w + VW), w2 = load(w + 2 * VW);
-    for (int r = 0; r < R; ++r) {
-      float a = x[r][k];
-      acc[r][0] += a * w0;
-      acc[r][1] += a * w1;
-      acc[r][2] += a * w2;
-    }
-  }
-  panel += I * 3 * VW;
-  for (int64_t k = 0; k < H; ++k) {
-    const float* w = panel + k * 3 * VW;
-    vf w0 = load(w), w1 = load(w + VW), w2 = load(w + 2 * VW);
-    for (int r = 0; r < R; ++r) {
-      float a = h[r][k];
-      acc[r][0] += a * w0;
-      acc[r][1] += a * w1;
-      acc[r][3] += a * w2;
-    }
-  }
+  accumulate<R, 0, 1, 2>(acc, x, I, panel);
+  accumulate<R, 0, 1, 3>(acc, h, H, panel + I * 3 * VW);
+  reduce<R>(acc);
   for (int r = 0; r < R; ++r) {
     const int64_t row = t * p.N + r0 + r;
-    vf rg = vsigmoid(acc[r][0]), ug = vsigmoid(acc[r][1]), hn = acc[r][3];
-    vf n = vtanh(acc[r][2] + rg * hn);
+    vf rg = vsigmoid(acc[0][r][0]), ug = vsigmoid(acc[0][r][1]), hn = acc[0][r][3];
+    vf n = vtanh(acc[0][r][2] + rg * hn);
     vf hp = load(h[r] + u0);
     store(p.hs + row * H + u0, (splat(1.0f) - ug) * n + ug * hp);
     if (p.acts) {
