@@ -6,7 +6,11 @@ References: the cell equations in NumPy (float64), JAX autodiff of the plain per
 tile's 6 rows, hidden sizes of 1, 3 and 5 vectors (the backward tiles take up to 4), one step.
 """
 
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -217,10 +221,41 @@ def test_the_primitives_called_directly():
     jax.tree.map(np.testing.assert_array_equal, eager, jitted)
 
 
-def test_build_is_cached_and_keyed(tmp_path):
+_AVX2_CHECK = """
+import numpy as np, jax, jax.numpy as jnp, recurrax as rx
+from recurrax.native import build
+from reference import gru, lstm, run, random_inputs, random_params, random_state, to_numpy
+assert build.load() is not None
+for kind, step in (("lstm", lstm), ("gru", gru)):
+    cell = {"lstm": rx.lstm, "gru": rx.gru}[kind](48)  # 6 vectors of 8: a 4-vector chunk and a 2-vector one
+    params = jax.tree.map(lambda w: w / 2, random_params(cell, 0, 5))
+    xs, state = random_inputs((7, 6, 5), 1), random_state(cell, params, (7,), 2, 0.5)
+    assert "recurrax_" + kind + "_forward" in str(jax.make_jaxpr(lambda p: rx.scan(cell, p, xs, state))(params))
+    ys = rx.scan(cell, params, xs, state)[1]
+    np.testing.assert_allclose(ys, run(step, to_numpy(params), xs, to_numpy(state))[1], atol=2e-5, rtol=2e-5)
+    loss = lambda c, p: jnp.sum(jnp.sin(rx.scan(c, p, xs, state)[1]))
+    got, want = jax.grad(loss, 1)(cell, params), jax.grad(loss, 1)(cell._replace(fused=None), params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(b).max(), rtol=1e-5), got, want)
+print("ok")
+"""
+
+
+def test_the_avx2_kernels(tmp_path):
+    """The 8-wide kernels (3-row tiles) that machines without AVX-512 build: values and gradients."""
+    env = dict(os.environ, CXXFLAGS="-mno-avx512f", RECURRAX_CACHE_DIR=str(tmp_path), JAX_PLATFORMS="cpu")
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", _AVX2_CHECK], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_build_is_cached_and_keyed(tmp_path, monkeypatch):
+    monkeypatch.delenv("CXXFLAGS", raising=False)
     first = build.build(tmp_path)
     assert first.exists() and build.build(tmp_path) == first
     assert first.name.startswith("recurrax_native_") and list(tmp_path.iterdir()) == [first]
+    monkeypatch.setenv("CXXFLAGS", "-DRECURRAX_UNUSED_MACRO")  # other flags: another library, the first one kept
+    second = build.build(tmp_path)
+    assert second != first and sorted(tmp_path.iterdir()) == sorted([first, second])
 
 
 def test_a_missing_compiler_is_an_error_and_load_falls_back(tmp_path, monkeypatch):

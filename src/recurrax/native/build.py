@@ -1,11 +1,11 @@
 """Compiles the native CPU kernels on first use, caches the shared library, registers its FFI targets.
 
-The kernel source ships with the package (``lstm_cpu.cc``) and is built by the system C++ compiler
-(``$CXX``, else ``c++``) with ``-O3 -march=native`` against the XLA FFI headers of the installed
-jaxlib, into ``$RECURRAX_CACHE_DIR`` (default ``~/.cache/recurrax``). The file name hashes the source,
-the jaxlib version, the compiler and the CPU's feature flags, so a different machine, compiler or
-jaxlib never loads a stale build. Where no compiler is found or the build fails, :func:`load` warns
-once and returns ``None``, and recurrax runs the XLA loop instead.
+The kernel source ships with the package (``recurrences_cpu.cc``) and is built by the system C++
+compiler (``$CXX``, else ``c++``) with ``-O3 -march=native`` and ``$CXXFLAGS`` against the XLA FFI
+headers of the installed jaxlib, into ``$RECURRAX_CACHE_DIR`` (default ``~/.cache/recurrax``). The file
+name hashes the source, the jaxlib version, the compiler, the flags and the CPU's feature flags, so a
+different machine, compiler or jaxlib never loads a stale build. Where no compiler is found or the
+build fails, :func:`load` warns once and returns ``None``, and recurrax runs the XLA loop instead.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import functools
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -56,27 +57,21 @@ def _cpu_features() -> str:
     return platform.processor() or platform.machine()
 
 
+def _flags() -> list[str]:
+    """``-O3 -march=native``, then ``$CXXFLAGS`` (for example ``-mno-avx512f`` for the 8-wide AVX2 kernels)."""
+    return ["-O3", "-march=native", "-std=c++17", *shlex.split(os.environ.get("CXXFLAGS", ""))]
+
+
 def _command(cxx: str, source: Path, output: Path) -> list[str]:
     include = jax.ffi.include_dir()
-    return [
-        cxx,
-        "-O3",
-        "-march=native",
-        "-std=c++17",
-        "-shared",
-        "-fPIC",
-        "-isystem",
-        include,
-        str(source),
-        "-o",
-        str(output),
-    ]
+    return [cxx, *_flags(), "-shared", "-fPIC", "-isystem", include, str(source), "-o", str(output)]
 
 
 def _library_name(cxx: str, source_text: bytes) -> str:
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
     key = hashlib.sha256()
-    for part in (source_text, metadata.version("jaxlib").encode(), version.encode(), _cpu_features().encode()):
+    parts = (source_text, metadata.version("jaxlib"), version, _cpu_features(), " ".join(_flags()))
+    for part in (p if isinstance(p, bytes) else p.encode() for p in parts):
         key.update(part)
     return f"recurrax_native_{key.hexdigest()[:16]}.so"
 
