@@ -3,7 +3,8 @@
 References: the cell equations in NumPy (float64), JAX autodiff of the plain per-step scan
 (``cell._replace(fused=None)``) and the XLA sequence path (``native=False``), numerical differences
 (``check_grads``). Shapes are chosen to hit the kernels' edges: a batch that is not a multiple of a
-tile's 6 rows, hidden sizes of 1, 3 and 5 vectors (the backward tiles take up to 4), one step.
+tile's 6 rows, hidden sizes of 1, 3 and 5 vectors (the backward tiles take up to 4), hidden sizes padded
+to whole vectors (20, 37), one step.
 """
 
 import os
@@ -33,10 +34,19 @@ KINDS = ["lstm", "gru"]
 
 
 def _cells(kind, hidden):
-    """The default cell, the same with the XLA sequence path instead of the kernel, the plain per-step scan."""
-    cell = {"lstm": rx.lstm, "gru": rx.gru}[kind](hidden)
-    xla = cell._replace(fused=fused.sequence_transition(kind, native=False))
-    return cell, xla, cell._replace(fused=None)
+    """The cell on the kernels at any size, on the XLA sequence path instead, and the plain per-step scan."""
+    base = {"lstm": rx.lstm, "gru": rx.gru}[kind](hidden)
+    cell = base._replace(fused=fused.sequence_transition(kind, xla=kind == "lstm", native_from=1))
+    xla = base._replace(fused=fused.sequence_transition(kind, native=False))
+    return cell, xla, base._replace(fused=None)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_default_cells_use_the_kernels_from_native_from(kind):
+    cell = {"lstm": rx.lstm, "gru": rx.gru}[kind](32)
+    params, xs, state = _problem(kind, 32, (4,), steps=fused.NATIVE_FROM // 4)
+    assert _uses_kernel(kind, cell, params, xs, state)
+    assert not _uses_kernel(kind, cell, params, xs[:, :-1], state)  # one step short
 
 
 def _problem(kind, hidden, batch=(7,), steps=9, inputs=5, seed=0):
@@ -54,7 +64,7 @@ def _uses_kernel(kind, cell, params, xs, state) -> bool:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("hidden", [16, 48, 80])
+@pytest.mark.parametrize("hidden", [16, 48, 80, 20])  # 20: padded to 32 units inside the call
 @pytest.mark.parametrize("batch", [(1,), (7,), (2, 5)])
 def test_forward_matches_numpy(kind, hidden, batch):
     cell, _, _ = _cells(kind, hidden)
@@ -91,7 +101,7 @@ def _loss(cell, params, xs, state):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("hidden,batch", [(16, (1,)), (48, (7,)), (80, (2, 5))])
+@pytest.mark.parametrize("hidden,batch", [(16, (1,)), (48, (7,)), (80, (2, 5)), (37, (3,))])
 def test_gradients_match_autodiff_of_the_step(kind, hidden, batch):
     cell, _, plain = _cells(kind, hidden)
     params, xs, state = _problem(kind, hidden, batch)
@@ -187,11 +197,23 @@ def _pick(tree, n):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("hidden,dtype", [(20, jnp.float32), (32, jnp.bfloat16)])
-def test_does_not_apply_where_the_kernel_cannot_run(kind, hidden, dtype):
-    cell, _, _ = _cells(kind, hidden)
-    params, xs, state = jax.tree.map(lambda a: a.astype(dtype), _problem(kind, hidden, (2,), steps=3))
+def test_bfloat16_uses_the_xla_loop(kind):
+    cell, _, _ = _cells(kind, 32)
+    params, xs, state = jax.tree.map(lambda a: a.astype(jnp.bfloat16), _problem(kind, 32, (2,), steps=3))
     assert not _uses_kernel(kind, cell, params, xs, state)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_padded_units_stay_zero_and_change_nothing(kind):
+    """H=20 runs as 32 units: the 12 padded ones never leave 0, so outputs and gradients are the plain scan's."""
+    cell, xla, _ = _cells(kind, 20)
+    params, xs, state = _problem(kind, 20, (3,), steps=7)
+    assert _uses_kernel(kind, cell, params, xs, state)
+    final, ys, states = rx.scan(cell, params, xs, state, return_states=True)
+    assert ys.shape == (3, 7, 20) and all(s.shape == (3, 7, 20) for s in states)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), (final, ys), rx.scan(xla, params, xs, state))
+    jacobian = lambda c: jax.jacfwd(lambda h: rx.scan(c, params, xs, state._replace(h=h))[0][0])(state.h)  # noqa: E731
+    np.testing.assert_allclose(jacobian(cell), jacobian(xla), atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -216,7 +238,7 @@ def test_the_primitives_called_directly():
     params, xs, state = _problem("lstm", 32, (3,), steps=4)
     args = (jnp.swapaxes(xs, 0, 1), params["w_i"], params["b"], params["w_h"], state.h, state.c)
     eager = native_lstm.forward(*args, keep_acts=True)
-    jitted = jax.jit(native_lstm.forward, static_argnums=6)(*args, True)
+    jitted = jax.jit(lambda *a: native_lstm.forward(*a, keep_acts=True))(*args)
     assert [a.shape for a in eager] == [(4, 3, 32), (4, 3, 32), (4, 3, 128)]
     jax.tree.map(np.testing.assert_array_equal, eager, jitted)
 
@@ -228,6 +250,7 @@ from reference import gru, lstm, run, random_inputs, random_params, random_state
 assert build.load() is not None
 for kind, step in (("lstm", lstm), ("gru", gru)):
     cell = {"lstm": rx.lstm, "gru": rx.gru}[kind](48)  # 6 vectors of 8: a 4-vector chunk and a 2-vector one
+    cell = cell._replace(fused=rx.fused.sequence_transition(kind, xla=kind == "lstm", native_from=1))
     params = jax.tree.map(lambda w: w / 2, random_params(cell, 0, 5))
     xs, state = random_inputs((7, 6, 5), 1), random_state(cell, params, (7,), 2, 0.5)
     assert "recurrax_" + kind + "_forward" in str(jax.make_jaxpr(lambda p: rx.scan(cell, p, xs, state))(params))

@@ -24,14 +24,14 @@ HIDDEN_MULTIPLE = 16
 """The kernels tile hidden units by whole vectors (16 floats with AVX-512, 8 without)."""
 
 
-def applies(w_h: Array, *arrays: Array) -> bool:
-    """Whether the native kernels can run with these arrays (``w_h: (H, G)`` first): float32 on CPU,
-    ``H`` a multiple of :data:`HIDDEN_MULTIPLE`, and the kernels built on this machine."""
+def applies(*arrays: Array) -> bool:
+    """Whether the native kernels can run with these arrays: float32 on CPU, and the kernels built here.
+
+    The kernels themselves take hidden sizes that are multiples of :data:`HIDDEN_MULTIPLE`;
+    :func:`recurrax.fused.sequence_transition` pads other sizes.
+    """
     return (
-        jax.default_backend() == "cpu"
-        and all(jnp.result_type(a) == jnp.float32 for a in (w_h, *arrays))
-        and w_h.shape[0] % HIDDEN_MULTIPLE == 0
-        and load() is not None
+        jax.default_backend() == "cpu" and all(jnp.result_type(a) == jnp.float32 for a in arrays) and load() is not None
     )
 
 

@@ -25,7 +25,7 @@ from recurrax.native._primitives import define, f32, jvp_rule, linear_transpose_
 __all__ = ["backward", "forward", "tangent"]
 
 
-def _forward_shapes(xs, w_i, b, w_h, b_hn, h0, *, keep_acts: bool):
+def _forward_shapes(xs, w_i, b, w_h, b_hn, h0, zs, *, keep_acts: bool):
     steps, rows, hidden = xs.shape[0], xs.shape[1], h0.shape[-1]
     return f32(steps, rows, hidden), f32(steps, rows, 4 * hidden if keep_acts else 0)
 
@@ -54,10 +54,10 @@ def _tangent_scan(w_h, acts, hs, h0, dzs, dgh, dh0, *, unroll: int):
     return (gru_tangent_scan(w_h, acts, hs, h0, dzs, dgh, dh0, unroll),)
 
 
-def _forward_reference(xs, w_i, b, w_h, b_hn, h0, *, keep_acts: bool):
+def _forward_reference(xs, w_i, b, w_h, b_hn, h0, zs, *, keep_acts: bool):
     from recurrax.fused import _gru_scan
 
-    hs, r, u, n, h_n = _gru_scan(w_h, b_hn, xs @ w_i + b, h0, 1, keep=True)
+    hs, r, u, n, h_n = _gru_scan(w_h, b_hn, xs @ w_i + b + zs if zs.shape[-1] else xs @ w_i + b, h0, 1, keep=True)
     acts = jnp.concatenate([r, u, n, h_n], axis=-1)
     return hs, acts if keep_acts else acts[..., :0]
 
@@ -74,7 +74,7 @@ def _backward_reference(w_h, acts, hs, h0, ct_hs):
 def _primitives() -> dict[str, Primitive]:
     """Creates and registers the primitives on first use (registering is process-wide)."""
     prims = {
-        "forward": define("gru_forward", _forward_call, _forward_shapes, ("swwwwn", "ss")),
+        "forward": define("gru_forward", _forward_call, _forward_shapes, ("swwwwns", "ss")),
         "backward": define("gru_backward", _backward_call, _backward_shapes, ("wssns", "ssn")),
         "tangent": define("gru_tangent", _tangent_scan, _tangent_shapes, ("wssnssn", "s")),
     }
@@ -85,12 +85,24 @@ def _primitives() -> dict[str, Primitive]:
     return prims
 
 
-def forward(xs: Array, w_i: Array, b: Array, w_h: Array, b_hn: Array, h0: Array, keep_acts: bool = False):
+def forward(
+    xs: Array,
+    w_i: Array,
+    b: Array,
+    w_h: Array,
+    b_hn: Array,
+    h0: Array,
+    zs: Array | None = None,
+    keep_acts: bool = False,
+):
     """``(hs, acts)``: the GRU over ``xs: (T, N, I)`` from ``h0: (N, H)``; gate order r, z, n.
 
+    The input side of the gates is ``b + zs + xs @ w_i``, ``zs: (T, N, 3H)`` an input projection computed
+    by the caller (``None``: none; ``xs`` may then have ``I = 0``).
     ``hs: (T, N, H)``; ``acts: (T, N, 4H)`` (``r, u, n, h_n``) if ``keep_acts``, else ``(T, N, 0)``.
     """
-    return tuple(_primitives()["forward"].bind(xs, w_i, b, w_h, b_hn, h0, keep_acts=keep_acts))
+    zs = xs[..., :0] if zs is None else zs
+    return tuple(_primitives()["forward"].bind(xs, w_i, b, w_h, b_hn, h0, zs, keep_acts=keep_acts))
 
 
 def tangent(w_h, acts, hs, h0, dzs, dgh, dh0, unroll: int = 1) -> Array:

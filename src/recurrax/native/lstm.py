@@ -28,7 +28,7 @@ from recurrax.native._primitives import define, f32, jvp_rule, linear_transpose_
 __all__ = ["backward", "forward", "tangent"]
 
 
-def _forward_shapes(xs, w_i, b, w_h, h0, c0, *, keep_acts: bool):
+def _forward_shapes(xs, w_i, b, w_h, h0, c0, zs, *, keep_acts: bool):
     steps, rows, hidden = xs.shape[0], xs.shape[1], h0.shape[-1]
     return f32(steps, rows, hidden), f32(steps, rows, hidden), f32(steps, rows, 4 * hidden if keep_acts else 0)
 
@@ -59,10 +59,10 @@ def _tangent_scan(w_h, acts, cs, c0, dpre, dh0, dc0, *, unroll: int):
     return lstm_tangent_scan(w_h, acts, cs, c0, dpre, dh0, dc0, unroll)
 
 
-def _forward_reference(xs, w_i, b, w_h, h0, c0, *, keep_acts: bool):
+def _forward_reference(xs, w_i, b, w_h, h0, c0, zs, *, keep_acts: bool):
     from recurrax.fused import _lstm_scan
 
-    hs, cs, acts = _lstm_scan(w_h, xs @ w_i + b, h0, c0, 1, keep=True)
+    hs, cs, acts = _lstm_scan(w_h, xs @ w_i + b + zs if zs.shape[-1] else xs @ w_i + b, h0, c0, 1, keep=True)
     return hs, cs, acts if keep_acts else acts[..., :0]
 
 
@@ -78,7 +78,7 @@ def _backward_reference(w_h, acts, cs, c0, ct_hs, ct_cs):
 def _primitives() -> dict[str, Primitive]:
     """Creates and registers the primitives on first use (registering is process-wide)."""
     prims = {
-        "forward": define("lstm_forward", _forward_call, _forward_shapes, ("swwwnn", "sss")),
+        "forward": define("lstm_forward", _forward_call, _forward_shapes, ("swwwnns", "sss")),
         "backward": define("lstm_backward", _backward_call, _backward_shapes, ("wssnss", "snn")),
         "tangent": define("lstm_tangent", _tangent_scan, _tangent_shapes, ("wssnsnn", "ss")),
     }
@@ -89,12 +89,17 @@ def _primitives() -> dict[str, Primitive]:
     return prims
 
 
-def forward(xs: Array, w_i: Array, b: Array, w_h: Array, h0: Array, c0: Array, keep_acts: bool = False):
+def forward(
+    xs: Array, w_i: Array, b: Array, w_h: Array, h0: Array, c0: Array, zs: Array | None = None, keep_acts: bool = False
+):
     """``(hs, cs, acts)``: the LSTM over ``xs: (T, N, I)`` from ``(h0, c0): (N, H)``; gate order i, f, g, o.
 
+    The gate pre-activations are ``b + zs + xs @ w_i + h @ w_h``, where ``zs: (T, N, 4H)`` is an input
+    projection computed by the caller (``None``: none; ``xs`` may then have ``I = 0``).
     ``hs, cs: (T, N, H)``; ``acts: (T, N, 4H)`` the activated gates if ``keep_acts``, else ``(T, N, 0)``.
     """
-    return tuple(_primitives()["forward"].bind(xs, w_i, b, w_h, h0, c0, keep_acts=keep_acts))
+    zs = xs[..., :0] if zs is None else zs
+    return tuple(_primitives()["forward"].bind(xs, w_i, b, w_h, h0, c0, zs, keep_acts=keep_acts))
 
 
 def tangent(w_h, acts, cs, c0, dpre, dh0, dc0, unroll: int = 1) -> tuple[Array, Array]:

@@ -144,12 +144,15 @@ void work(Schedule& sc, bool front, const Run& run) {
 // Runs `steps` dependent steps of `tiles` tiles each on the caller and, when a step is worth it, on
 // helpers from XLA's intra-op pool.
 template <typename Run>
-void run_steps(ffi::ThreadPool& pool, int64_t steps, int64_t tiles, double flops_per_step, const Run& run) {
+void run_steps(ffi::ThreadPool& pool, int64_t steps, int64_t tiles, double flops_per_step, double weight_bytes,
+               const Run& run) {
   auto schedule = std::make_shared<Schedule>(steps, tiles);
   // Below ~0.5 MFLOP a step takes a few microseconds and handing tiles between cores costs about what it
   // saves (LSTM B=4, H=128, 1 MFLOP: forward 3.6 ms alone, 4.0 with a helper; training 11.9 and 9.7).
   // Above it, two cores also bring two L2 caches: B=1, I=H=256 forward 40.2 ms alone, 13.0 ms with one.
-  int64_t helpers = flops_per_step < 5e5 || tiles < 2 ? 0 : std::min<int64_t>(pool.num_threads() - 1, tiles - 1);
+  // The same holds for weights beyond a quarter of an L2 cache, even at one row (B=1, H=208: 0.7 MB).
+  bool worth = flops_per_step >= 5e5 || weight_bytes >= 5e5;
+  int64_t helpers = !worth || tiles < 2 ? 0 : std::min<int64_t>(pool.num_threads() - 1, tiles - 1);
   if (helpers > 0) {
     // A helper calls `run` (which refers to buffers of this call) only on a tile it claimed, and the
     // caller returns only once every tile is done.
@@ -226,8 +229,10 @@ std::vector<float> pack_forward(const float* w_i, const float* w_h, int64_t I, i
   return panels;
 }
 
+// z_t = b + zs_t + x_t W_i: zs (T, N, G) is the input projection computed outside (for few rows, where
+// folding it into every step would re-read W_i per step) or null, and then xs has I = 0 or not.
 struct Forward {
-  const float *xs, *b, *h0, *c0, *panels;
+  const float *xs, *b, *h0, *c0, *zs, *panels;
   float *hs, *cs, *acts;  // acts may be null
   int64_t N, I, H;
 };
@@ -241,7 +246,7 @@ void forward_tile(const Forward& p, int64_t t, int64_t r0, int64_t u) {
   vf acc[kSplit<R>][R][4];
   for (int q = 0; q < 4; ++q) {
     vf bq = load(p.b + q * H + u0);
-    for (int r = 0; r < R; ++r) acc[0][r][q] = bq;
+    for (int r = 0; r < R; ++r) acc[0][r][q] = p.zs ? bq + load(p.zs + (t * p.N + r0 + r) * G + q * H + u0) : bq;
   }
   clear_partials<R>(acc);
   const float* x[R];
@@ -293,17 +298,18 @@ ffi::Error check_sizes(int64_t H, int64_t expected_g, int64_t g) {
 
 ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_i,
                        ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> h0,
-                       ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> hs, ffi::ResultBuffer<ffi::F32> cs,
-                       ffi::ResultBuffer<ffi::F32> acts, bool keep_acts) {
+                       ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> zs, ffi::ResultBuffer<ffi::F32> hs,
+                       ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> acts, bool keep_acts) {
   auto xd = xs.dimensions(), hd = h0.dimensions();
   const int64_t T = xd[0], N = xd[1], I = xd[2], H = hd[1];
   if (auto e = check_sizes(H, 4 * H, w_h.dimensions()[1]); e.failure()) return e;
   if (T == 0 || N == 0) return ffi::Error::Success();
   std::vector<float> panels = pack_forward(w_i.typed_data(), w_h.typed_data(), I, H);
-  Forward p{xs.typed_data(),  b.typed_data(),  h0.typed_data(), c0.typed_data(), panels.data(),
+  Forward p{xs.typed_data(),  b.typed_data(),  h0.typed_data(), c0.typed_data(),
+            zs.element_count() ? zs.typed_data() : nullptr, panels.data(),
             hs->typed_data(), cs->typed_data(), keep_acts ? acts->typed_data() : nullptr, N, I, H};
   Tiling tiling(N, H / VW);
-  run_steps(pool, T, tiling.count(), 8.0 * N * H * (I + H), [&p, tiling](int64_t t, int64_t tile) {
+  run_steps(pool, T, tiling.count(), 8.0 * N * H * (I + H), 4.0 * panels.size(), [&p, tiling](int64_t t, int64_t tile) {
     int64_t u = tile / tiling.row_blocks, r0 = tile % tiling.row_blocks * MR;
     forward_rows<MR>(p, t, r0, std::min<int64_t>(MR, tiling.rows - r0), u);
   });
@@ -420,7 +426,8 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Bu
              panels.data(), dpre->typed_data(), carry_c, dh0->typed_data(), T, N, H};
   const int64_t row_blocks = (N + BR - 1) / BR, vectors = H / VW, chunks = (vectors + BU - 1) / BU;
   // Loop step j handles s = T-1-j; the last one (s = -1) produces the initial state's cotangent.
-  run_steps(pool, T + 1, row_blocks * chunks, 8.0 * N * H * H, [&p, row_blocks, vectors, N, T](int64_t j, int64_t tile) {
+  run_steps(pool, T + 1, row_blocks * chunks, 8.0 * N * H * H, 4.0 * panels.size(),
+            [&p, row_blocks, vectors, N, T](int64_t j, int64_t tile) {
     int64_t u = tile / row_blocks, r0 = tile % row_blocks * BR;
     backward_rows<BR, BU>(p, T - 1 - j, r0, std::min<int64_t>(BR, N - r0), u * BU * VW,
                           std::min<int64_t>(BU, vectors - u * BU));
@@ -450,7 +457,7 @@ std::vector<float> pack_gru_forward(const float* w_i, const float* w_h, int64_t 
 }
 
 struct GruForward {
-  const float *xs, *b, *b_hn, *h0, *panels;
+  const float *xs, *b, *b_hn, *h0, *zs, *panels;  // zs: as in Forward (the LSTM's)
   float *hs, *acts;  // acts may be null
   int64_t N, I, H;
 };
@@ -468,6 +475,12 @@ void gru_forward_tile(const GruForward& p, int64_t t, int64_t r0, int64_t u) {
       acc[0][r][1] = bz;
       acc[0][r][2] = bn;
       acc[0][r][3] = bhn;
+      if (p.zs) {
+        const float* z = p.zs + (t * p.N + r0 + r) * 3 * H + u0;
+        acc[0][r][0] += load(z);
+        acc[0][r][1] += load(z + H);
+        acc[0][r][2] += load(z + 2 * H);
+      }
     }
   }
   clear_partials<R>(acc);
@@ -506,17 +519,18 @@ void gru_forward_rows(const GruForward& p, int64_t t, int64_t r0, int64_t rows, 
 
 ffi::Error GruForwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_i,
                           ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b_hn,
-                          ffi::Buffer<ffi::F32> h0, ffi::ResultBuffer<ffi::F32> hs, ffi::ResultBuffer<ffi::F32> acts,
-                          bool keep_acts) {
+                          ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> zs, ffi::ResultBuffer<ffi::F32> hs,
+                          ffi::ResultBuffer<ffi::F32> acts, bool keep_acts) {
   auto xd = xs.dimensions(), hd = h0.dimensions();
   const int64_t T = xd[0], N = xd[1], I = xd[2], H = hd[1];
   if (auto e = check_sizes(H, 3 * H, w_h.dimensions()[1]); e.failure()) return e;
   if (T == 0 || N == 0) return ffi::Error::Success();
   std::vector<float> panels = pack_gru_forward(w_i.typed_data(), w_h.typed_data(), I, H);
-  GruForward p{xs.typed_data(), b.typed_data(), b_hn.typed_data(), h0.typed_data(), panels.data(),
+  GruForward p{xs.typed_data(), b.typed_data(), b_hn.typed_data(), h0.typed_data(),
+               zs.element_count() ? zs.typed_data() : nullptr, panels.data(),
                hs->typed_data(), keep_acts ? acts->typed_data() : nullptr, N, I, H};
   Tiling tiling(N, H / VW);
-  run_steps(pool, T, tiling.count(), 6.0 * N * H * (I + H), [&p, tiling](int64_t t, int64_t tile) {
+  run_steps(pool, T, tiling.count(), 6.0 * N * H * (I + H), 4.0 * panels.size(), [&p, tiling](int64_t t, int64_t tile) {
     int64_t u = tile / tiling.row_blocks, r0 = tile % tiling.row_blocks * MR;
     gru_forward_rows<MR>(p, t, r0, std::min<int64_t>(MR, tiling.rows - r0), u);
   });
@@ -608,7 +622,8 @@ ffi::Error GruBackwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi:
                 ct_hs.element_count() ? ct_hs.typed_data() : nullptr, panels.data(), dzs->typed_data(),
                 dgh->typed_data(), carry, T, N, H};
   const int64_t row_blocks = (N + BR - 1) / BR, vectors = H / VW, chunks = (vectors + BU - 1) / BU;
-  run_steps(pool, T + 1, row_blocks * chunks, 6.0 * N * H * H, [&p, row_blocks, vectors, N, T](int64_t j, int64_t tile) {
+  run_steps(pool, T + 1, row_blocks * chunks, 6.0 * N * H * H, 4.0 * panels.size(),
+            [&p, row_blocks, vectors, N, T](int64_t j, int64_t tile) {
     int64_t u = tile / row_blocks, r0 = tile % row_blocks * BR;
     gru_backward_rows<BR, BU>(p, T - 1 - j, r0, std::min<int64_t>(BR, N - r0), u * BU * VW,
                               std::min<int64_t>(BU, vectors - u * BU));
@@ -627,6 +642,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxLstmForward, LstmForward,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_h
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
                                   .Arg<ffi::Buffer<ffi::F32>>()  // c0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // zs ((T, N, 0): none)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // hs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // cs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // acts ((0, 0, 0) unless keep_acts)
@@ -654,6 +670,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxGruForward, GruForwardCall,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_h
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b_hn
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // zs ((T, N, 0): none)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // hs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // acts ((T, N, 0) unless keep_acts)
                                   .Attr<bool>("keep_acts"));
