@@ -56,6 +56,38 @@ def define(name: str, call: Callable, shapes: Callable, kinds: tuple[str, str]) 
     return prim
 
 
+def define_recurrence(
+    cell: str,
+    *,
+    forward: tuple[Callable, Callable, tuple[str, str]],
+    backward: tuple[Callable, Callable, tuple[str, str]],
+    tangent: tuple[Callable, Callable, tuple[str, str]],
+    forward_reference: Callable,
+    backward_reference: Callable,
+    residuals: int = 4,
+) -> dict[str, Primitive]:
+    """A cell's ``forward``, ``backward`` and ``tangent`` primitives (each ``(call, shapes, kinds)``) and their rules.
+
+    ``tangent`` is linear in its operands after the first ``residuals`` and transposes into ``backward``;
+    forward mode through ``forward`` and ``backward`` runs their JAX references.
+    """
+    prims = {
+        name: define(f"{cell}_{name}", *spec)
+        for name, spec in (("forward", forward), ("backward", backward), ("tangent", tangent))
+    }
+    ad.primitive_jvps[prims["tangent"]] = jvp_rule(prims["tangent"], tangent[0], linear_from=residuals)
+    ad.primitive_transposes[prims["tangent"]] = linear_transpose_rule(residuals, prims["backward"].bind)
+    ad.primitive_jvps[prims["forward"]] = jvp_rule(prims["forward"], forward_reference)
+    ad.primitive_jvps[prims["backward"]] = jvp_rule(prims["backward"], backward_reference)
+    return prims
+
+
+def projected(xs: Array, w_i: Array, b: Array, zs: Array) -> Array:
+    """``b + zs + xs @ w_i``, the forward kernels' input side (``zs: (T, N, 0)`` for none), in JAX."""
+    z = xs @ w_i + b
+    return z + zs if zs.shape[-1] else z
+
+
 def jvp_rule(prim: Primitive, reference: Callable, linear_from: int | None = None) -> Callable:
     """A jvp rule: the primitive for the primal, forward mode through ``reference`` (the same map in JAX).
 

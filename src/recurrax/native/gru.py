@@ -17,10 +17,9 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.extend.core import Primitive
-from jax.interpreters import ad
 
 from recurrax.core import Array
-from recurrax.native._primitives import define, f32, jvp_rule, linear_transpose_rule
+from recurrax.native._primitives import define_recurrence, f32, projected
 
 __all__ = ["backward", "forward", "tangent"]
 
@@ -57,7 +56,7 @@ def _tangent_scan(w_h, acts, hs, h0, dzs, dgh, dh0, *, unroll: int):
 def _forward_reference(xs, w_i, b, w_h, b_hn, h0, zs, *, keep_acts: bool):
     from recurrax.fused import _gru_scan
 
-    hs, r, u, n, h_n = _gru_scan(w_h, b_hn, xs @ w_i + b + zs if zs.shape[-1] else xs @ w_i + b, h0, 1, keep=True)
+    hs, r, u, n, h_n = _gru_scan(w_h, b_hn, projected(xs, w_i, b, zs), h0, 1, keep=True)
     acts = jnp.concatenate([r, u, n, h_n], axis=-1)
     return hs, acts if keep_acts else acts[..., :0]
 
@@ -73,16 +72,14 @@ def _backward_reference(w_h, acts, hs, h0, ct_hs):
 @functools.cache
 def _primitives() -> dict[str, Primitive]:
     """Creates and registers the primitives on first use (registering is process-wide)."""
-    prims = {
-        "forward": define("gru_forward", _forward_call, _forward_shapes, ("swwwwns", "ss")),
-        "backward": define("gru_backward", _backward_call, _backward_shapes, ("wssns", "ssn")),
-        "tangent": define("gru_tangent", _tangent_scan, _tangent_shapes, ("wssnssn", "s")),
-    }
-    ad.primitive_jvps[prims["tangent"]] = jvp_rule(prims["tangent"], _tangent_scan, linear_from=4)
-    ad.primitive_transposes[prims["tangent"]] = linear_transpose_rule(4, lambda *a: prims["backward"].bind(*a))
-    ad.primitive_jvps[prims["forward"]] = jvp_rule(prims["forward"], _forward_reference)
-    ad.primitive_jvps[prims["backward"]] = jvp_rule(prims["backward"], _backward_reference)
-    return prims
+    return define_recurrence(
+        "gru",
+        forward=(_forward_call, _forward_shapes, ("swwwwns", "ss")),
+        backward=(_backward_call, _backward_shapes, ("wssns", "ssn")),
+        tangent=(_tangent_scan, _tangent_shapes, ("wssnssn", "s")),
+        forward_reference=_forward_reference,
+        backward_reference=_backward_reference,
+    )
 
 
 def forward(

@@ -20,10 +20,9 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.extend.core import Primitive
-from jax.interpreters import ad
 
 from recurrax.core import Array
-from recurrax.native._primitives import define, f32, jvp_rule, linear_transpose_rule
+from recurrax.native._primitives import define_recurrence, f32, projected
 
 __all__ = ["backward", "forward", "tangent"]
 
@@ -62,7 +61,7 @@ def _tangent_scan(w_h, acts, cs, c0, dpre, dh0, dc0, *, unroll: int):
 def _forward_reference(xs, w_i, b, w_h, h0, c0, zs, *, keep_acts: bool):
     from recurrax.fused import _lstm_scan
 
-    hs, cs, acts = _lstm_scan(w_h, xs @ w_i + b + zs if zs.shape[-1] else xs @ w_i + b, h0, c0, 1, keep=True)
+    hs, cs, acts = _lstm_scan(w_h, projected(xs, w_i, b, zs), h0, c0, 1, keep=True)
     return hs, cs, acts if keep_acts else acts[..., :0]
 
 
@@ -77,16 +76,14 @@ def _backward_reference(w_h, acts, cs, c0, ct_hs, ct_cs):
 @functools.cache
 def _primitives() -> dict[str, Primitive]:
     """Creates and registers the primitives on first use (registering is process-wide)."""
-    prims = {
-        "forward": define("lstm_forward", _forward_call, _forward_shapes, ("swwwnns", "sss")),
-        "backward": define("lstm_backward", _backward_call, _backward_shapes, ("wssnss", "snn")),
-        "tangent": define("lstm_tangent", _tangent_scan, _tangent_shapes, ("wssnsnn", "ss")),
-    }
-    ad.primitive_jvps[prims["tangent"]] = jvp_rule(prims["tangent"], _tangent_scan, linear_from=4)
-    ad.primitive_transposes[prims["tangent"]] = linear_transpose_rule(4, lambda *a: prims["backward"].bind(*a))
-    ad.primitive_jvps[prims["forward"]] = jvp_rule(prims["forward"], _forward_reference)
-    ad.primitive_jvps[prims["backward"]] = jvp_rule(prims["backward"], _backward_reference)
-    return prims
+    return define_recurrence(
+        "lstm",
+        forward=(_forward_call, _forward_shapes, ("swwwnns", "sss")),
+        backward=(_backward_call, _backward_shapes, ("wssnss", "snn")),
+        tangent=(_tangent_scan, _tangent_shapes, ("wssnsnn", "ss")),
+        forward_reference=_forward_reference,
+        backward_reference=_backward_reference,
+    )
 
 
 def forward(

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <memory>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -212,22 +213,108 @@ inline void clear_partials(vf (&acc)[kSplit<R>][R][4]) {
       for (int q = 0; q < 4; ++q) acc[j][r][q] = vf{};
 }
 
-// ----------------------------------------------------------------------------------- LSTM forward
+// ptr[r] = base + r * stride: the rows of a tile.
+template <int R>
+inline void row_pointers(const float* (&ptr)[R], const float* base, int64_t stride) {
+  for (int r = 0; r < R; ++r) ptr[r] = base + r * stride;
+}
 
-// Panels for the forward pass: for each chunk of VW hidden units, rows k = 0..I+H-1 of
-// [w_i; w_h] restricted to that chunk's columns of the four gates, as 4 consecutive vectors.
-std::vector<float> pack_forward(const float* w_i, const float* w_h, int64_t I, int64_t H) {
-  const int64_t G = 4 * H, K = I + H, chunks = H / VW;
-  std::vector<float> panels(chunks * K * 4 * VW);
+// gh[r][v] += sum_k d[r][k] * panel[k][v], d's rows `stride` apart: one step's gate gradients times
+// w_h^T for NU vectors of units, the inner loop of every backward tile.
+template <int R, int NU>
+inline void accumulate_backward(vf (&gh)[R][NU], const float* d, int64_t stride, int64_t G, const float* panel) {
+  const float* rows[R];
+  row_pointers<R>(rows, d, stride);
+  for (int64_t k = 0; k < G; ++k) {
+    const float* w = panel + k * NU * VW;
+    vf wv[NU];
+    for (int v = 0; v < NU; ++v) wv[v] = load(w + v * VW);
+    for (int r = 0; r < R; ++r) {
+      float a = rows[r][k];
+      for (int v = 0; v < NU; ++v) gh[r][v] += a * wv[v];
+    }
+  }
+}
+
+// Calls f(std::integral_constant<int, min(n, Max)>()): a runtime count (rows, vectors) as the tile's
+// compile-time size, so the accumulators stay in registers.
+template <int Max, typename F>
+inline void with_size(int64_t n, const F& f) {
+  if constexpr (Max > 1) {
+    if (n < Max) return with_size<Max - 1>(n, f);
+  }
+  f(std::integral_constant<int, Max>());
+}
+
+// ------------------------------------------------------------------------------------------ drivers
+
+constexpr int BR = MR;  // rows per backward tile
+constexpr int BU = 4;   // unit vectors per backward tile: BR x BU accumulators, like the forward tile
+
+// A forward pass: T steps of tiles of MR rows (the last one shorter) x VW hidden units, chunk-major so
+// that consecutive tiles reuse one chunk's panel. tile(R, t, r0, chunk) computes one.
+template <typename Tile>
+void run_forward(ffi::ThreadPool& pool, int64_t T, int64_t N, int64_t H, double flops_per_step,
+                 const std::vector<float>& panels, const Tile& tile) {
+  const int64_t row_blocks = (N + MR - 1) / MR;
+  run_steps(pool, T, row_blocks * (H / VW), flops_per_step, 4.0 * panels.size(), [&](int64_t t, int64_t i) {
+    const int64_t u = i / row_blocks, r0 = i % row_blocks * MR;
+    with_size<MR>(N - r0, [&](auto R) { tile(R, t, r0, u); });
+  });
+}
+
+// A backward pass: steps s = T-1 down to -1 (s = -1 produces the initial state's cotangent) of tiles
+// of BR rows x up to BU vectors of hidden units. tile(R, NU, s, r0, u0) computes one.
+template <typename Tile>
+void run_backward(ffi::ThreadPool& pool, int64_t T, int64_t N, int64_t H, double flops_per_step,
+                  const std::vector<float>& panels, const Tile& tile) {
+  const int64_t row_blocks = (N + BR - 1) / BR, vectors = H / VW, chunks = (vectors + BU - 1) / BU;
+  run_steps(pool, T + 1, row_blocks * chunks, flops_per_step, 4.0 * panels.size(), [&](int64_t j, int64_t i) {
+    const int64_t u = i / row_blocks, r0 = i % row_blocks * BR;
+    with_size<BR>(N - r0, [&](auto R) {
+      with_size<BU>(vectors - u * BU, [&](auto NU) { tile(R, NU, T - 1 - j, r0, u * BU * VW); });
+    });
+  });
+}
+
+// Panels for a forward pass: for each chunk of VW hidden units, rows k = 0..I+H-1 of [w_i; w_h]
+// restricted to that chunk's columns of each of the `gates` gates, as consecutive vectors.
+std::vector<float> pack_forward(const float* w_i, const float* w_h, int64_t I, int64_t H, int gates) {
+  const int64_t G = gates * H, K = I + H, chunks = H / VW;
+  std::vector<float> panels(chunks * K * gates * VW);
   for (int64_t u = 0; u < chunks; ++u) {
-    float* dst = panels.data() + u * K * 4 * VW;
+    float* dst = panels.data() + u * K * gates * VW;
     for (int64_t k = 0; k < K; ++k) {
       const float* row = k < I ? w_i + k * G : w_h + (k - I) * G;
-      for (int q = 0; q < 4; ++q) std::memcpy(dst + (k * 4 + q) * VW, row + q * H + u * VW, VW * sizeof(float));
+      for (int q = 0; q < gates; ++q)
+        std::memcpy(dst + (k * gates + q) * VW, row + q * H + u * VW, VW * sizeof(float));
     }
   }
   return panels;
 }
+
+// Panels for a backward pass: for each chunk of up to BU * VW hidden units starting at u0, the rows
+// k = 0..G-1 of w_h^T (G = gates * H) restricted to that chunk (w_h^T[k][u0 + j] = w_h[u0 + j][k]),
+// stored from offset u0 * G so that chunk widths need not be equal.
+std::vector<float> pack_backward(const float* w_h, int64_t H, int64_t gates) {
+  const int64_t G = gates * H;
+  std::vector<float> panels(G * H);
+  for (int64_t u0 = 0; u0 < H; u0 += BU * VW) {
+    const int64_t width = std::min<int64_t>(BU * VW, H - u0);
+    float* dst = panels.data() + u0 * G;
+    for (int64_t k = 0; k < G; ++k)
+      for (int64_t j = 0; j < width; ++j) dst[k * width + j] = w_h[(u0 + j) * G + k];
+  }
+  return panels;
+}
+
+ffi::Error check_sizes(int64_t H, int64_t expected_g, int64_t g) {
+  if (H % VW != 0) return ffi::Error::InvalidArgument("recurrax kernel: the hidden size must be a multiple of the vector width");
+  if (g != expected_g) return ffi::Error::InvalidArgument("recurrax kernel: the gate axis must be (number of gates) * hidden size");
+  return ffi::Error::Success();
+}
+
+// ----------------------------------------------------------------------------------- LSTM forward
 
 // z_t = b + zs_t + x_t W_i: zs (T, N, G) is the input projection computed outside (for few rows, where
 // folding it into every step would re-read W_i per step) or null, and then xs has I = 0 or not.
@@ -249,12 +336,9 @@ void forward_tile(const Forward& p, int64_t t, int64_t r0, int64_t u) {
     for (int r = 0; r < R; ++r) acc[0][r][q] = p.zs ? bq + load(p.zs + (t * p.N + r0 + r) * G + q * H + u0) : bq;
   }
   clear_partials<R>(acc);
-  const float* x[R];
-  const float* h[R];
-  for (int r = 0; r < R; ++r) {
-    x[r] = p.xs + (t * p.N + r0 + r) * I;
-    h[r] = hprev + (r0 + r) * H;
-  }
+  const float *x[R], *h[R];
+  row_pointers<R>(x, p.xs + (t * p.N + r0) * I, I);
+  row_pointers<R>(h, hprev + r0 * H, H);
   accumulate<R, 0, 1, 2, 3>(acc, x, I, panel);
   accumulate<R, 0, 1, 2, 3>(acc, h, H, panel + I * 4 * VW);
   reduce<R>(acc);
@@ -274,28 +358,6 @@ void forward_tile(const Forward& p, int64_t t, int64_t r0, int64_t u) {
   }
 }
 
-template <int R>
-void forward_rows(const Forward& p, int64_t t, int64_t r0, int64_t rows, int64_t u) {
-  if constexpr (R > 1) {
-    if (rows < R) return forward_rows<R - 1>(p, t, r0, rows, u);
-  }
-  forward_tile<R>(p, t, r0, u);
-}
-
-// Tiles of a step: chunks of VW hidden units times row blocks of MR (the last one shorter), chunk-major
-// so that consecutive tiles reuse one chunk's panel.
-struct Tiling {
-  int64_t rows, row_blocks, chunks;
-  Tiling(int64_t n, int64_t chunks) : rows(n), row_blocks((n + MR - 1) / MR), chunks(chunks) {}
-  int64_t count() const { return row_blocks * chunks; }
-};
-
-ffi::Error check_sizes(int64_t H, int64_t expected_g, int64_t g) {
-  if (H % VW != 0) return ffi::Error::InvalidArgument("recurrax kernel: the hidden size must be a multiple of the vector width");
-  if (g != expected_g) return ffi::Error::InvalidArgument("recurrax kernel: the gate axis must be (number of gates) * hidden size");
-  return ffi::Error::Success();
-}
-
 ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_i,
                        ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> zs, ffi::ResultBuffer<ffi::F32> hs,
@@ -304,14 +366,12 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
   const int64_t T = xd[0], N = xd[1], I = xd[2], H = hd[1];
   if (auto e = check_sizes(H, 4 * H, w_h.dimensions()[1]); e.failure()) return e;
   if (T == 0 || N == 0) return ffi::Error::Success();
-  std::vector<float> panels = pack_forward(w_i.typed_data(), w_h.typed_data(), I, H);
+  std::vector<float> panels = pack_forward(w_i.typed_data(), w_h.typed_data(), I, H, 4);
   Forward p{xs.typed_data(),  b.typed_data(),  h0.typed_data(), c0.typed_data(),
             zs.element_count() ? zs.typed_data() : nullptr, panels.data(),
             hs->typed_data(), cs->typed_data(), keep_acts ? acts->typed_data() : nullptr, N, I, H};
-  Tiling tiling(N, H / VW);
-  run_steps(pool, T, tiling.count(), 8.0 * N * H * (I + H), 4.0 * panels.size(), [&p, tiling](int64_t t, int64_t tile) {
-    int64_t u = tile / tiling.row_blocks, r0 = tile % tiling.row_blocks * MR;
-    forward_rows<MR>(p, t, r0, std::min<int64_t>(MR, tiling.rows - r0), u);
+  run_forward(pool, T, N, H, 8.0 * N * H * (I + H), panels, [&p](auto R, int64_t t, int64_t r0, int64_t u) {
+    forward_tile<decltype(R)::value>(p, t, r0, u);
   });
   return ffi::Error::Success();
 }
@@ -326,47 +386,16 @@ struct Backward {
   int64_t T, N, H;
 };
 
-constexpr int BR = MR;  // rows per backward tile
-constexpr int BU = 4;   // unit vectors per backward tile: BR x BU accumulators, like the forward tile
-
 // For rows r0.. and NU * VW hidden units from u0: the cotangent reaching h_s from step s+1
 // (dpre[s+1] @ w_h^T, zero at the last step), then step s's gate cotangents and the cotangent of
 // c_{s-1}. With s < 0 it stores the cotangent reaching h_{-1} as the initial state's instead.
-// Panels for the backward pass: for each chunk of up to BU * VW hidden units starting at u0, the
-// rows k = 0..G-1 of w_h^T (G = gates * H) restricted to that chunk (w_h^T[k][u0 + j] = w_h[u0 + j][k]), stored
-// from offset u0 * G so that chunk widths need not be equal.
-std::vector<float> pack_backward(const float* w_h, int64_t H, int64_t gates) {
-  const int64_t G = gates * H;
-  std::vector<float> panels(G * H);
-  for (int64_t u0 = 0; u0 < H; u0 += BU * VW) {
-    const int64_t width = std::min<int64_t>(BU * VW, H - u0);
-    float* dst = panels.data() + u0 * G;
-    for (int64_t k = 0; k < G; ++k)
-      for (int64_t j = 0; j < width; ++j) dst[k * width + j] = w_h[(u0 + j) * G + k];
-  }
-  return panels;
-}
-
 template <int R, int NU>
 void backward_tile(const Backward& p, int64_t s, int64_t r0, int64_t u0) {
   const int64_t H = p.H, G = 4 * H, N = p.N;
   vf gh[R][NU];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NU; ++v) gh[r][v] = vf{};
-  if (s + 1 < p.T) {
-    const float* panel = p.panels + u0 * G;  // chunk panels are (G, NU * VW), laid out back to back
-    const float* d[R];
-    for (int r = 0; r < R; ++r) d[r] = p.dpre + ((s + 1) * N + r0 + r) * G;
-    for (int64_t k = 0; k < G; ++k) {
-      const float* w = panel + k * NU * VW;
-      vf wv[NU];
-      for (int v = 0; v < NU; ++v) wv[v] = load(w + v * VW);
-      for (int r = 0; r < R; ++r) {
-        float a = d[r][k];
-        for (int v = 0; v < NU; ++v) gh[r][v] += a * wv[v];
-      }
-    }
-  }
+  if (s + 1 < p.T) accumulate_backward<R, NU>(gh, p.dpre + ((s + 1) * N + r0) * G, G, G, p.panels + u0 * G);
   if (s < 0) {
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < NU; ++v) store(p.dh0 + (r0 + r) * H + u0 + v * VW, gh[r][v]);
@@ -393,17 +422,6 @@ void backward_tile(const Backward& p, int64_t s, int64_t r0, int64_t u0) {
   }
 }
 
-template <int R, int NU>
-void backward_rows(const Backward& p, int64_t s, int64_t r0, int64_t rows, int64_t u0, int64_t vectors) {
-  if constexpr (NU > 1) {
-    if (vectors < NU) return backward_rows<R, NU - 1>(p, s, r0, rows, u0, vectors);
-  }
-  if constexpr (R > 1) {
-    if (rows < R) return backward_rows<R - 1, NU>(p, s, r0, rows, u0, vectors);
-  }
-  backward_tile<R, NU>(p, s, r0, u0);
-}
-
 ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
                         ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> ct_hs,
                         ffi::Buffer<ffi::F32> ct_cs, ffi::ResultBuffer<ffi::F32> dpre,
@@ -424,13 +442,8 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Bu
   const float* ct_c = ct_cs.element_count() ? ct_cs.typed_data() : nullptr;
   Backward p{acts.typed_data(), cs.typed_data(), c0.typed_data(), ct_h, ct_c,
              panels.data(), dpre->typed_data(), carry_c, dh0->typed_data(), T, N, H};
-  const int64_t row_blocks = (N + BR - 1) / BR, vectors = H / VW, chunks = (vectors + BU - 1) / BU;
-  // Loop step j handles s = T-1-j; the last one (s = -1) produces the initial state's cotangent.
-  run_steps(pool, T + 1, row_blocks * chunks, 8.0 * N * H * H, 4.0 * panels.size(),
-            [&p, row_blocks, vectors, N, T](int64_t j, int64_t tile) {
-    int64_t u = tile / row_blocks, r0 = tile % row_blocks * BR;
-    backward_rows<BR, BU>(p, T - 1 - j, r0, std::min<int64_t>(BR, N - r0), u * BU * VW,
-                          std::min<int64_t>(BU, vectors - u * BU));
+  run_backward(pool, T, N, H, 8.0 * N * H * H, panels, [&p](auto R, auto NU, int64_t s, int64_t r0, int64_t u0) {
+    backward_tile<decltype(R)::value, decltype(NU)::value>(p, s, r0, u0);
   });
   return ffi::Error::Success();
 }
@@ -441,21 +454,8 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Bu
 // r, z, n; r = s(x W_ir + b_r + h W_hr), u = s(x W_iz + b_z + h W_hz), h_n = h W_hn + b_hn,
 // n = tanh(x W_in + b_n + r h_n), h' = (1 - u) n + u h. acts (T, N, 4H) keeps r, u, n, h_n.
 
-// Forward panels per chunk of VW units: rows k < I hold [W_ir, W_iz, W_in], rows I + k hold
-// [W_hr, W_hz, W_hn] (3 vectors each): the two parts feed different accumulators for the candidate.
-std::vector<float> pack_gru_forward(const float* w_i, const float* w_h, int64_t I, int64_t H) {
-  const int64_t G = 3 * H, K = I + H, chunks = H / VW;
-  std::vector<float> panels(chunks * K * 3 * VW);
-  for (int64_t u = 0; u < chunks; ++u) {
-    float* dst = panels.data() + u * K * 3 * VW;
-    for (int64_t k = 0; k < K; ++k) {
-      const float* row = k < I ? w_i + k * G : w_h + (k - I) * G;
-      for (int q = 0; q < 3; ++q) std::memcpy(dst + (k * 3 + q) * VW, row + q * H + u * VW, VW * sizeof(float));
-    }
-  }
-  return panels;
-}
-
+// Forward panels (pack_forward with 3 gates): rows k < I hold [W_ir, W_iz, W_in] and rows I + k hold
+// [W_hr, W_hz, W_hn]; the two parts feed different accumulators for the candidate.
 struct GruForward {
   const float *xs, *b, *b_hn, *h0, *zs, *panels;  // zs: as in Forward (the LSTM's)
   float *hs, *acts;  // acts may be null
@@ -484,12 +484,9 @@ void gru_forward_tile(const GruForward& p, int64_t t, int64_t r0, int64_t u) {
     }
   }
   clear_partials<R>(acc);
-  const float* x[R];
-  const float* h[R];
-  for (int r = 0; r < R; ++r) {
-    x[r] = p.xs + (t * p.N + r0 + r) * I;
-    h[r] = hprev + (r0 + r) * H;
-  }
+  const float *x[R], *h[R];
+  row_pointers<R>(x, p.xs + (t * p.N + r0) * I, I);
+  row_pointers<R>(h, hprev + r0 * H, H);
   accumulate<R, 0, 1, 2>(acc, x, I, panel);
   accumulate<R, 0, 1, 3>(acc, h, H, panel + I * 3 * VW);
   reduce<R>(acc);
@@ -509,14 +506,6 @@ void gru_forward_tile(const GruForward& p, int64_t t, int64_t r0, int64_t u) {
   }
 }
 
-template <int R>
-void gru_forward_rows(const GruForward& p, int64_t t, int64_t r0, int64_t rows, int64_t u) {
-  if constexpr (R > 1) {
-    if (rows < R) return gru_forward_rows<R - 1>(p, t, r0, rows, u);
-  }
-  gru_forward_tile<R>(p, t, r0, u);
-}
-
 ffi::Error GruForwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_i,
                           ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b_hn,
                           ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> zs, ffi::ResultBuffer<ffi::F32> hs,
@@ -525,14 +514,12 @@ ffi::Error GruForwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::B
   const int64_t T = xd[0], N = xd[1], I = xd[2], H = hd[1];
   if (auto e = check_sizes(H, 3 * H, w_h.dimensions()[1]); e.failure()) return e;
   if (T == 0 || N == 0) return ffi::Error::Success();
-  std::vector<float> panels = pack_gru_forward(w_i.typed_data(), w_h.typed_data(), I, H);
+  std::vector<float> panels = pack_forward(w_i.typed_data(), w_h.typed_data(), I, H, 3);
   GruForward p{xs.typed_data(), b.typed_data(), b_hn.typed_data(), h0.typed_data(),
                zs.element_count() ? zs.typed_data() : nullptr, panels.data(),
                hs->typed_data(), keep_acts ? acts->typed_data() : nullptr, N, I, H};
-  Tiling tiling(N, H / VW);
-  run_steps(pool, T, tiling.count(), 6.0 * N * H * (I + H), 4.0 * panels.size(), [&p, tiling](int64_t t, int64_t tile) {
-    int64_t u = tile / tiling.row_blocks, r0 = tile % tiling.row_blocks * MR;
-    gru_forward_rows<MR>(p, t, r0, std::min<int64_t>(MR, tiling.rows - r0), u);
+  run_forward(pool, T, N, H, 6.0 * N * H * (I + H), panels, [&p](auto R, int64_t t, int64_t r0, int64_t u) {
+    gru_forward_tile<decltype(R)::value>(p, t, r0, u);
   });
   return ffi::Error::Success();
 }
@@ -552,20 +539,7 @@ void gru_backward_tile(const GruBackward& p, int64_t s, int64_t r0, int64_t u0) 
   vf gh[R][NU];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NU; ++v) gh[r][v] = load(p.carry + (r0 + r) * H + u0 + v * VW);
-  if (s + 1 < p.T) {
-    const float* panel = p.panels + u0 * G;
-    const float* d[R];
-    for (int r = 0; r < R; ++r) d[r] = p.dgh + ((s + 1) * N + r0 + r) * G;
-    for (int64_t k = 0; k < G; ++k) {
-      const float* w = panel + k * NU * VW;
-      vf wv[NU];
-      for (int v = 0; v < NU; ++v) wv[v] = load(w + v * VW);
-      for (int r = 0; r < R; ++r) {
-        float a = d[r][k];
-        for (int v = 0; v < NU; ++v) gh[r][v] += a * wv[v];
-      }
-    }
-  }
+  if (s + 1 < p.T) accumulate_backward<R, NU>(gh, p.dgh + ((s + 1) * N + r0) * G, G, G, p.panels + u0 * G);
   if (s < 0) {
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < NU; ++v) store(p.carry + (r0 + r) * H + u0 + v * VW, gh[r][v]);
@@ -595,17 +569,6 @@ void gru_backward_tile(const GruBackward& p, int64_t s, int64_t r0, int64_t u0) 
   }
 }
 
-template <int R, int NU>
-void gru_backward_rows(const GruBackward& p, int64_t s, int64_t r0, int64_t rows, int64_t u0, int64_t vectors) {
-  if constexpr (NU > 1) {
-    if (vectors < NU) return gru_backward_rows<R, NU - 1>(p, s, r0, rows, u0, vectors);
-  }
-  if constexpr (R > 1) {
-    if (rows < R) return gru_backward_rows<R - 1, NU>(p, s, r0, rows, u0, vectors);
-  }
-  gru_backward_tile<R, NU>(p, s, r0, u0);
-}
-
 ffi::Error GruBackwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
                            ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> ct_hs,
                            ffi::ResultBuffer<ffi::F32> dzs, ffi::ResultBuffer<ffi::F32> dgh,
@@ -621,12 +584,8 @@ ffi::Error GruBackwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi:
   GruBackward p{acts.typed_data(), hs.typed_data(), h0.typed_data(),
                 ct_hs.element_count() ? ct_hs.typed_data() : nullptr, panels.data(), dzs->typed_data(),
                 dgh->typed_data(), carry, T, N, H};
-  const int64_t row_blocks = (N + BR - 1) / BR, vectors = H / VW, chunks = (vectors + BU - 1) / BU;
-  run_steps(pool, T + 1, row_blocks * chunks, 6.0 * N * H * H, 4.0 * panels.size(),
-            [&p, row_blocks, vectors, N, T](int64_t j, int64_t tile) {
-    int64_t u = tile / row_blocks, r0 = tile % row_blocks * BR;
-    gru_backward_rows<BR, BU>(p, T - 1 - j, r0, std::min<int64_t>(BR, N - r0), u * BU * VW,
-                              std::min<int64_t>(BU, vectors - u * BU));
+  run_backward(pool, T, N, H, 6.0 * N * H * H, panels, [&p](auto R, auto NU, int64_t s, int64_t r0, int64_t u0) {
+    gru_backward_tile<decltype(R)::value, decltype(NU)::value>(p, s, r0, u0);
   });
   return ffi::Error::Success();
 }
