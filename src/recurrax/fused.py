@@ -301,40 +301,53 @@ def _gru_jvp(unroll, primals, tangents):
     w_h, b_hn, zs, h0 = primals
     dw_h, db_hn, dzs, dh0 = tangents
     hs, r, u, n, h_n = _gru_scan(w_h, b_hn, zs, h0, unroll, keep=True)
-    dgh = _gru_state_tangent(h0, hs, dw_h, db_hn)
     dzs = None if isinstance(dzs, SymbolicZero) else dzs
-    return hs, gru_tangent_scan(w_h, (r, u, n, h_n), hs, h0, dzs, dgh, _dense(dh0, h0), unroll)
+    da, dhn = _gru_weight_tangents(h0, hs, dzs, dw_h, db_hn)
+    return hs, gru_tangent_scan(w_h, (r, u, n, h_n), hs, h0, da, dhn, _dense(dh0, h0), unroll)
 
 
-def _gru_state_tangent(h0: Array, hs: Array, dw_h: Any, db_hn: Any) -> Array | None:
-    """The tangent of ``h_{t-1} W_h + [0, 0, b_hn]`` from the weights alone (``None`` where it is zero)."""
-    dgh = _hoisted(None, _previous(h0, hs), dw_h)
-    if isinstance(db_hn, SymbolicZero):
-        return dgh
-    bias = jnp.concatenate([jnp.zeros((2 * db_hn.shape[-1],), db_hn.dtype), db_hn])
-    return jnp.broadcast_to(bias, (*hs.shape[:-1], bias.shape[-1])) if dgh is None else dgh + bias
+def _gru_weight_tangents(h0: Array, hs: Array, dzs: Array | None, dw_h: Any, db_hn: Any):
+    """``(da, dhn)`` for :func:`gru_tangent_scan` (``None`` where zero): ``da`` adds to the input side's
+    tangent ``dzs`` that of ``h_{t-1} W_hr`` and ``h_{t-1} W_hz`` from the weights; ``dhn`` is the tangent of
+    ``h_{t-1} W_hn + b_hn`` from the weights.
+
+    The r and z blocks are a matmul with the whole ``dW_h``, its candidate block masked out: reverse mode
+    transposes it into ``h^T @ dzs`` over all three blocks (a third of that matmul wasted), where slicing
+    ``dzs`` would copy a ``(T, N, 2H)`` array instead.
+    """
+    da, dhn = dzs, None
+    if not isinstance(dw_h, SymbolicZero):
+        hidden, hs_prev = dw_h.shape[0], _previous(h0, hs)
+        keep_rz = jnp.concatenate([jnp.ones((2 * hidden,), dw_h.dtype), jnp.zeros((hidden,), dw_h.dtype)])
+        da = _hoisted(da, hs_prev, dw_h * keep_rz)
+        dhn = matmul(hs_prev, dw_h[:, 2 * hidden :], None)
+    if not isinstance(db_hn, SymbolicZero):
+        bias = jnp.broadcast_to(db_hn, (*hs.shape[:-1], db_hn.shape[-1]))
+        dhn = bias if dhn is None else dhn + bias
+    return da, dhn
 
 
 def gru_tangent_scan(
     w_h: Array,
-    acts: Array | tuple[Array, ...],
+    acts: tuple[Array, ...],
     hs: Array,
     h0: Array,
-    dzs: Array | None,
-    dgh: Array | None,
+    da: Array | None,
+    dhn: Array | None,
     dh0: Array,
     unroll: int = 1,
 ) -> Array:
     """The reset-after GRU's tangent recurrence: ``dhs: (T, N, H)``.
 
     Args:
-      w_h: ``(H, 3H)``; acts: ``r, u, n, h_n`` (``h_n = h W_hn + b_hn``), as one ``(T, N, 4H)`` array or
-        four ``(T, N, H)`` ones; hs: ``(T, N, H)``; h0: ``(N, H)``.
-      dzs: ``(T, N, 3H)`` the tangent of the projected inputs, or ``None`` for zero.
-      dgh: ``(T, N, 3H)`` the tangent of ``h_{t-1} W_h + [0, 0, b_hn]`` not flowing through the state, or ``None``.
+      w_h: ``(H, 3H)``; acts: ``r, u, n, h_n`` (``h_n = h W_hn + b_hn``), as four ``(T, N, H)`` arrays or
+        as ``(T, N, 3H)`` (``r, u, n``) and ``(T, N, H)`` (``h_n``); hs: ``(T, N, H)``; h0: ``(N, H)``.
+      da: ``(T, N, 3H)`` the tangent of the pre-activations ``x W_i + b + h_{t-1} [W_hr, W_hz, 0]`` not flowing
+        through the state, or ``None`` for zero.
+      dhn: ``(T, N, H)`` the tangent of ``h_n`` not flowing through the state, or ``None``.
       dh0: ``(N, H)`` the initial state's tangent.
     """
-    r, u, n, h_n = jnp.split(acts, 4, axis=-1) if not isinstance(acts, tuple) else acts
+    r, u, n, h_n = (*jnp.split(acts[0], 3, axis=-1), acts[1]) if len(acts) == 2 else acts
     hs_prev = _previous(h0, hs)
     # Time-parallel coefficients of the linear tangent recurrence
     #   dh' = e + k_r * g_r + k_z * g_z + k_n * g_n + u * dh,  g = dh @ W_h,
@@ -344,9 +357,11 @@ def gru_tangent_scan(
     c_r = c_n * r * (1 - r) * h_n
     c_z = u * (1 - u) * (hs_prev - n)
     k_g = (c_r, c_z, c_n * r)
-    e = [jnp.zeros_like(c) for c in k_g] if dgh is None else [k * d for k, d in zip(k_g, _blocks(dgh, 3))]
-    if dzs is not None:
-        e = [e_i + c * d for e_i, c, d in zip(e, (c_r, c_z, c_n), _blocks(dzs, 3))]
+    e = [jnp.zeros_like(c) for c in k_g]
+    if da is not None:
+        e = [c * d for c, d in zip((c_r, c_z, c_n), _blocks(da, 3))]
+    if dhn is not None:
+        e[2] = e[2] + k_g[2] * dhn
 
     def body(dh, inputs):
         e_t, k_t, u_t = inputs
@@ -377,12 +392,10 @@ def _gru_sequence_jvp(unroll, primals, tangents):
     w_i, b, w_h, b_hn, xs, h0 = primals
     dw_i, db, dw_h, db_hn, dxs, dh0 = tangents
     xs_k, w_i_k, zs = _native_operands(xs, w_i)
-    hs, acts = native_gru.forward(xs_k, w_i_k, b, w_h, b_hn, h0, zs, keep_acts=True)
-    dzs = _projection_tangent(w_i, xs, dw_i, db, dxs)
-    dgh = _gru_state_tangent(h0, hs, dw_h, db_hn)
-    zeros = jnp.zeros((*acts.shape[:-1], 3 * h0.shape[-1]), acts.dtype)
-    dzs, dgh = (zeros if d is None else d for d in (dzs, dgh))
-    return hs, native_gru.tangent(w_h, acts, hs, h0, dzs, dgh, _dense(dh0, h0), unroll)
+    hs, acts, hn = native_gru.forward(xs_k, w_i_k, b, w_h, b_hn, h0, zs, keep_acts=True)
+    da, dhn = _gru_weight_tangents(h0, hs, _projection_tangent(w_i, xs, dw_i, db, dxs), dw_h, db_hn)
+    da, dhn = (jnp.zeros_like(a) if d is None else d for a, d in ((acts, da), (hn, dhn)))
+    return hs, native_gru.tangent(w_h, acts, hn, hs, h0, da, dhn, _dense(dh0, h0), unroll)
 
 
 # -------------------------------------------------------------------------------------- the scan hook

@@ -2,12 +2,14 @@
 
 As :mod:`recurrax.native.lstm`, time-major and batch-flattened:
 
-- ``forward``: ``(xs, w_i, b, w_h, b_hn, h0) -> (hs, acts)``, ``acts: (T, N, 4H)`` holding
-  ``r, u, n, h_n`` (``h_n = h W_hn + b_hn``) when kept for differentiation.
-- ``tangent``: :func:`recurrax.fused.gru_tangent_scan`, linear in ``(dzs, dgh, dh0)``: the tangents of
-  the projected inputs, of ``h_{t-1} W_h + [0, 0, b_hn]`` from the weights, and of the initial state.
-- ``backward``: its transpose in one custom call: ``(dzs, dgh, dh0)`` where ``dzs = [da_r, da_z, da_n]``
-  (the input side) and ``dgh = [da_r, da_z, dh_n]`` (the recurrent side) differ in the candidate block.
+- ``forward``: ``(xs, w_i, b, w_h, b_hn, h0) -> (hs, acts, hn)``, ``acts: (T, N, 3H)`` holding ``r, u, n``
+  and ``hn: (T, N, H)`` holding ``h_n = h W_hn + b_hn`` when kept for differentiation.
+- ``tangent``: :func:`recurrax.fused.gru_tangent_scan`, linear in ``(da, dhn, dh0)``: the tangents of the
+  gates' pre-activations outside ``r * h_n`` and of ``h_n`` (both without the part flowing through the
+  state), and of the initial state.
+- ``backward``: its transpose in one custom call, ``(dzs, dhn, dh0)`` with ``dzs = [da_r, da_z, da_n]``,
+  written into the buffers of ``acts`` and ``hn``: their last use, so the call needs no fresh
+  ``(T, N, 3H)`` memory (``benchmarks/RESULTS.md``, step 15).
 """
 
 from __future__ import annotations
@@ -26,15 +28,16 @@ __all__ = ["backward", "forward", "tangent"]
 
 def _forward_shapes(xs, w_i, b, w_h, b_hn, h0, zs, *, keep_acts: bool):
     steps, rows, hidden = xs.shape[0], xs.shape[1], h0.shape[-1]
-    return f32(steps, rows, hidden), f32(steps, rows, 4 * hidden if keep_acts else 0)
+    kept = hidden if keep_acts else 0
+    return f32(steps, rows, hidden), f32(steps, rows, 3 * kept), f32(steps, rows, kept)
 
 
-def _backward_shapes(w_h, acts, hs, *rest):
+def _backward_shapes(w_h, acts, hn, hs, *rest):
     steps, rows, hidden = hs.shape
-    return f32(steps, rows, 3 * hidden), f32(steps, rows, 3 * hidden), f32(rows, hidden)
+    return f32(steps, rows, 3 * hidden), f32(steps, rows, hidden), f32(rows, hidden)
 
 
-def _tangent_shapes(w_h, acts, hs, *rest, unroll: int):
+def _tangent_shapes(w_h, acts, hn, hs, *rest, unroll: int):
     return (f32(*hs.shape),)
 
 
@@ -44,29 +47,30 @@ def _forward_call(*args, keep_acts: bool):
 
 
 def _backward_call(*args):
-    return jax.ffi.ffi_call("recurrax_gru_backward", _backward_shapes(*args))(*args)
+    # The gate gradients take the buffers of the activations they are computed from (see the module).
+    shapes = _backward_shapes(*args)
+    return jax.ffi.ffi_call("recurrax_gru_backward", shapes, input_output_aliases={1: 0, 2: 1})(*args)
 
 
-def _tangent_scan(w_h, acts, hs, h0, dzs, dgh, dh0, *, unroll: int):
+def _tangent_scan(w_h, acts, hn, hs, h0, da, dhn, dh0, *, unroll: int):
     from recurrax.fused import gru_tangent_scan  # fused imports this module
 
-    return (gru_tangent_scan(w_h, acts, hs, h0, dzs, dgh, dh0, unroll),)
+    return (gru_tangent_scan(w_h, (acts, hn), hs, h0, da, dhn, dh0, unroll),)
 
 
 def _forward_reference(xs, w_i, b, w_h, b_hn, h0, zs, *, keep_acts: bool):
     from recurrax.fused import _gru_scan
 
     hs, r, u, n, h_n = _gru_scan(w_h, b_hn, projected(xs, w_i, b, zs), h0, 1, keep=True)
-    acts = jnp.concatenate([r, u, n, h_n], axis=-1)
-    return hs, acts if keep_acts else acts[..., :0]
+    acts = jnp.concatenate([r, u, n], axis=-1)
+    return (hs, acts, h_n) if keep_acts else (hs, acts[..., :0], h_n[..., :0])
 
 
-def _backward_reference(w_h, acts, hs, h0, ct_hs):
+def _backward_reference(w_h, acts, hn, hs, h0, ct_hs):
     """The transpose of the tangent scan, in JAX: what ``backward`` computes, differentiable."""
-    linear = functools.partial(_tangent_scan, w_h, acts, hs, h0, unroll=1)
-    gates = jnp.zeros((*hs.shape[:2], 3 * hs.shape[-1]), hs.dtype)
+    linear = functools.partial(_tangent_scan, w_h, acts, hn, hs, h0, unroll=1)
     ct = jnp.zeros_like(hs) if ct_hs.shape[-1] == 0 else ct_hs
-    return jax.linear_transpose(linear, gates, gates, h0)((ct,))
+    return jax.linear_transpose(linear, acts, hn, h0)((ct,))
 
 
 @functools.cache
@@ -74,11 +78,12 @@ def _primitives() -> dict[str, Primitive]:
     """Creates and registers the primitives on first use (registering is process-wide)."""
     return define_recurrence(
         "gru",
-        forward=(_forward_call, _forward_shapes, ("swwwwns", "ss")),
-        backward=(_backward_call, _backward_shapes, ("wssns", "ssn")),
-        tangent=(_tangent_scan, _tangent_shapes, ("wssnssn", "s")),
+        forward=(_forward_call, _forward_shapes, ("swwwwns", "sss")),
+        backward=(_backward_call, _backward_shapes, ("wsssns", "ssn")),
+        tangent=(_tangent_scan, _tangent_shapes, ("wsssnssn", "s")),
         forward_reference=_forward_reference,
         backward_reference=_backward_reference,
+        residuals=5,
     )
 
 
@@ -92,21 +97,23 @@ def forward(
     zs: Array | None = None,
     keep_acts: bool = False,
 ):
-    """``(hs, acts)``: the GRU over ``xs: (T, N, I)`` from ``h0: (N, H)``; gate order r, z, n.
+    """``(hs, acts, hn)``: the GRU over ``xs: (T, N, I)`` from ``h0: (N, H)``; gate order r, z, n.
 
     The input side of the gates is ``b + zs + xs @ w_i``, ``zs: (T, N, 3H)`` an input projection computed
     by the caller (``None``: none; ``xs`` may then have ``I = 0``).
-    ``hs: (T, N, H)``; ``acts: (T, N, 4H)`` (``r, u, n, h_n``) if ``keep_acts``, else ``(T, N, 0)``.
+    ``hs: (T, N, H)``; if ``keep_acts``, ``acts: (T, N, 3H)`` (``r, u, n``) and ``hn: (T, N, H)``
+    (``h_n``), else both ``(T, N, 0)``.
     """
     zs = xs[..., :0] if zs is None else zs
     return tuple(_primitives()["forward"].bind(xs, w_i, b, w_h, b_hn, h0, zs, keep_acts=keep_acts))
 
 
-def tangent(w_h, acts, hs, h0, dzs, dgh, dh0, unroll: int = 1) -> Array:
+def tangent(w_h, acts, hn, hs, h0, da, dhn, dh0, unroll: int = 1) -> Array:
     """:func:`recurrax.fused.gru_tangent_scan`, whose transpose is the native backward pass."""
-    return _primitives()["tangent"].bind(w_h, acts, hs, h0, dzs, dgh, dh0, unroll=unroll)[0]
+    return _primitives()["tangent"].bind(w_h, acts, hn, hs, h0, da, dhn, dh0, unroll=unroll)[0]
 
 
-def backward(w_h, acts, hs, h0, ct_hs) -> tuple[Array, Array, Array]:
-    """``(dzs, dgh: (T, N, 3H), dh0: (N, H))``: the transpose of :func:`tangent` at ``ct_hs`` (``(T, N, 0)``: zero)."""
-    return tuple(_primitives()["backward"].bind(w_h, acts, hs, h0, ct_hs))
+def backward(w_h, acts, hn, hs, h0, ct_hs) -> tuple[Array, Array, Array]:
+    """``(dzs: (T, N, 3H), dhn: (T, N, H), dh0: (N, H))``: the transpose of :func:`tangent` at ``ct_hs``
+    (``(T, N, 0)``: zero)."""
+    return tuple(_primitives()["backward"].bind(w_h, acts, hn, hs, h0, ct_hs))

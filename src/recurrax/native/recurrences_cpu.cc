@@ -452,13 +452,14 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Bu
 //
 // The reset-after GRU (cuDNN's and PyTorch's form): w_i (I, 3H), b (3H), w_h (H, 3H), b_hn (H), gates
 // r, z, n; r = s(x W_ir + b_r + h W_hr), u = s(x W_iz + b_z + h W_hz), h_n = h W_hn + b_hn,
-// n = tanh(x W_in + b_n + r h_n), h' = (1 - u) n + u h. acts (T, N, 4H) keeps r, u, n, h_n.
+// n = tanh(x W_in + b_n + r h_n), h' = (1 - u) n + u h. The forward pass keeps acts (T, N, 3H) = r, u, n
+// and hn (T, N, H) = h_n; the backward pass writes its two results into those two buffers.
 
 // Forward panels (pack_forward with 3 gates): rows k < I hold [W_ir, W_iz, W_in] and rows I + k hold
 // [W_hr, W_hz, W_hn]; the two parts feed different accumulators for the candidate.
 struct GruForward {
   const float *xs, *b, *b_hn, *h0, *zs, *panels;  // zs: as in Forward (the LSTM's)
-  float *hs, *acts;  // acts may be null
+  float *hs, *acts, *hn;  // acts, hn: null unless kept
   int64_t N, I, H;
 };
 
@@ -497,11 +498,11 @@ void gru_forward_tile(const GruForward& p, int64_t t, int64_t r0, int64_t u) {
     vf hp = load(h[r] + u0);
     store(p.hs + row * H + u0, (splat(1.0f) - ug) * n + ug * hp);
     if (p.acts) {
-      float* a = p.acts + row * 4 * H + u0;
+      float* a = p.acts + row * 3 * H + u0;
       store(a, rg);
       store(a + H, ug);
       store(a + 2 * H, n);
-      store(a + 3 * H, hn);
+      store(p.hn + row * H + u0, hn);
     }
   }
 }
@@ -509,7 +510,7 @@ void gru_forward_tile(const GruForward& p, int64_t t, int64_t r0, int64_t u) {
 ffi::Error GruForwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_i,
                           ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b_hn,
                           ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> zs, ffi::ResultBuffer<ffi::F32> hs,
-                          ffi::ResultBuffer<ffi::F32> acts, bool keep_acts) {
+                          ffi::ResultBuffer<ffi::F32> acts, ffi::ResultBuffer<ffi::F32> hn, bool keep_acts) {
   auto xd = xs.dimensions(), hd = h0.dimensions();
   const int64_t T = xd[0], N = xd[1], I = xd[2], H = hd[1];
   if (auto e = check_sizes(H, 3 * H, w_h.dimensions()[1]); e.failure()) return e;
@@ -517,29 +518,37 @@ ffi::Error GruForwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::B
   std::vector<float> panels = pack_forward(w_i.typed_data(), w_h.typed_data(), I, H, 3);
   GruForward p{xs.typed_data(), b.typed_data(), b_hn.typed_data(), h0.typed_data(),
                zs.element_count() ? zs.typed_data() : nullptr, panels.data(),
-               hs->typed_data(), keep_acts ? acts->typed_data() : nullptr, N, I, H};
+               hs->typed_data(), keep_acts ? acts->typed_data() : nullptr, keep_acts ? hn->typed_data() : nullptr,
+               N, I, H};
   run_forward(pool, T, N, H, 6.0 * N * H * (I + H), panels, [&p](auto R, int64_t t, int64_t r0, int64_t u) {
     gru_forward_tile<decltype(R)::value>(p, t, r0, u);
   });
   return ffi::Error::Success();
 }
 
+// acts and hn hold the forward pass's r, u, n and h_n on entry and the gate gradients on return: dzs =
+// [da_r, da_z, da_n] (the input side, and with its first 2H columns the recurrent side's r, z) in acts,
+// dh_n in hn. As in the LSTM, a tile reads its units' activations at step s before writing their gradients
+// there, and nothing reads step s's activations afterwards.
 struct GruBackward {
-  const float *acts, *hs, *h0, *ct_hs, *panels;  // ct_hs: null for zero
-  float *dzs, *dgh, *carry;  // carry: (N, H), the cotangent reaching h_s directly (u h_s), ends as dh0
+  const float *hs, *h0, *ct_hs, *panels;  // ct_hs: null for zero
+  float *acts, *hn, *carry;  // carry: (N, H), the cotangent reaching h_s directly (u h_s), ends as dh0
   int64_t T, N, H;
 };
 
 // For rows r0.. and NU * VW units from u0: the cotangent reaching h_s through step s+1's gates
-// (dgh[s+1] @ w_h^T, zero at the last step) plus the direct one, then step s's gate cotangents:
-// dzs (input side, [da_r, da_z, da_n]) and dgh (recurrent side, [da_r, da_z, dh_n]).
+// ([da_r, da_z, dh_n] at s+1 times w_h^T, zero at the last step) plus the direct one, then step s's gates'.
 template <int R, int NU>
 void gru_backward_tile(const GruBackward& p, int64_t s, int64_t r0, int64_t u0) {
   const int64_t H = p.H, G = 3 * H, N = p.N;
   vf gh[R][NU];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NU; ++v) gh[r][v] = load(p.carry + (r0 + r) * H + u0 + v * VW);
-  if (s + 1 < p.T) accumulate_backward<R, NU>(gh, p.dgh + ((s + 1) * N + r0) * G, G, G, p.panels + u0 * G);
+  if (s + 1 < p.T) {
+    const float* panel = p.panels + u0 * G;
+    accumulate_backward<R, NU>(gh, p.acts + ((s + 1) * N + r0) * G, G, 2 * H, panel);
+    accumulate_backward<R, NU>(gh, p.hn + ((s + 1) * N + r0) * H, H, H, panel + 2 * H * NU * VW);
+  }
   if (s < 0) {
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < NU; ++v) store(p.carry + (r0 + r) * H + u0 + v * VW, gh[r][v]);
@@ -549,30 +558,25 @@ void gru_backward_tile(const GruBackward& p, int64_t s, int64_t r0, int64_t u0) 
   for (int r = 0; r < R; ++r) {
     for (int v = 0; v < NU; ++v) {
       const int64_t row = s * N + r0 + r, unit = u0 + v * VW, at = (r0 + r) * H + unit;
-      const float* a = p.acts + row * 4 * H + unit;
-      vf rg = load(a), ug = load(a + H), n = load(a + 2 * H), hn = load(a + 3 * H);
+      float* a = p.acts + row * G + unit;
+      float* hn = p.hn + row * H + unit;
+      vf rg = load(a), ug = load(a + H), n = load(a + 2 * H), h_n = load(hn);
       vf g = gh[r][v];
       if (p.ct_hs) g += load(p.ct_hs + row * H + unit);
       vf da_n = g * (splat(1.0f) - ug) * (splat(1.0f) - n * n);
-      vf da_r = da_n * hn * rg * (splat(1.0f) - rg);
-      vf da_z = g * (load(hprev + at) - n) * ug * (splat(1.0f) - ug);
-      float* dz = p.dzs + row * G + unit;
-      float* dg = p.dgh + row * G + unit;
-      store(dz, da_r);
-      store(dz + H, da_z);
-      store(dz + 2 * H, da_n);
-      store(dg, da_r);
-      store(dg + H, da_z);
-      store(dg + 2 * H, da_n * rg);
+      store(a, da_n * h_n * rg * (splat(1.0f) - rg));
+      store(a + H, g * (load(hprev + at) - n) * ug * (splat(1.0f) - ug));
+      store(a + 2 * H, da_n);
+      store(hn, da_n * rg);
       store(p.carry + at, g * ug);
     }
   }
 }
 
 ffi::Error GruBackwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
-                           ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> ct_hs,
-                           ffi::ResultBuffer<ffi::F32> dzs, ffi::ResultBuffer<ffi::F32> dgh,
-                           ffi::ResultBuffer<ffi::F32> dh0) {
+                           ffi::Buffer<ffi::F32> hn, ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> h0,
+                           ffi::Buffer<ffi::F32> ct_hs, ffi::ResultBuffer<ffi::F32> dzs,
+                           ffi::ResultBuffer<ffi::F32> dhn, ffi::ResultBuffer<ffi::F32> dh0) {
   auto hd = hs.dimensions();
   const int64_t T = hd[0], N = hd[1], H = hd[2];
   if (auto e = check_sizes(H, 3 * H, w_h.dimensions()[1]); e.failure()) return e;
@@ -580,10 +584,14 @@ ffi::Error GruBackwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi:
   float* carry = dh0->typed_data();
   std::fill(carry, carry + N * H, 0.0f);
   if (T == 0) return ffi::Error::Success();
+  // XLA aliases dzs with acts and dhn with hn (input_output_aliases); copy where it did not.
+  if (dzs->typed_data() != acts.typed_data())
+    std::memcpy(dzs->typed_data(), acts.typed_data(), acts.element_count() * sizeof(float));
+  if (dhn->typed_data() != hn.typed_data())
+    std::memcpy(dhn->typed_data(), hn.typed_data(), hn.element_count() * sizeof(float));
   std::vector<float> panels = pack_backward(w_h.typed_data(), H, 3);
-  GruBackward p{acts.typed_data(), hs.typed_data(), h0.typed_data(),
-                ct_hs.element_count() ? ct_hs.typed_data() : nullptr, panels.data(), dzs->typed_data(),
-                dgh->typed_data(), carry, T, N, H};
+  GruBackward p{hs.typed_data(), h0.typed_data(), ct_hs.element_count() ? ct_hs.typed_data() : nullptr,
+                panels.data(), dzs->typed_data(), dhn->typed_data(), carry, T, N, H};
   run_backward(pool, T, N, H, 6.0 * N * H * H, panels, [&p](auto R, auto NU, int64_t s, int64_t r0, int64_t u0) {
     gru_backward_tile<decltype(R)::value, decltype(NU)::value>(p, s, r0, u0);
   });
@@ -631,17 +639,19 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxGruForward, GruForwardCall,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
                                   .Arg<ffi::Buffer<ffi::F32>>()  // zs ((T, N, 0): none)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // hs
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // acts ((T, N, 0) unless keep_acts)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // acts: r, u, n ((T, N, 0) unless keep_acts)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // hn: h_n ((T, N, 0) unless keep_acts)
                                   .Attr<bool>("keep_acts"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxGruBackward, GruBackwardCall,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_h
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // acts
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // acts (T, N, 3H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // hn (T, N, H)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // hs
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ct_hs ((T, N, 0) for zero)
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dzs (T, N, 3H)
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dgh (T, N, 3H)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dzs (T, N, 3H), in acts' buffer
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dhn (T, N, H), in hn's buffer
                                   .Ret<ffi::Buffer<ffi::F32>>()); // dh0
