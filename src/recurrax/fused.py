@@ -12,7 +12,8 @@ The rule is a ``jax.custom_jvp`` rather than a ``custom_vjp`` so forward mode (`
 ``jax.jacfwd``, used by trajectory Jacobians) keeps working; reverse mode gets the structure above
 from JAX's transposition of the linear tangent scan.
 
-All arrays are time-major and batch-flattened: ``zs: (T, N, G*H)``, states ``(N, H)``.
+All arrays are time-major and batch-flattened: ``zs: (T, N, G*H)``, states ``(N, H)`` (the native kernels'
+own arrays are batch-major, ``(N, T, ...)``).
 
 On CPU, for float32, ``recurrax.lstm`` and ``recurrax.gru`` (reset-after) run :func:`lstm_sequence` and
 :func:`gru_sequence` in the native kernels of :mod:`recurrax.native`: the same equations, with the forward
@@ -49,9 +50,12 @@ __all__ = [
 ]
 
 
-def _previous(first: Array, seq: Array) -> Array:
-    """``[first, seq[0], ..., seq[T-2]]``: the value before each step."""
-    return jnp.concatenate([first[None], seq[:-1]], axis=0)
+def _previous(first: Array, seq: Array, time_axis: int = 0) -> Array:
+    """``[first, seq[0], ..., seq[T-2]]`` along ``time_axis``: the value before each step."""
+    steps = seq.shape[time_axis]
+    return jnp.concatenate(
+        [jnp.expand_dims(first, time_axis), jax.lax.slice_in_dim(seq, 0, steps - 1, axis=time_axis)], axis=time_axis
+    )
 
 
 def _hoisted(tangent: Any, primal_seq: Array, w_dot: Any) -> Array | None:
@@ -119,9 +123,9 @@ def _lstm_tangents(unroll, w_h, zs, h0, c0, dw_h, dzs, dh0, dc0):
     return (hs, cs), lstm_tangent_scan(w_h, acts, cs, c0, dpre, _dense(dh0, h0), _dense(dc0, c0), unroll)
 
 
-def _gate_tangent(dzs: Array | None, h0: Array, hs: Array, dw_h: Any, like: Array) -> Array:
+def _gate_tangent(dzs: Array | None, h0: Array, hs: Array, dw_h: Any, like: Array, time_axis: int = 0) -> Array:
     """The tangent of the gate pre-activations that does not flow through the state: ``dzs + h_{t-1} dW_h``."""
-    dpre = _hoisted(dzs, _previous(h0, hs), dw_h)
+    dpre = _hoisted(dzs, _previous(h0, hs, time_axis), dw_h)
     return jnp.zeros_like(like) if dpre is None else dpre
 
 
@@ -210,11 +214,18 @@ first (LSTM B=1, T=15, I=250, H=208 forward: 0.46 ms folded, against 0.33 ms for
 
 
 def _native_operands(xs: Array, w_i: Array) -> tuple[Array, Array, Array | None]:
-    """``(xs, w_i, zs)`` for a forward kernel: folded into its steps from :data:`NATIVE_FOLD_ROWS` rows on,
-    else projected by XLA first (``zs``) with empty ``xs`` and ``w_i``."""
-    if xs.shape[1] >= NATIVE_FOLD_ROWS:
+    """``(xs, w_i, zs)`` for a forward kernel from batch-major ``xs: (N, T, I)``: folded into its steps from
+    :data:`NATIVE_FOLD_ROWS` rows on, else projected by XLA first (``zs``) with empty ``xs`` and ``w_i``."""
+    if xs.shape[0] >= NATIVE_FOLD_ROWS:
         return xs, w_i, None
     return xs[..., :0], w_i[:0], matmul(xs, w_i, None)
+
+
+def _batch_major(*args: Any) -> tuple[Any, ...]:
+    """Time-major sequences as the native kernels' batch-major ones and back (symbolic zeros pass through).
+
+    The callers' arrays are batch-major: XLA cancels this transpose against :func:`recurrax.scan`'s."""
+    return tuple(a if isinstance(a, SymbolicZero) else jnp.swapaxes(a, 0, 1) for a in args)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7))
@@ -237,8 +248,8 @@ def lstm_sequence(
       sequence first and follows :func:`lstm_recurrence`'s derivative.
     """
     if native:
-        xs, w_i, zs = _native_operands(xs, w_i)
-        return native_lstm.forward(xs, w_i, b, w_h, h0, c0, zs)[:2]
+        xs, w_i, zs = _native_operands(*_batch_major(xs), w_i)
+        return _batch_major(*native_lstm.forward(xs, w_i, b, w_h, h0, c0, zs)[:2])
     return _project_in_chunks(lambda zs, s: _lstm_scan(w_h, zs, *s, unroll, keep=False), w_i, b, xs, (h0, c0))
 
 
@@ -246,13 +257,15 @@ def lstm_sequence(
 def _lstm_sequence_jvp(unroll, native, primals, tangents):
     w_i, b, w_h, xs, h0, c0 = primals
     dw_i, db, dw_h, dxs, dh0, dc0 = tangents
-    dzs = _projection_tangent(w_i, xs, dw_i, db, dxs)
     if not native:
+        dzs = _projection_tangent(w_i, xs, dw_i, db, dxs)
         return _lstm_tangents(unroll, w_h, _project(w_i, b, xs), h0, c0, dw_h, dzs, dh0, dc0)
+    xs, dxs = _batch_major(xs, dxs)
     xs_k, w_i_k, zs = _native_operands(xs, w_i)
     hs, cs, acts = native_lstm.forward(xs_k, w_i_k, b, w_h, h0, c0, zs, keep_acts=True)
-    dpre = _gate_tangent(dzs, h0, hs, dw_h, acts)
-    return (hs, cs), native_lstm.tangent(w_h, acts, cs, c0, dpre, _dense(dh0, h0), _dense(dc0, c0), unroll)
+    dpre = _gate_tangent(_projection_tangent(w_i, xs, dw_i, db, dxs), h0, hs, dw_h, acts, time_axis=1)
+    dhs, dcs = native_lstm.tangent(w_h, acts, cs, c0, dpre, _dense(dh0, h0), _dense(dc0, c0), unroll)
+    return _batch_major(hs, cs), _batch_major(dhs, dcs)
 
 
 # ------------------------------------------------------------------------------------------------ GRU
@@ -306,7 +319,7 @@ def _gru_jvp(unroll, primals, tangents):
     return hs, gru_tangent_scan(w_h, (r, u, n, h_n), hs, h0, da, dhn, _dense(dh0, h0), unroll)
 
 
-def _gru_weight_tangents(h0: Array, hs: Array, dzs: Array | None, dw_h: Any, db_hn: Any):
+def _gru_weight_tangents(h0: Array, hs: Array, dzs: Array | None, dw_h: Any, db_hn: Any, time_axis: int = 0):
     """``(da, dhn)`` for :func:`gru_tangent_scan` (``None`` where zero): ``da`` adds to the input side's
     tangent ``dzs`` that of ``h_{t-1} W_hr`` and ``h_{t-1} W_hz`` from the weights; ``dhn`` is the tangent of
     ``h_{t-1} W_hn + b_hn`` from the weights.
@@ -317,7 +330,7 @@ def _gru_weight_tangents(h0: Array, hs: Array, dzs: Array | None, dw_h: Any, db_
     """
     da, dhn = dzs, None
     if not isinstance(dw_h, SymbolicZero):
-        hidden, hs_prev = dw_h.shape[0], _previous(h0, hs)
+        hidden, hs_prev = dw_h.shape[0], _previous(h0, hs, time_axis)
         keep_rz = jnp.concatenate([jnp.ones((2 * hidden,), dw_h.dtype), jnp.zeros((hidden,), dw_h.dtype)])
         da = _hoisted(da, hs_prev, dw_h * keep_rz)
         dhn = matmul(hs_prev, dw_h[:, 2 * hidden :], None)
@@ -383,19 +396,22 @@ def gru_sequence(w_i: Array, b: Array, w_h: Array, b_hn: Array, xs: Array, h0: A
     The caller checks that the kernel applies (:func:`recurrax.native.applies`). Reverse mode runs the
     native backward pass; forward mode, :func:`gru_tangent_scan`.
     """
-    xs, w_i, zs = _native_operands(xs, w_i)
-    return native_gru.forward(xs, w_i, b, w_h, b_hn, h0, zs)[0]
+    xs, w_i, zs = _native_operands(*_batch_major(xs), w_i)
+    return _batch_major(native_gru.forward(xs, w_i, b, w_h, b_hn, h0, zs)[0])[0]
 
 
 @functools.partial(gru_sequence.defjvp, symbolic_zeros=True)
 def _gru_sequence_jvp(unroll, primals, tangents):
     w_i, b, w_h, b_hn, xs, h0 = primals
     dw_i, db, dw_h, db_hn, dxs, dh0 = tangents
+    xs, dxs = _batch_major(xs, dxs)
     xs_k, w_i_k, zs = _native_operands(xs, w_i)
     hs, acts, hn = native_gru.forward(xs_k, w_i_k, b, w_h, b_hn, h0, zs, keep_acts=True)
-    da, dhn = _gru_weight_tangents(h0, hs, _projection_tangent(w_i, xs, dw_i, db, dxs), dw_h, db_hn)
+    dzs = _projection_tangent(w_i, xs, dw_i, db, dxs)
+    da, dhn = _gru_weight_tangents(h0, hs, dzs, dw_h, db_hn, time_axis=1)
     da, dhn = (jnp.zeros_like(a) if d is None else d for a, d in ((acts, da), (hn, dhn)))
-    return hs, native_gru.tangent(w_h, acts, hn, hs, h0, da, dhn, _dense(dh0, h0), unroll)
+    dhs = native_gru.tangent(w_h, acts, hn, hs, h0, da, dhn, _dense(dh0, h0), unroll)
+    return _batch_major(hs)[0], _batch_major(dhs)[0]
 
 
 # -------------------------------------------------------------------------------------- the scan hook

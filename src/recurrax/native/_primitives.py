@@ -1,9 +1,10 @@
 """What the native recurrences share: primitives over XLA FFI calls, their batching, the applicability check.
 
-Operands and results are time-major and batch-flattened. Each primitive declares per operand and
-per result a kind: ``"w"`` a weight (never batched into the call), ``"s"`` a sequence ``(T, N, ...)``,
-``"n"`` a state ``(N, ...)``. ``vmap`` folds a batch axis into ``N`` (one call, not one per example)
-unless a weight is batched, in which case it maps the call over the batch.
+Operands and results are batch-major and batch-flattened: sequences ``(N, T, ...)``, states ``(N, ...)``,
+the layout of the callers' arrays, so no transposes surround the calls. Each primitive declares per
+operand and per result a kind: ``"w"`` a weight (never batched into the call), ``"s"`` a sequence,
+``"n"`` a state. ``vmap`` folds a batch axis into ``N`` (one call, not one per example) unless a weight is
+batched, in which case it maps the call over the batch.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def applies(*arrays: Array) -> bool:
 
 def f32(*shape: int) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+def swap(*seqs: Array) -> tuple[Array, ...]:
+    """Sequences ``(N, T, ...)`` as ``(T, N, ...)`` and back: the JAX references scan over a leading time axis."""
+    return tuple(jnp.swapaxes(s, 0, 1) for s in seqs)
 
 
 def is_zero(t) -> bool:
@@ -83,7 +89,7 @@ def define_recurrence(
 
 
 def projected(xs: Array, w_i: Array, b: Array, zs: Array) -> Array:
-    """``b + zs + xs @ w_i``, the forward kernels' input side (``zs: (T, N, 0)`` for none), in JAX."""
+    """``b + zs + xs @ w_i``, the forward kernels' input side (``zs: (N, T, 0)`` for none), in JAX."""
     z = xs @ w_i + b
     return z + zs if zs.shape[-1] else z
 
@@ -109,7 +115,7 @@ def linear_transpose_rule(residuals: int, backward: Callable) -> Callable:
     """The transpose rule of a map linear in its operands after the first ``residuals``.
 
     ``backward(*residual_values, *cotangents)`` returns one cotangent per linear operand; a zero
-    cotangent reaches it as a ``(T, N, 0)`` sequence (the kernels read that as zero).
+    cotangent reaches it as an ``(N, T, 0)`` sequence (the kernels read that as zero).
     """
 
     def rule(cts, *args, **params):
@@ -117,7 +123,7 @@ def linear_transpose_rule(residuals: int, backward: Callable) -> Callable:
         res, lin = args[:residuals], args[residuals:]
         if any(ad.is_undefined_primal(r) for r in res):
             raise NotImplementedError("recurrax.native: a tangent recurrence is linear only in its tangent operands")
-        empty = next(r for r in res if getattr(r, "ndim", 0) == 3)[..., :0]  # (T, N, 0)
+        empty = next(r for r in res if getattr(r, "ndim", 0) == 3)[..., :0]  # (N, T, 0)
         cts = tuple(empty if is_zero(ct) else ct for ct in cts)
         grads = backward(*res, *cts)
         return [None] * residuals + [g if ad.is_undefined_primal(x) else None for g, x in zip(grads, lin)]
@@ -131,33 +137,23 @@ def _batch_rule(prim: Primitive, in_kinds: str, out_kinds: str):
         if any(d is not None for k, d in zip(in_kinds, dims) if k == "w"):
             lead = [_lead(a, d, size) for a, d in zip(args, dims)]
             return jax.lax.map(lambda a: tuple(prim.bind(*a, **params)), lead), [0] * len(out_kinds)
-        folded = [a if kind == "w" else _fold(a, d, kind, size) for a, d, kind in zip(args, dims, in_kinds)]
+        folded = [a if kind == "w" else _fold(a, d, size) for a, d, kind in zip(args, dims, in_kinds)]
         outs = prim.bind(*folded, **params)
-        unfolded = [_unfold(out, kind, size) for out, kind in zip(outs, out_kinds)]
-        return unfolded, [_row_axis(kind) for kind in out_kinds]
+        return [_unfold(out, size) for out in outs], [0] * len(out_kinds)
 
     return rule
-
-
-def _row_axis(kind: str) -> int:
-    return 1 if kind == "s" else 0
 
 
 def _lead(a: Array, d: int | None, size: int) -> Array:
     return jnp.moveaxis(a, d, 0) if d is not None else jnp.broadcast_to(a, (size, *a.shape))
 
 
-def _fold(a: Array, d: int | None, kind: str, size: int) -> Array:
-    """The batch axis ``d`` (or a broadcast one) merged into the row axis ``N``, batch-major."""
-    axis = _row_axis(kind)
-    if d is None:
-        a = jnp.broadcast_to(jnp.expand_dims(a, axis), (*a.shape[:axis], size, *a.shape[axis:]))
-    else:
-        a = jnp.moveaxis(a, d, axis)
-    return a.reshape(*a.shape[:axis], a.shape[axis] * a.shape[axis + 1], *a.shape[axis + 2 :])
+def _fold(a: Array, d: int | None, size: int) -> Array:
+    """The batch axis ``d`` (or a broadcast one) merged into the leading row axis ``N``."""
+    a = jnp.broadcast_to(a, (size, *a.shape)) if d is None else jnp.moveaxis(a, d, 0)
+    return a.reshape(size * a.shape[1], *a.shape[2:])
 
 
-def _unfold(out: Array, kind: str, size: int) -> Array:
-    axis = _row_axis(kind)
-    # Explicit sizes, not -1: the gates a forward pass does not keep are an empty (T, N, 0) result.
-    return out.reshape(*out.shape[:axis], size, out.shape[axis] // size, *out.shape[axis + 1 :])
+def _unfold(out: Array, size: int) -> Array:
+    # Explicit sizes, not -1: the gates a forward pass does not keep are an empty (N, T, 0) result.
+    return out.reshape(size, out.shape[0] // size, *out.shape[1:])

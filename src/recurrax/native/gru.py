@@ -1,15 +1,15 @@
 """The native CPU GRU recurrence (reset-after, cuDNN's form) as JAX primitives.
 
-As :mod:`recurrax.native.lstm`, time-major and batch-flattened:
+As :mod:`recurrax.native.lstm`, batch-major and batch-flattened:
 
-- ``forward``: ``(xs, w_i, b, w_h, b_hn, h0) -> (hs, acts, hn)``, ``acts: (T, N, 3H)`` holding ``r, u, n``
-  and ``hn: (T, N, H)`` holding ``h_n = h W_hn + b_hn`` when kept for differentiation.
+- ``forward``: ``(xs, w_i, b, w_h, b_hn, h0) -> (hs, acts, hn)``, ``acts: (N, T, 3H)`` holding ``r, u, n``
+  and ``hn: (N, T, H)`` holding ``h_n = h W_hn + b_hn`` when kept for differentiation.
 - ``tangent``: :func:`recurrax.fused.gru_tangent_scan`, linear in ``(da, dhn, dh0)``: the tangents of the
   gates' pre-activations outside ``r * h_n`` and of ``h_n`` (both without the part flowing through the
   state), and of the initial state.
 - ``backward``: its transpose in one custom call, ``(dzs, dhn, dh0)`` with ``dzs = [da_r, da_z, da_n]``,
   written into the buffers of ``acts`` and ``hn``: their last use, so the call needs no fresh
-  ``(T, N, 3H)`` memory (``benchmarks/RESULTS.md``, step 15).
+  ``(N, T, 3H)`` memory (``benchmarks/RESULTS.md``, step 15).
 """
 
 from __future__ import annotations
@@ -21,20 +21,20 @@ import jax.numpy as jnp
 from jax.extend.core import Primitive
 
 from recurrax.core import Array
-from recurrax.native._primitives import define_recurrence, f32, projected
+from recurrax.native._primitives import define_recurrence, f32, projected, swap
 
 __all__ = ["backward", "forward", "tangent"]
 
 
 def _forward_shapes(xs, w_i, b, w_h, b_hn, h0, zs, *, keep_acts: bool):
-    steps, rows, hidden = xs.shape[0], xs.shape[1], h0.shape[-1]
+    rows, steps, hidden = xs.shape[0], xs.shape[1], h0.shape[-1]
     kept = hidden if keep_acts else 0
-    return f32(steps, rows, hidden), f32(steps, rows, 3 * kept), f32(steps, rows, kept)
+    return f32(rows, steps, hidden), f32(rows, steps, 3 * kept), f32(rows, steps, kept)
 
 
 def _backward_shapes(w_h, acts, hn, hs, *rest):
-    steps, rows, hidden = hs.shape
-    return f32(steps, rows, 3 * hidden), f32(steps, rows, hidden), f32(rows, hidden)
+    rows, steps, hidden = hs.shape
+    return f32(rows, steps, 3 * hidden), f32(rows, steps, hidden), f32(rows, hidden)
 
 
 def _tangent_shapes(w_h, acts, hn, hs, *rest, unroll: int):
@@ -55,13 +55,14 @@ def _backward_call(*args):
 def _tangent_scan(w_h, acts, hn, hs, h0, da, dhn, dh0, *, unroll: int):
     from recurrax.fused import gru_tangent_scan  # fused imports this module
 
-    return (gru_tangent_scan(w_h, (acts, hn), hs, h0, da, dhn, dh0, unroll),)
+    acts, hn, hs, da, dhn = swap(acts, hn, hs, da, dhn)
+    return swap(gru_tangent_scan(w_h, (acts, hn), hs, h0, da, dhn, dh0, unroll))
 
 
 def _forward_reference(xs, w_i, b, w_h, b_hn, h0, zs, *, keep_acts: bool):
     from recurrax.fused import _gru_scan
 
-    hs, r, u, n, h_n = _gru_scan(w_h, b_hn, projected(xs, w_i, b, zs), h0, 1, keep=True)
+    hs, r, u, n, h_n = swap(*_gru_scan(w_h, b_hn, *swap(projected(xs, w_i, b, zs)), h0, 1, keep=True))
     acts = jnp.concatenate([r, u, n], axis=-1)
     return (hs, acts, h_n) if keep_acts else (hs, acts[..., :0], h_n[..., :0])
 
@@ -97,12 +98,12 @@ def forward(
     zs: Array | None = None,
     keep_acts: bool = False,
 ):
-    """``(hs, acts, hn)``: the GRU over ``xs: (T, N, I)`` from ``h0: (N, H)``; gate order r, z, n.
+    """``(hs, acts, hn)``: the GRU over ``xs: (N, T, I)`` from ``h0: (N, H)``; gate order r, z, n.
 
-    The input side of the gates is ``b + zs + xs @ w_i``, ``zs: (T, N, 3H)`` an input projection computed
+    The input side of the gates is ``b + zs + xs @ w_i``, ``zs: (N, T, 3H)`` an input projection computed
     by the caller (``None``: none; ``xs`` may then have ``I = 0``).
-    ``hs: (T, N, H)``; if ``keep_acts``, ``acts: (T, N, 3H)`` (``r, u, n``) and ``hn: (T, N, H)``
-    (``h_n``), else both ``(T, N, 0)``.
+    ``hs: (N, T, H)``; if ``keep_acts``, ``acts: (N, T, 3H)`` (``r, u, n``) and ``hn: (N, T, H)``
+    (``h_n``), else both ``(N, T, 0)``.
     """
     zs = xs[..., :0] if zs is None else zs
     return tuple(_primitives()["forward"].bind(xs, w_i, b, w_h, b_hn, h0, zs, keep_acts=keep_acts))
@@ -114,6 +115,6 @@ def tangent(w_h, acts, hn, hs, h0, da, dhn, dh0, unroll: int = 1) -> Array:
 
 
 def backward(w_h, acts, hn, hs, h0, ct_hs) -> tuple[Array, Array, Array]:
-    """``(dzs: (T, N, 3H), dhn: (T, N, H), dh0: (N, H))``: the transpose of :func:`tangent` at ``ct_hs``
-    (``(T, N, 0)``: zero)."""
+    """``(dzs: (N, T, 3H), dhn: (N, T, H), dh0: (N, H))``: the transpose of :func:`tangent` at ``ct_hs``
+    (``(N, T, 0)``: zero)."""
     return tuple(_primitives()["backward"].bind(w_h, acts, hn, hs, h0, ct_hs))

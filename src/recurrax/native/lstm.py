@@ -1,13 +1,13 @@
 """The native CPU LSTM recurrence as JAX primitives, with every transform JAX needs.
 
-Three primitives, all time-major and batch-flattened (``xs: (T, N, I)``, states ``(N, H)``):
+Three primitives, all batch-major and batch-flattened (``xs: (N, T, I)``, states ``(N, H)``):
 
 - ``forward``: ``(xs, w_i, b, w_h, h0, c0) -> (hs, cs, acts)``, the whole sequence in one custom call
-  (``acts``, the activated gates ``(T, N, 4H)``, only when kept for differentiation).
+  (``acts``, the activated gates ``(N, T, 4H)``, only when kept for differentiation).
 - ``tangent``: the linear tangent recurrence of :func:`recurrax.fused.lstm_tangent_scan`. It runs as
   that XLA scan (so ``jax.jvp``/``jacfwd`` work), and its transpose, which reverse mode uses, is
 - ``backward``: one custom call that runs the reverse recurrence and returns the gate gradients
-  ``(T, N, 4H)`` and the initial state's cotangents; the weight gradients are large matmuls after it.
+  ``(N, T, 4H)`` and the initial state's cotangents; the weight gradients are large matmuls after it.
 
 Batching and the applicability check are shared with the GRU (:mod:`recurrax.native._primitives`);
 higher-order derivatives go through the same equations written in JAX.
@@ -22,19 +22,19 @@ import jax.numpy as jnp
 from jax.extend.core import Primitive
 
 from recurrax.core import Array
-from recurrax.native._primitives import define_recurrence, f32, projected
+from recurrax.native._primitives import define_recurrence, f32, projected, swap
 
 __all__ = ["backward", "forward", "tangent"]
 
 
 def _forward_shapes(xs, w_i, b, w_h, h0, c0, zs, *, keep_acts: bool):
-    steps, rows, hidden = xs.shape[0], xs.shape[1], h0.shape[-1]
-    return f32(steps, rows, hidden), f32(steps, rows, hidden), f32(steps, rows, 4 * hidden if keep_acts else 0)
+    rows, steps, hidden = xs.shape[0], xs.shape[1], h0.shape[-1]
+    return f32(rows, steps, hidden), f32(rows, steps, hidden), f32(rows, steps, 4 * hidden if keep_acts else 0)
 
 
 def _backward_shapes(w_h, acts, cs, *rest):
-    steps, rows, hidden = cs.shape
-    return f32(steps, rows, 4 * hidden), f32(rows, hidden), f32(rows, hidden)
+    rows, steps, hidden = cs.shape
+    return f32(rows, steps, 4 * hidden), f32(rows, hidden), f32(rows, hidden)
 
 
 def _tangent_shapes(w_h, acts, cs, *rest, unroll: int):
@@ -47,7 +47,7 @@ def _forward_call(*args, keep_acts: bool):
 
 
 def _backward_call(*args):
-    # The gate gradients take the gates' buffer: it is their last use, and a fresh (T, N, 4H) buffer costs
+    # The gate gradients take the gates' buffer: it is their last use, and a fresh (N, T, 4H) buffer costs
     # page faults on every call (benchmarks/RESULTS.md, step 11).
     return jax.ffi.ffi_call("recurrax_lstm_backward", _backward_shapes(*args), input_output_aliases={1: 0})(*args)
 
@@ -55,13 +55,14 @@ def _backward_call(*args):
 def _tangent_scan(w_h, acts, cs, c0, dpre, dh0, dc0, *, unroll: int):
     from recurrax.fused import lstm_tangent_scan  # fused imports this module
 
-    return lstm_tangent_scan(w_h, acts, cs, c0, dpre, dh0, dc0, unroll)
+    acts, cs, dpre = swap(acts, cs, dpre)
+    return swap(*lstm_tangent_scan(w_h, acts, cs, c0, dpre, dh0, dc0, unroll))
 
 
 def _forward_reference(xs, w_i, b, w_h, h0, c0, zs, *, keep_acts: bool):
     from recurrax.fused import _lstm_scan
 
-    hs, cs, acts = _lstm_scan(w_h, projected(xs, w_i, b, zs), h0, c0, 1, keep=True)
+    hs, cs, acts = swap(*_lstm_scan(w_h, *swap(projected(xs, w_i, b, zs)), h0, c0, 1, keep=True))
     return hs, cs, acts if keep_acts else acts[..., :0]
 
 
@@ -89,11 +90,11 @@ def _primitives() -> dict[str, Primitive]:
 def forward(
     xs: Array, w_i: Array, b: Array, w_h: Array, h0: Array, c0: Array, zs: Array | None = None, keep_acts: bool = False
 ):
-    """``(hs, cs, acts)``: the LSTM over ``xs: (T, N, I)`` from ``(h0, c0): (N, H)``; gate order i, f, g, o.
+    """``(hs, cs, acts)``: the LSTM over ``xs: (N, T, I)`` from ``(h0, c0): (N, H)``; gate order i, f, g, o.
 
-    The gate pre-activations are ``b + zs + xs @ w_i + h @ w_h``, where ``zs: (T, N, 4H)`` is an input
+    The gate pre-activations are ``b + zs + xs @ w_i + h @ w_h``, where ``zs: (N, T, 4H)`` is an input
     projection computed by the caller (``None``: none; ``xs`` may then have ``I = 0``).
-    ``hs, cs: (T, N, H)``; ``acts: (T, N, 4H)`` the activated gates if ``keep_acts``, else ``(T, N, 0)``.
+    ``hs, cs: (N, T, H)``; ``acts: (N, T, 4H)`` the activated gates if ``keep_acts``, else ``(N, T, 0)``.
     """
     zs = xs[..., :0] if zs is None else zs
     return tuple(_primitives()["forward"].bind(xs, w_i, b, w_h, h0, c0, zs, keep_acts=keep_acts))
@@ -105,8 +106,8 @@ def tangent(w_h, acts, cs, c0, dpre, dh0, dc0, unroll: int = 1) -> tuple[Array, 
 
 
 def backward(w_h, acts, cs, c0, ct_hs, ct_cs) -> tuple[Array, Array, Array]:
-    """``(dpre: (T, N, 4H), dh0, dc0: (N, H))``: the transpose of :func:`tangent` applied to ``(ct_hs, ct_cs)``.
+    """``(dpre: (N, T, 4H), dh0, dc0: (N, H))``: the transpose of :func:`tangent` applied to ``(ct_hs, ct_cs)``.
 
-    A cotangent of shape ``(T, N, 0)`` stands for zero.
+    A cotangent of shape ``(N, T, 0)`` stands for zero.
     """
     return tuple(_primitives()["backward"].bind(w_h, acts, cs, c0, ct_hs, ct_cs))

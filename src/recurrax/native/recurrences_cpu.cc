@@ -9,8 +9,10 @@
 // are still in registers (benchmarks/RESULTS.md, step 13). The backward passes do the same for the
 // (N, G) @ (G, H) product of each step; the weight gradients are left to XLA as large matmuls.
 //
-// Layouts (time-major, batch flattened): xs (T, N, I); w_i (I, G); b (G); w_h (H, G); states (N, H);
-// sequences (T, N, H); G = 4H (LSTM gates i, f, g, o) or 3H (GRU gates r, z, n).
+// Layouts (batch-major, batch flattened): xs (N, T, I); w_i (I, G); b (G); w_h (H, G); states (N, H);
+// sequences (N, T, H) and gates (N, T, G); G = 4H (LSTM gates i, f, g, o) or 3H (GRU gates r, z, n).
+// Batch-major is the layout of the callers' arrays, so no transposes surround the calls; a tile's rows
+// are then T rows apart in a sequence.
 //
 // Work is split into tiles per step (see Schedule); the calling thread takes tiles too, so it never
 // waits on a helper that has not started, and a helper that starts late finds nothing left.
@@ -219,6 +221,21 @@ inline void row_pointers(const float* (&ptr)[R], const float* base, int64_t stri
   for (int r = 0; r < R; ++r) ptr[r] = base + r * stride;
 }
 
+// Row n of step t in a batch-major sequence (N, T, ...).
+inline int64_t seq_row(int64_t T, int64_t t, int64_t n) { return n * T + t; }
+
+// Row pointers to the state before step t for the rows r0..: `first` (N, width) at t = 0, else step t-1
+// of `seq` (N, T, width).
+template <int R>
+inline void previous_rows(const float* (&ptr)[R], const float* first, const float* seq, int64_t T, int64_t t,
+                          int64_t r0, int64_t width) {
+  if (t == 0) {
+    row_pointers<R>(ptr, first + r0 * width, width);
+  } else {
+    row_pointers<R>(ptr, seq + seq_row(T, t - 1, r0) * width, T * width);
+  }
+}
+
 // gh[r][v] += sum_k d[r][k] * panel[k][v], d's rows `stride` apart: one step's gate gradients times
 // w_h^T for NU vectors of units, the inner loop of every backward tile.
 template <int R, int NU>
@@ -316,38 +333,38 @@ ffi::Error check_sizes(int64_t H, int64_t expected_g, int64_t g) {
 
 // ----------------------------------------------------------------------------------- LSTM forward
 
-// z_t = b + zs_t + x_t W_i: zs (T, N, G) is the input projection computed outside (for few rows, where
+// z_t = b + zs_t + x_t W_i: zs (N, T, G) is the input projection computed outside (for few rows, where
 // folding it into every step would re-read W_i per step) or null, and then xs has I = 0 or not.
 struct Forward {
   const float *xs, *b, *h0, *c0, *zs, *panels;
   float *hs, *cs, *acts;  // acts may be null
-  int64_t N, I, H;
+  int64_t T, N, I, H;
 };
 
 template <int R>
 void forward_tile(const Forward& p, int64_t t, int64_t r0, int64_t u) {
   const int64_t H = p.H, I = p.I, K = I + H, G = 4 * H, u0 = u * VW;
   const float* panel = p.panels + u * K * 4 * VW;
-  const float* hprev = t == 0 ? p.h0 : p.hs + (t - 1) * p.N * H;
-  const float* cprev = t == 0 ? p.c0 : p.cs + (t - 1) * p.N * H;
   vf acc[kSplit<R>][R][4];
   for (int q = 0; q < 4; ++q) {
     vf bq = load(p.b + q * H + u0);
-    for (int r = 0; r < R; ++r) acc[0][r][q] = p.zs ? bq + load(p.zs + (t * p.N + r0 + r) * G + q * H + u0) : bq;
+    for (int r = 0; r < R; ++r)
+      acc[0][r][q] = p.zs ? bq + load(p.zs + seq_row(p.T, t, r0 + r) * G + q * H + u0) : bq;
   }
   clear_partials<R>(acc);
-  const float *x[R], *h[R];
-  row_pointers<R>(x, p.xs + (t * p.N + r0) * I, I);
-  row_pointers<R>(h, hprev + r0 * H, H);
+  const float *x[R], *h[R], *c[R];
+  row_pointers<R>(x, p.xs + seq_row(p.T, t, r0) * I, p.T * I);
+  previous_rows<R>(h, p.h0, p.hs, p.T, t, r0, H);
+  previous_rows<R>(c, p.c0, p.cs, p.T, t, r0, H);
   accumulate<R, 0, 1, 2, 3>(acc, x, I, panel);
   accumulate<R, 0, 1, 2, 3>(acc, h, H, panel + I * 4 * VW);
   reduce<R>(acc);
   for (int r = 0; r < R; ++r) {
-    const int64_t row = t * p.N + r0 + r;
+    const int64_t row = seq_row(p.T, t, r0 + r);
     vf i = vsigmoid(acc[0][r][0]), f = vsigmoid(acc[0][r][1]), g = vtanh(acc[0][r][2]), o = vsigmoid(acc[0][r][3]);
-    vf c = f * load(cprev + (r0 + r) * H + u0) + i * g;
-    store(p.cs + row * H + u0, c);
-    store(p.hs + row * H + u0, o * vtanh(c));
+    vf c_new = f * load(c[r] + u0) + i * g;
+    store(p.cs + row * H + u0, c_new);
+    store(p.hs + row * H + u0, o * vtanh(c_new));
     if (p.acts) {
       float* a = p.acts + row * G + u0;
       store(a, i);
@@ -363,13 +380,13 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
                        ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> zs, ffi::ResultBuffer<ffi::F32> hs,
                        ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> acts, bool keep_acts) {
   auto xd = xs.dimensions(), hd = h0.dimensions();
-  const int64_t T = xd[0], N = xd[1], I = xd[2], H = hd[1];
+  const int64_t N = xd[0], T = xd[1], I = xd[2], H = hd[1];
   if (auto e = check_sizes(H, 4 * H, w_h.dimensions()[1]); e.failure()) return e;
   if (T == 0 || N == 0) return ffi::Error::Success();
   std::vector<float> panels = pack_forward(w_i.typed_data(), w_h.typed_data(), I, H, 4);
   Forward p{xs.typed_data(),  b.typed_data(),  h0.typed_data(), c0.typed_data(),
             zs.element_count() ? zs.typed_data() : nullptr, panels.data(),
-            hs->typed_data(), cs->typed_data(), keep_acts ? acts->typed_data() : nullptr, N, I, H};
+            hs->typed_data(), cs->typed_data(), keep_acts ? acts->typed_data() : nullptr, T, N, I, H};
   run_forward(pool, T, N, H, 8.0 * N * H * (I + H), panels, [&p](auto R, int64_t t, int64_t r0, int64_t u) {
     forward_tile<decltype(R)::value>(p, t, r0, u);
   });
@@ -395,16 +412,18 @@ void backward_tile(const Backward& p, int64_t s, int64_t r0, int64_t u0) {
   vf gh[R][NU];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NU; ++v) gh[r][v] = vf{};
-  if (s + 1 < p.T) accumulate_backward<R, NU>(gh, p.dpre + ((s + 1) * N + r0) * G, G, G, p.panels + u0 * G);
+  if (s + 1 < p.T)
+    accumulate_backward<R, NU>(gh, p.dpre + seq_row(p.T, s + 1, r0) * G, p.T * G, G, p.panels + u0 * G);
   if (s < 0) {
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < NU; ++v) store(p.dh0 + (r0 + r) * H + u0 + v * VW, gh[r][v]);
     return;
   }
-  const float* cprev = s == 0 ? p.c0 : p.cs + (s - 1) * N * H;
+  const float* cprev[R];
+  previous_rows<R>(cprev, p.c0, p.cs, p.T, s, r0, H);
   for (int r = 0; r < R; ++r) {
     for (int v = 0; v < NU; ++v) {
-      const int64_t row = s * N + r0 + r, unit = u0 + v * VW, at = (r0 + r) * H + unit;
+      const int64_t row = seq_row(p.T, s, r0 + r), unit = u0 + v * VW, at = (r0 + r) * H + unit;
       const float* a = p.acts + row * G + unit;
       vf i = load(a), f = load(a + H), g = load(a + 2 * H), o = load(a + 3 * H);
       vf tc = vtanh(load(p.cs + row * H + unit));
@@ -414,7 +433,7 @@ void backward_tile(const Backward& p, int64_t s, int64_t r0, int64_t u0) {
       if (p.ct_cs) c_bar += load(p.ct_cs + row * H + unit);
       float* d = p.dpre + row * G + unit;
       store(d, c_bar * g * i * (splat(1.0f) - i));
-      store(d + H, c_bar * load(cprev + at) * f * (splat(1.0f) - f));
+      store(d + H, c_bar * load(cprev[r] + unit) * f * (splat(1.0f) - f));
       store(d + 2 * H, c_bar * i * (splat(1.0f) - g * g));
       store(d + 3 * H, h_bar * tc * o * (splat(1.0f) - o));
       store(p.carry_c + at, c_bar * f);
@@ -427,7 +446,7 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Bu
                         ffi::Buffer<ffi::F32> ct_cs, ffi::ResultBuffer<ffi::F32> dpre,
                         ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0) {
   auto cd = cs.dimensions();
-  const int64_t T = cd[0], N = cd[1], H = cd[2];
+  const int64_t N = cd[0], T = cd[1], H = cd[2];
   if (auto e = check_sizes(H, 4 * H, w_h.dimensions()[1]); e.failure()) return e;
   if (N == 0) return ffi::Error::Success();
   float* carry_c = dc0->typed_data();  // the running cotangent of c ends as the initial state's
@@ -452,22 +471,21 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Bu
 //
 // The reset-after GRU (cuDNN's and PyTorch's form): w_i (I, 3H), b (3H), w_h (H, 3H), b_hn (H), gates
 // r, z, n; r = s(x W_ir + b_r + h W_hr), u = s(x W_iz + b_z + h W_hz), h_n = h W_hn + b_hn,
-// n = tanh(x W_in + b_n + r h_n), h' = (1 - u) n + u h. The forward pass keeps acts (T, N, 3H) = r, u, n
-// and hn (T, N, H) = h_n; the backward pass writes its two results into those two buffers.
+// n = tanh(x W_in + b_n + r h_n), h' = (1 - u) n + u h. The forward pass keeps acts (N, T, 3H) = r, u, n
+// and hn (N, T, H) = h_n; the backward pass writes its two results into those two buffers.
 
 // Forward panels (pack_forward with 3 gates): rows k < I hold [W_ir, W_iz, W_in] and rows I + k hold
 // [W_hr, W_hz, W_hn]; the two parts feed different accumulators for the candidate.
 struct GruForward {
   const float *xs, *b, *b_hn, *h0, *zs, *panels;  // zs: as in Forward (the LSTM's)
   float *hs, *acts, *hn;  // acts, hn: null unless kept
-  int64_t N, I, H;
+  int64_t T, N, I, H;
 };
 
 template <int R>
 void gru_forward_tile(const GruForward& p, int64_t t, int64_t r0, int64_t u) {
   const int64_t H = p.H, I = p.I, K = I + H, u0 = u * VW;
   const float* panel = p.panels + u * K * 3 * VW;
-  const float* hprev = t == 0 ? p.h0 : p.hs + (t - 1) * p.N * H;
   vf acc[kSplit<R>][R][4];  // r, z, the candidate's input part, its recurrent part h_n
   {
     vf br = load(p.b + u0), bz = load(p.b + H + u0), bn = load(p.b + 2 * H + u0), bhn = load(p.b_hn + u0);
@@ -477,7 +495,7 @@ void gru_forward_tile(const GruForward& p, int64_t t, int64_t r0, int64_t u) {
       acc[0][r][2] = bn;
       acc[0][r][3] = bhn;
       if (p.zs) {
-        const float* z = p.zs + (t * p.N + r0 + r) * 3 * H + u0;
+        const float* z = p.zs + seq_row(p.T, t, r0 + r) * 3 * H + u0;
         acc[0][r][0] += load(z);
         acc[0][r][1] += load(z + H);
         acc[0][r][2] += load(z + 2 * H);
@@ -486,13 +504,13 @@ void gru_forward_tile(const GruForward& p, int64_t t, int64_t r0, int64_t u) {
   }
   clear_partials<R>(acc);
   const float *x[R], *h[R];
-  row_pointers<R>(x, p.xs + (t * p.N + r0) * I, I);
-  row_pointers<R>(h, hprev + r0 * H, H);
+  row_pointers<R>(x, p.xs + seq_row(p.T, t, r0) * I, p.T * I);
+  previous_rows<R>(h, p.h0, p.hs, p.T, t, r0, H);
   accumulate<R, 0, 1, 2>(acc, x, I, panel);
   accumulate<R, 0, 1, 3>(acc, h, H, panel + I * 3 * VW);
   reduce<R>(acc);
   for (int r = 0; r < R; ++r) {
-    const int64_t row = t * p.N + r0 + r;
+    const int64_t row = seq_row(p.T, t, r0 + r);
     vf rg = vsigmoid(acc[0][r][0]), ug = vsigmoid(acc[0][r][1]), hn = acc[0][r][3];
     vf n = vtanh(acc[0][r][2] + rg * hn);
     vf hp = load(h[r] + u0);
@@ -512,14 +530,14 @@ ffi::Error GruForwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::B
                           ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> zs, ffi::ResultBuffer<ffi::F32> hs,
                           ffi::ResultBuffer<ffi::F32> acts, ffi::ResultBuffer<ffi::F32> hn, bool keep_acts) {
   auto xd = xs.dimensions(), hd = h0.dimensions();
-  const int64_t T = xd[0], N = xd[1], I = xd[2], H = hd[1];
+  const int64_t N = xd[0], T = xd[1], I = xd[2], H = hd[1];
   if (auto e = check_sizes(H, 3 * H, w_h.dimensions()[1]); e.failure()) return e;
   if (T == 0 || N == 0) return ffi::Error::Success();
   std::vector<float> panels = pack_forward(w_i.typed_data(), w_h.typed_data(), I, H, 3);
   GruForward p{xs.typed_data(), b.typed_data(), b_hn.typed_data(), h0.typed_data(),
                zs.element_count() ? zs.typed_data() : nullptr, panels.data(),
                hs->typed_data(), keep_acts ? acts->typed_data() : nullptr, keep_acts ? hn->typed_data() : nullptr,
-               N, I, H};
+               T, N, I, H};
   run_forward(pool, T, N, H, 6.0 * N * H * (I + H), panels, [&p](auto R, int64_t t, int64_t r0, int64_t u) {
     gru_forward_tile<decltype(R)::value>(p, t, r0, u);
   });
@@ -546,18 +564,19 @@ void gru_backward_tile(const GruBackward& p, int64_t s, int64_t r0, int64_t u0) 
     for (int v = 0; v < NU; ++v) gh[r][v] = load(p.carry + (r0 + r) * H + u0 + v * VW);
   if (s + 1 < p.T) {
     const float* panel = p.panels + u0 * G;
-    accumulate_backward<R, NU>(gh, p.acts + ((s + 1) * N + r0) * G, G, 2 * H, panel);
-    accumulate_backward<R, NU>(gh, p.hn + ((s + 1) * N + r0) * H, H, H, panel + 2 * H * NU * VW);
+    accumulate_backward<R, NU>(gh, p.acts + seq_row(p.T, s + 1, r0) * G, p.T * G, 2 * H, panel);
+    accumulate_backward<R, NU>(gh, p.hn + seq_row(p.T, s + 1, r0) * H, p.T * H, H, panel + 2 * H * NU * VW);
   }
   if (s < 0) {
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < NU; ++v) store(p.carry + (r0 + r) * H + u0 + v * VW, gh[r][v]);
     return;
   }
-  const float* hprev = s == 0 ? p.h0 : p.hs + (s - 1) * N * H;
+  const float* hprev[R];
+  previous_rows<R>(hprev, p.h0, p.hs, p.T, s, r0, H);
   for (int r = 0; r < R; ++r) {
     for (int v = 0; v < NU; ++v) {
-      const int64_t row = s * N + r0 + r, unit = u0 + v * VW, at = (r0 + r) * H + unit;
+      const int64_t row = seq_row(p.T, s, r0 + r), unit = u0 + v * VW, at = (r0 + r) * H + unit;
       float* a = p.acts + row * G + unit;
       float* hn = p.hn + row * H + unit;
       vf rg = load(a), ug = load(a + H), n = load(a + 2 * H), h_n = load(hn);
@@ -565,7 +584,7 @@ void gru_backward_tile(const GruBackward& p, int64_t s, int64_t r0, int64_t u0) 
       if (p.ct_hs) g += load(p.ct_hs + row * H + unit);
       vf da_n = g * (splat(1.0f) - ug) * (splat(1.0f) - n * n);
       store(a, da_n * h_n * rg * (splat(1.0f) - rg));
-      store(a + H, g * (load(hprev + at) - n) * ug * (splat(1.0f) - ug));
+      store(a + H, g * (load(hprev[r] + unit) - n) * ug * (splat(1.0f) - ug));
       store(a + 2 * H, da_n);
       store(hn, da_n * rg);
       store(p.carry + at, g * ug);
@@ -578,7 +597,7 @@ ffi::Error GruBackwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi:
                            ffi::Buffer<ffi::F32> ct_hs, ffi::ResultBuffer<ffi::F32> dzs,
                            ffi::ResultBuffer<ffi::F32> dhn, ffi::ResultBuffer<ffi::F32> dh0) {
   auto hd = hs.dimensions();
-  const int64_t T = hd[0], N = hd[1], H = hd[2];
+  const int64_t N = hd[0], T = hd[1], H = hd[2];
   if (auto e = check_sizes(H, 3 * H, w_h.dimensions()[1]); e.failure()) return e;
   if (N == 0) return ffi::Error::Success();
   float* carry = dh0->typed_data();
@@ -609,7 +628,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxLstmForward, LstmForward,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_h
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
                                   .Arg<ffi::Buffer<ffi::F32>>()  // c0
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // zs ((T, N, 0): none)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // zs ((N, T, 0): none)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // hs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // cs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // acts ((0, 0, 0) unless keep_acts)
@@ -624,7 +643,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxLstmBackward, LstmBackward,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // c0
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ct_hs
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ct_cs
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dpre (T, N, 4H)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dpre (N, T, 4H)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dh0
                                   .Ret<ffi::Buffer<ffi::F32>>()); // dc0
 
@@ -637,21 +656,21 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxGruForward, GruForwardCall,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_h
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b_hn
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // zs ((T, N, 0): none)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // zs ((N, T, 0): none)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // hs
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // acts: r, u, n ((T, N, 0) unless keep_acts)
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // hn: h_n ((T, N, 0) unless keep_acts)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // acts: r, u, n ((N, T, 0) unless keep_acts)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // hn: h_n ((N, T, 0) unless keep_acts)
                                   .Attr<bool>("keep_acts"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxGruBackward, GruBackwardCall,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_h
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // acts (T, N, 3H)
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // hn (T, N, H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // acts (N, T, 3H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // hn (N, T, H)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // hs
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // ct_hs ((T, N, 0) for zero)
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dzs (T, N, 3H), in acts' buffer
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dhn (T, N, H), in hn's buffer
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ct_hs ((N, T, 0) for zero)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dzs (N, T, 3H), in acts' buffer
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dhn (N, T, H), in hn's buffer
                                   .Ret<ffi::Buffer<ffi::F32>>()); // dh0
