@@ -49,7 +49,8 @@ def markdown(payload: Payload) -> str:
         f"wall time {payload.get('wall_s', 0) / 60:.1f} min.",
         "",
         f"Times are medians of {payload['repeats']} runs after {payload['warmup']} warm-up runs (fewer, at least 10, "
-        f"where {payload.get('budget_s', 0)} s of runs would be exceeded; see n); ± is half the "
+        f"where {payload.get('budget_s', 0)} s of runs would be exceeded; see n), the implementations of a case and "
+        "mode timed in interleaved rounds so that all see the same machine; ± is half the "
         "inter-quartile range. **ratio = recurrax time / peer time** (below 1: recurrax is faster). "
         "GFLOP/s counts 2·gates·H·(I+H)·B·T per layer (×3 for fwd+bwd, T=1 for step). "
         "Peak memory of fwd+bwd: XLA `memory_analysis` (arguments + outputs + temporaries) for JAX, "

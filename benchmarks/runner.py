@@ -11,7 +11,7 @@ from typing import Any
 
 from benchmarks.cases import Case
 from benchmarks.peers import Impl
-from benchmarks.timing import measure
+from benchmarks.timing import Stats, measure_interleaved
 
 
 def run(
@@ -26,39 +26,59 @@ def run(
 ) -> list[dict[str, Any]]:
     """Measures each ``(case, mode, impl)``; returns one record per measurement or non-measurement.
 
-    ``budget_s`` caps the seconds spent timing one measurement (see :func:`benchmarks.timing.measure`).
+    The implementations of one case and mode are built together and timed in interleaved rounds
+    (:func:`benchmarks.timing.measure_interleaved`), so their ratios are taken under the same machine
+    conditions; ``budget_s`` caps the seconds of one implementation's timed runs.
 
     A failing implementation is recorded with ``status="failed"`` and its error, and the run goes on;
     a missing package gives ``status="missing"``, a GPU-only peer off GPU ``status="skipped"``.
     """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    tasks = [(c, m, i) for c in cases for m in modes for i in impls if i.unavailable(c, m) != "n/a"]
-    records, start = [], time.perf_counter()
-    for k, (case, mode, impl) in enumerate(tasks, 1):
-        prefix = (
-            f"[{k:>3}/{len(tasks)} {_clock(time.perf_counter() - start)}] {case.label:<24} {mode:<8} {impl.name:<30}"
+    groups = [(c, m, [i for i in impls if i.unavailable(c, m) != "n/a"]) for c in cases for m in modes]
+    total = sum(len(group) for *_, group in groups)
+    records, start, k = [], time.perf_counter(), 0
+    for case, mode, group in groups:
+        built: dict[str, Any] = {}
+        for impl in group:
+            reason = impl.unavailable(case, mode)
+            built[impl.name] = _build(case, mode, impl) if reason is None else reason
+        prepared = {name: p for name, p in built.items() if not isinstance(p, (str, Exception))}
+        stats = measure_interleaved(
+            {name: p.run for name, p in prepared.items()}, repeats=repeats, warmup=warmup, budget_s=budget_s
         )
-        record = {"cell": case.cell, "size": case.size.label, "mode": mode, "impl": impl.name}
-        reason = impl.unavailable(case, mode)
-        if reason is not None:
-            record.update(status=reason.split(":")[0], error=reason)
-            log(f"{prefix} {reason}")
-        else:
-            record.update(_measure(case, mode, impl, repeats, warmup, budget_s))
-            log(f"{prefix} {_summary(record)}")
-        records.append(record)
+        for impl in group:
+            k += 1
+            outcome = stats.get(impl.name, built[impl.name])
+            record = {"cell": case.cell, "size": case.size.label, "mode": mode, "impl": impl.name}
+            if isinstance(outcome, str):
+                record.update(status=outcome.split(":")[0], error=outcome)
+            elif isinstance(outcome, Exception):
+                record.update(_failure(outcome))
+            else:
+                record.update(_record(case, mode, prepared[impl.name], outcome))
+            clock = _clock(time.perf_counter() - start)
+            log(f"[{k:>3}/{total} {clock}] {case.label:<24} {mode:<8} {impl.name:<30} {_summary(record)}")
+            records.append(record)
+        del built, prepared
         gc.collect()
-    log(f"done: {len(tasks)} measurements in {_clock(time.perf_counter() - start)}")
+    log(f"done: {total} measurements in {_clock(time.perf_counter() - start)}")
     return records
 
 
-def _measure(case: Case, mode: str, impl: Impl, repeats: int, warmup: int, budget_s: float) -> dict[str, Any]:
+def _build(case: Case, mode: str, impl: Impl) -> Any:
     try:
-        prepared = impl.build(case, mode)
-        stats = measure(prepared.run, repeats=repeats, warmup=warmup, budget_s=budget_s)
+        return impl.build(case, mode)
     except Exception as err:  # a failing peer is reported, and the run goes on
-        last = traceback.extract_tb(err.__traceback__)[-1]
-        return {"status": "failed", "error": f"{type(err).__name__}: {err} (at {last.filename}:{last.lineno})"}
+        return err
+
+
+def _failure(err: Exception) -> dict[str, Any]:
+    last = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+    where = f" (at {last.filename}:{last.lineno})" if last else ""
+    return {"status": "failed", "error": f"{type(err).__name__}: {err}{where}"}
+
+
+def _record(case: Case, mode: str, prepared: Any, stats: Stats) -> dict[str, Any]:
     return {
         "status": "ok",
         "median_s": stats.median,

@@ -50,8 +50,56 @@ def measure(
         start = time.perf_counter()
         run()
         times[k] = time.perf_counter() - start
+    return _stats(times)
+
+
+def measure_interleaved(
+    runs: dict[str, Callable[[], Any]], *, repeats: int, warmup: int, budget_s: float = 0.0, min_repeats: int = 10
+) -> dict[str, Stats | Exception]:
+    """:func:`measure` for several ``runs`` at once, timed in rounds: each round calls every run once.
+
+    A machine whose speed drifts (other tenants, clock changes) then shifts every run alike, so their
+    ratios hold even where the medians move: on a shared 2-core VM, timing one implementation after
+    another moved a ratio by up to 1.5x between runs (``benchmarks/RESULTS.md``, step 15). The order
+    within a round rotates. All runs get the same number of rounds, which ``budget_s`` caps from the
+    slowest run's last warm-up call (never below ``min(min_repeats, repeats)``). A run that raises is
+    returned as its exception and leaves the rounds.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"measure: need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}.")
+    results: dict[str, Stats | Exception] = {}
+    live, slowest = dict(runs), 0.0
+    for name, run in runs.items():
+        try:
+            for _ in range(warmup):
+                start = time.perf_counter()
+                run()
+                slowest = max(slowest, time.perf_counter() - start)
+        except Exception as err:  # reported by the caller; the others go on
+            results[name] = err
+            del live[name]
+    if budget_s > 0 and slowest > 0:
+        repeats = max(min(repeats, min_repeats), min(repeats, int(budget_s / slowest)))
+    times = {name: [] for name in live}
+    for k in range(repeats):
+        names = list(live)
+        for name in names[k % len(names) :] + names[: k % len(names)] if names else []:
+            start = time.perf_counter()
+            try:
+                live[name]()
+            except Exception as err:
+                results[name] = err
+                del live[name]
+                continue
+            times[name].append(time.perf_counter() - start)
+    for name in live:
+        results[name] = _stats(np.array(times[name]))
+    return {name: results[name] for name in runs}
+
+
+def _stats(times: np.ndarray) -> Stats:
     q1, med, q3 = np.percentile(times, [25, 50, 75])
-    return Stats(float(med), float(q1), float(q3), float(times.min()), float(times.max()), repeats)
+    return Stats(float(med), float(q1), float(q3), float(times.min()), float(times.max()), len(times))
 
 
 def compile_jax(fn: Callable, *args) -> tuple[Callable, float, int | None]:

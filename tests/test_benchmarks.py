@@ -3,6 +3,7 @@
 No timing is asserted; the tiny ``smoke`` suite only checks that the pipeline runs and records.
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -59,6 +60,28 @@ def test_measure_statistics():
     assert stats.n == 5 and stats.min <= stats.q1 <= stats.median <= stats.q3 <= stats.max
 
 
+def test_interleaved_rounds_rotate_and_a_failing_run_leaves_them():
+    calls = []
+
+    def recorder(name, fail_at=None):
+        def run():
+            calls.append(name)
+            if fail_at is not None and calls.count(name) == fail_at:
+                raise RuntimeError(f"{name} broke")
+
+        return run
+
+    out = timing.measure_interleaved(
+        {"a": recorder("a"), "b": recorder("b"), "c": recorder("c", fail_at=3)}, repeats=4, warmup=1
+    )
+    # Warm-up in order, then rounds whose order rotates; "c" fails on its third call (second round).
+    rounds = [["a", "b", "c"], ["a", "b", "c"], ["b", "c", "a"], ["a", "b"], ["b", "a"]]
+    assert calls == [name for r in rounds for name in r]
+    assert out["a"].n == out["b"].n == 4 and isinstance(out["c"], RuntimeError)
+    with pytest.raises(ValueError, match="repeats"):
+        timing.measure_interleaved({"a": recorder("a")}, repeats=0, warmup=0)
+
+
 def test_failing_peer_is_reported_and_the_run_goes_on():
     def broken(case, mode):
         raise RuntimeError("peer exploded")
@@ -70,6 +93,13 @@ def test_failing_peer_is_reported_and_the_run_goes_on():
     records = runner.run([case], ["fwd"], [bad, ok], repeats=1, warmup=0, log=lines.append)
     assert [r["status"] for r in records] == ["failed", "ok"]
     assert "RuntimeError: peer exploded" in records[0]["error"] and "FAILED" in lines[0]
+
+    def breaks_when_run(case, mode):
+        return dataclasses.replace(ok.build(case, mode), run=lambda: 1 / 0)
+
+    late = peers.Impl("late", "jax", ("lstm",), breaks_when_run)
+    records = runner.run([case], ["fwd"], [late, ok], repeats=2, warmup=1)
+    assert [r["status"] for r in records] == ["failed", "ok"] and "ZeroDivisionError" in records[0]["error"]
     missing = peers.Impl("ghost", "no_such_package_xyz", ("lstm",), broken)
     assert missing.unavailable(case, "fwd").startswith("missing")
 
