@@ -95,8 +95,10 @@ def _record(case: Case, mode: str, prepared: Any, stats: Stats) -> dict[str, Any
 
 
 def _summary(record: dict[str, Any]) -> str:
-    if record["status"] != "ok":
+    if record["status"] == "failed":
         return f"FAILED {record['error'][:160]}"
+    if record["status"] != "ok":
+        return record["error"]
     text = (
         f"{record['median_s'] * 1e3:9.3f} ms ±{(record['q3_s'] - record['q1_s']) / 2 * 1e3:.3f} (n={record['repeats']})"
     )

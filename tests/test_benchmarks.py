@@ -102,6 +102,9 @@ def test_failing_peer_is_reported_and_the_run_goes_on():
     assert [r["status"] for r in records] == ["failed", "ok"] and "ZeroDivisionError" in records[0]["error"]
     missing = peers.Impl("ghost", "no_such_package_xyz", ("lstm",), broken)
     assert missing.unavailable(case, "fwd").startswith("missing")
+    lines.clear()
+    records = runner.run([case], ["fwd"], [missing], repeats=1, warmup=0, log=lines.append)
+    assert records[0]["status"] == "missing" and "FAILED" not in lines[0] and "no_such_package_xyz" in lines[0]
 
 
 def test_cli_smoke_run_writes_json_markdown_and_plot(tmp_path, capsys):
