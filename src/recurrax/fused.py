@@ -36,7 +36,7 @@ from recurrax.cells._common import matmul
 from recurrax.core import Array, LSTMState, Params, RNNState, State
 from recurrax.native import gru as native_gru
 from recurrax.native import lstm as native_lstm
-from recurrax.native._primitives import HIDDEN_MULTIPLE
+from recurrax.native._primitives import HIDDEN_MULTIPLE, swap
 from recurrax.native._primitives import applies as native_applies
 
 __all__ = [
@@ -221,13 +221,6 @@ def _native_operands(xs: Array, w_i: Array) -> tuple[Array, Array, Array | None]
     return xs[..., :0], w_i[:0], matmul(xs, w_i, None)
 
 
-def _batch_major(*args: Any) -> tuple[Any, ...]:
-    """Time-major sequences as the native kernels' batch-major ones and back (symbolic zeros pass through).
-
-    The callers' arrays are batch-major: XLA cancels this transpose against :func:`recurrax.scan`'s."""
-    return tuple(a if isinstance(a, SymbolicZero) else jnp.swapaxes(a, 0, 1) for a in args)
-
-
 @functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7))
 def lstm_sequence(
     w_i: Array, b: Array, w_h: Array, xs: Array, h0: Array, c0: Array, unroll: int = 1, native: bool = False
@@ -248,8 +241,8 @@ def lstm_sequence(
       sequence first and follows :func:`lstm_recurrence`'s derivative.
     """
     if native:
-        xs, w_i, zs = _native_operands(*_batch_major(xs), w_i)
-        return _batch_major(*native_lstm.forward(xs, w_i, b, w_h, h0, c0, zs)[:2])
+        xs, w_i, zs = _native_operands(*swap(xs), w_i)
+        return swap(*native_lstm.forward(xs, w_i, b, w_h, h0, c0, zs)[:2])
     return _project_in_chunks(lambda zs, s: _lstm_scan(w_h, zs, *s, unroll, keep=False), w_i, b, xs, (h0, c0))
 
 
@@ -260,12 +253,12 @@ def _lstm_sequence_jvp(unroll, native, primals, tangents):
     if not native:
         dzs = _projection_tangent(w_i, xs, dw_i, db, dxs)
         return _lstm_tangents(unroll, w_h, _project(w_i, b, xs), h0, c0, dw_h, dzs, dh0, dc0)
-    xs, dxs = _batch_major(xs, dxs)
+    xs, dxs = swap(xs, dxs)
     xs_k, w_i_k, zs = _native_operands(xs, w_i)
     hs, cs, acts = native_lstm.forward(xs_k, w_i_k, b, w_h, h0, c0, zs, keep_acts=True)
     dpre = _gate_tangent(_projection_tangent(w_i, xs, dw_i, db, dxs), h0, hs, dw_h, acts, time_axis=1)
     dhs, dcs = native_lstm.tangent(w_h, acts, cs, c0, dpre, _dense(dh0, h0), _dense(dc0, c0), unroll)
-    return _batch_major(hs, cs), _batch_major(dhs, dcs)
+    return swap(hs, cs), swap(dhs, dcs)
 
 
 # ------------------------------------------------------------------------------------------------ GRU
@@ -396,22 +389,22 @@ def gru_sequence(w_i: Array, b: Array, w_h: Array, b_hn: Array, xs: Array, h0: A
     The caller checks that the kernel applies (:func:`recurrax.native.applies`). Reverse mode runs the
     native backward pass; forward mode, :func:`gru_tangent_scan`.
     """
-    xs, w_i, zs = _native_operands(*_batch_major(xs), w_i)
-    return _batch_major(native_gru.forward(xs, w_i, b, w_h, b_hn, h0, zs)[0])[0]
+    xs, w_i, zs = _native_operands(*swap(xs), w_i)
+    return swap(native_gru.forward(xs, w_i, b, w_h, b_hn, h0, zs)[0])[0]
 
 
 @functools.partial(gru_sequence.defjvp, symbolic_zeros=True)
 def _gru_sequence_jvp(unroll, primals, tangents):
     w_i, b, w_h, b_hn, xs, h0 = primals
     dw_i, db, dw_h, db_hn, dxs, dh0 = tangents
-    xs, dxs = _batch_major(xs, dxs)
+    xs, dxs = swap(xs, dxs)
     xs_k, w_i_k, zs = _native_operands(xs, w_i)
     hs, acts, hn = native_gru.forward(xs_k, w_i_k, b, w_h, b_hn, h0, zs, keep_acts=True)
     dzs = _projection_tangent(w_i, xs, dw_i, db, dxs)
     da, dhn = _gru_weight_tangents(h0, hs, dzs, dw_h, db_hn, time_axis=1)
     da, dhn = (jnp.zeros_like(a) if d is None else d for a, d in ((acts, da), (hn, dhn)))
     dhs = native_gru.tangent(w_h, acts, hn, hs, h0, da, dhn, _dense(dh0, h0), unroll)
-    return _batch_major(hs)[0], _batch_major(dhs)[0]
+    return swap(hs)[0], swap(dhs)[0]
 
 
 # -------------------------------------------------------------------------------------- the scan hook

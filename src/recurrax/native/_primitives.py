@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax.core import ShapedArray
+from jax.custom_derivatives import SymbolicZero
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
@@ -40,9 +42,11 @@ def f32(*shape: int) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, jnp.float32)
 
 
-def swap(*seqs: Array) -> tuple[Array, ...]:
-    """Sequences ``(N, T, ...)`` as ``(T, N, ...)`` and back: the JAX references scan over a leading time axis."""
-    return tuple(jnp.swapaxes(s, 0, 1) for s in seqs)
+def swap(*seqs: Any) -> tuple[Any, ...]:
+    """Sequences ``(N, T, ...)`` as ``(T, N, ...)`` and back (symbolic zeros pass through): the kernels are
+    batch-major, the JAX references and :mod:`recurrax.fused` time-major. Between a caller's batch-major
+    array and a kernel, XLA cancels the two transposes."""
+    return tuple(s if isinstance(s, SymbolicZero) else jnp.swapaxes(s, 0, 1) for s in seqs)
 
 
 def is_zero(t) -> bool:

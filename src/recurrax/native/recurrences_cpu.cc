@@ -338,7 +338,7 @@ ffi::Error check_sizes(int64_t H, int64_t expected_g, int64_t g) {
 struct Forward {
   const float *xs, *b, *h0, *c0, *zs, *panels;
   float *hs, *cs, *acts;  // acts may be null
-  int64_t T, N, I, H;
+  int64_t T, I, H;
 };
 
 template <int R>
@@ -386,7 +386,7 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
   std::vector<float> panels = pack_forward(w_i.typed_data(), w_h.typed_data(), I, H, 4);
   Forward p{xs.typed_data(),  b.typed_data(),  h0.typed_data(), c0.typed_data(),
             zs.element_count() ? zs.typed_data() : nullptr, panels.data(),
-            hs->typed_data(), cs->typed_data(), keep_acts ? acts->typed_data() : nullptr, T, N, I, H};
+            hs->typed_data(), cs->typed_data(), keep_acts ? acts->typed_data() : nullptr, T, I, H};
   run_forward(pool, T, N, H, 8.0 * N * H * (I + H), panels, [&p](auto R, int64_t t, int64_t r0, int64_t u) {
     forward_tile<decltype(R)::value>(p, t, r0, u);
   });
@@ -400,7 +400,7 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buff
 struct Backward {
   const float *acts, *cs, *c0, *ct_hs, *ct_cs, *panels;  // ct_hs, ct_cs: null for zero
   float *dpre, *carry_c, *dh0;  // carry_c: (N, H), the cotangent of c flowing to the previous step
-  int64_t T, N, H;
+  int64_t T, H;
 };
 
 // For rows r0.. and NU * VW hidden units from u0: the cotangent reaching h_s from step s+1
@@ -408,7 +408,7 @@ struct Backward {
 // c_{s-1}. With s < 0 it stores the cotangent reaching h_{-1} as the initial state's instead.
 template <int R, int NU>
 void backward_tile(const Backward& p, int64_t s, int64_t r0, int64_t u0) {
-  const int64_t H = p.H, G = 4 * H, N = p.N;
+  const int64_t H = p.H, G = 4 * H;
   vf gh[R][NU];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NU; ++v) gh[r][v] = vf{};
@@ -460,7 +460,7 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Bu
   const float* ct_h = ct_hs.element_count() ? ct_hs.typed_data() : nullptr;
   const float* ct_c = ct_cs.element_count() ? ct_cs.typed_data() : nullptr;
   Backward p{acts.typed_data(), cs.typed_data(), c0.typed_data(), ct_h, ct_c,
-             panels.data(), dpre->typed_data(), carry_c, dh0->typed_data(), T, N, H};
+             panels.data(), dpre->typed_data(), carry_c, dh0->typed_data(), T, H};
   run_backward(pool, T, N, H, 8.0 * N * H * H, panels, [&p](auto R, auto NU, int64_t s, int64_t r0, int64_t u0) {
     backward_tile<decltype(R)::value, decltype(NU)::value>(p, s, r0, u0);
   });
@@ -479,7 +479,7 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Bu
 struct GruForward {
   const float *xs, *b, *b_hn, *h0, *zs, *panels;  // zs: as in Forward (the LSTM's)
   float *hs, *acts, *hn;  // acts, hn: null unless kept
-  int64_t T, N, I, H;
+  int64_t T, I, H;
 };
 
 template <int R>
@@ -537,35 +537,35 @@ ffi::Error GruForwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::B
   GruForward p{xs.typed_data(), b.typed_data(), b_hn.typed_data(), h0.typed_data(),
                zs.element_count() ? zs.typed_data() : nullptr, panels.data(),
                hs->typed_data(), keep_acts ? acts->typed_data() : nullptr, keep_acts ? hn->typed_data() : nullptr,
-               T, N, I, H};
+               T, I, H};
   run_forward(pool, T, N, H, 6.0 * N * H * (I + H), panels, [&p](auto R, int64_t t, int64_t r0, int64_t u) {
     gru_forward_tile<decltype(R)::value>(p, t, r0, u);
   });
   return ffi::Error::Success();
 }
 
-// acts and hn hold the forward pass's r, u, n and h_n on entry and the gate gradients on return: dzs =
-// [da_r, da_z, da_n] (the input side, and with its first 2H columns the recurrent side's r, z) in acts,
-// dh_n in hn. As in the LSTM, a tile reads its units' activations at step s before writing their gradients
-// there, and nothing reads step s's activations afterwards.
+// The gate gradients: dzs = [da_r, da_z, da_n] (the input side, and with its first 2H columns the recurrent
+// side's r, z) and dhn = dh_n. XLA gives them the buffers of acts (r, u, n) and hn (h_n); as in the LSTM, a
+// tile reads its units' activations at step s before writing their gradients there, and nothing reads step
+// s's activations afterwards.
 struct GruBackward {
-  const float *hs, *h0, *ct_hs, *panels;  // ct_hs: null for zero
-  float *acts, *hn, *carry;  // carry: (N, H), the cotangent reaching h_s directly (u h_s), ends as dh0
-  int64_t T, N, H;
+  const float *acts, *hn, *hs, *h0, *ct_hs, *panels;  // ct_hs: null for zero
+  float *dzs, *dhn, *carry;  // carry: (N, H), the cotangent reaching h_s directly (u h_s), ends as dh0
+  int64_t T, H;
 };
 
 // For rows r0.. and NU * VW units from u0: the cotangent reaching h_s through step s+1's gates
 // ([da_r, da_z, dh_n] at s+1 times w_h^T, zero at the last step) plus the direct one, then step s's gates'.
 template <int R, int NU>
 void gru_backward_tile(const GruBackward& p, int64_t s, int64_t r0, int64_t u0) {
-  const int64_t H = p.H, G = 3 * H, N = p.N;
+  const int64_t H = p.H, G = 3 * H;
   vf gh[R][NU];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NU; ++v) gh[r][v] = load(p.carry + (r0 + r) * H + u0 + v * VW);
   if (s + 1 < p.T) {
     const float* panel = p.panels + u0 * G;
-    accumulate_backward<R, NU>(gh, p.acts + seq_row(p.T, s + 1, r0) * G, p.T * G, 2 * H, panel);
-    accumulate_backward<R, NU>(gh, p.hn + seq_row(p.T, s + 1, r0) * H, p.T * H, H, panel + 2 * H * NU * VW);
+    accumulate_backward<R, NU>(gh, p.dzs + seq_row(p.T, s + 1, r0) * G, p.T * G, 2 * H, panel);
+    accumulate_backward<R, NU>(gh, p.dhn + seq_row(p.T, s + 1, r0) * H, p.T * H, H, panel + 2 * H * NU * VW);
   }
   if (s < 0) {
     for (int r = 0; r < R; ++r)
@@ -577,16 +577,16 @@ void gru_backward_tile(const GruBackward& p, int64_t s, int64_t r0, int64_t u0) 
   for (int r = 0; r < R; ++r) {
     for (int v = 0; v < NU; ++v) {
       const int64_t row = seq_row(p.T, s, r0 + r), unit = u0 + v * VW, at = (r0 + r) * H + unit;
-      float* a = p.acts + row * G + unit;
-      float* hn = p.hn + row * H + unit;
-      vf rg = load(a), ug = load(a + H), n = load(a + 2 * H), h_n = load(hn);
+      const float* a = p.acts + row * G + unit;
+      vf rg = load(a), ug = load(a + H), n = load(a + 2 * H), h_n = load(p.hn + row * H + unit);
       vf g = gh[r][v];
       if (p.ct_hs) g += load(p.ct_hs + row * H + unit);
       vf da_n = g * (splat(1.0f) - ug) * (splat(1.0f) - n * n);
-      store(a, da_n * h_n * rg * (splat(1.0f) - rg));
-      store(a + H, g * (load(hprev[r] + unit) - n) * ug * (splat(1.0f) - ug));
-      store(a + 2 * H, da_n);
-      store(hn, da_n * rg);
+      float* dz = p.dzs + row * G + unit;
+      store(dz, da_n * h_n * rg * (splat(1.0f) - rg));
+      store(dz + H, g * (load(hprev[r] + unit) - n) * ug * (splat(1.0f) - ug));
+      store(dz + 2 * H, da_n);
+      store(p.dhn + row * H + unit, da_n * rg);
       store(p.carry + at, g * ug);
     }
   }
@@ -603,14 +603,10 @@ ffi::Error GruBackwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi:
   float* carry = dh0->typed_data();
   std::fill(carry, carry + N * H, 0.0f);
   if (T == 0) return ffi::Error::Success();
-  // XLA aliases dzs with acts and dhn with hn (input_output_aliases); copy where it did not.
-  if (dzs->typed_data() != acts.typed_data())
-    std::memcpy(dzs->typed_data(), acts.typed_data(), acts.element_count() * sizeof(float));
-  if (dhn->typed_data() != hn.typed_data())
-    std::memcpy(dhn->typed_data(), hn.typed_data(), hn.element_count() * sizeof(float));
   std::vector<float> panels = pack_backward(w_h.typed_data(), H, 3);
-  GruBackward p{hs.typed_data(), h0.typed_data(), ct_hs.element_count() ? ct_hs.typed_data() : nullptr,
-                panels.data(), dzs->typed_data(), dhn->typed_data(), carry, T, N, H};
+  GruBackward p{acts.typed_data(), hn.typed_data(), hs.typed_data(), h0.typed_data(),
+                ct_hs.element_count() ? ct_hs.typed_data() : nullptr, panels.data(),
+                dzs->typed_data(), dhn->typed_data(), carry, T, H};
   run_backward(pool, T, N, H, 6.0 * N * H * H, panels, [&p](auto R, auto NU, int64_t s, int64_t r0, int64_t u0) {
     gru_backward_tile<decltype(R)::value, decltype(NU)::value>(p, s, r0, u0);
   });
