@@ -5,8 +5,38 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-CELLS = ("lstm", "gru", "elman", "lstm2")
+BASE_CELLS = ("lstm", "gru", "elman", "lstm2")
 """``lstm2`` is a two-layer stacked LSTM."""
+
+VARIANTS = {
+    "ragged": "right-padded batch, `lengths` spread evenly over [T/2, T]",
+    "equal": "`lengths` given, all equal to T",
+    "remat": "`remat=True`",
+}
+"""Call options measured beside the plain call, as cells named ``<cell>:<variant>`` (e.g. ``lstm:ragged``)."""
+
+CELLS = (*BASE_CELLS, *(f"{c}:{v}" for c in ("lstm", "gru") for v in VARIANTS))
+
+
+def base(cell: str) -> str:
+    """``lstm`` for ``lstm:ragged``."""
+    return cell.split(":")[0]
+
+
+def variant(cell: str) -> str | None:
+    """``ragged`` for ``lstm:ragged``, ``None`` for a plain cell."""
+    return cell.split(":")[1] if ":" in cell else None
+
+
+def lengths(cell: str, batch: int, steps: int) -> list[int] | None:
+    """The ``lengths`` a variant passes (``None``: none): ragged ones spread evenly over ``[T/2, T]``."""
+    kind = variant(cell)
+    if kind == "equal":
+        return [steps] * batch
+    if kind == "ragged":
+        return [steps - (steps // 2) * i // max(batch - 1, 1) for i in range(batch)]
+    return None
+
 
 MODES = ("fwd", "fwd+bwd", "step")
 """``fwd``: outputs of a whole sequence; ``fwd+bwd``: gradient of ``sum(outputs)`` w.r.t. params and
@@ -43,7 +73,7 @@ class Case:
 
     @property
     def layers(self) -> int:
-        return LAYERS[self.cell]
+        return LAYERS[base(self.cell)]
 
     def flops(self, mode: str) -> float:
         """``2 * gates * H * (I + H) * B * T`` per layer (``T = 1`` for ``step``); ``fwd+bwd`` counts 3x."""
@@ -52,7 +82,7 @@ class Case:
         total = 0.0
         for layer in range(self.layers):
             inputs = s.inputs if layer == 0 else s.hidden
-            total += 2.0 * GATES[self.cell] * s.hidden * (inputs + s.hidden) * s.batch * steps
+            total += 2.0 * GATES[base(self.cell)] * s.hidden * (inputs + s.hidden) * s.batch * steps
         return 3.0 * total if mode == "fwd+bwd" else total
 
 
@@ -69,11 +99,14 @@ SUITES: dict[str, tuple[Case, ...]] = {
     "cpu": (
         *(Case(c, s) for c in ("lstm", "gru", "elman") for s in _CPU_SIZES),
         Case("lstm2", Size(32, 100, 256, 256)),
+        *(Case(f"{c}:{v}", Size(32, 128, 256, 256)) for c in ("lstm", "gru") for v in VARIANTS),
     ),
     "gpu": tuple(Case(c, s) for c in ("lstm", "gru") for s in _DEEPBENCH),
     "smoke": tuple(Case(c, Size(2, 5, 4, 8)) for c in CELLS),
+    "options": tuple(Case(c, Size(32, 128, 256, 256)) for c in ("lstm", "gru", *CELLS[len(BASE_CELLS) :])),
 }
-"""The issue's default CPU matrix, the GPU (DeepBench) matrix and a tiny one for tests."""
+"""The issue's default CPU matrix, the GPU (DeepBench) matrix, a tiny one for tests, and ``options`` (the call
+options of the CPU matrix alone, beside the plain calls they compare with)."""
 
 
 def select(

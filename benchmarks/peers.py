@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks import cases as _cases
 from benchmarks.cases import GATES, MODES, Case
 from benchmarks.timing import compile_jax, rss_peak_growth
 
@@ -44,7 +45,8 @@ class Impl:
 
     def unavailable(self, case: Case, mode: str) -> str | None:
         """Why this implementation does not run ``(case, mode)`` here, or ``None`` when it does."""
-        if case.cell not in self.cells or mode not in self.modes or (mode == "step" and case.layers > 1):
+        multi = case.layers > 1 or _cases.variant(case.cell) is not None  # no one-step latency to measure
+        if case.cell not in self.cells or mode not in self.modes or (mode == "step" and multi):
             return "n/a"
         if importlib.util.find_spec(self.package) is None:
             return f"missing: package {self.package!r} is not installed (pip install 'recurrax[bench]')"
@@ -61,12 +63,17 @@ class Impl:
 
 @dataclasses.dataclass
 class JaxModel:
-    """A JAX implementation as pure functions: ``apply(params, xs) -> ys`` and ``step(params, state, x)``."""
+    """A JAX implementation as pure functions: ``apply(params, xs, *extra) -> ys`` and ``step(params, state, x)``.
+
+    ``extra`` are further arguments of ``apply`` that are not differentiated (the ``lengths`` of a variant),
+    passed at run time so XLA cannot fold them into the program.
+    """
 
     apply: Callable
     params: Any
     step: Callable | None = None
     state: Any = None
+    extra: tuple = ()
 
 
 def _inputs(case: Case):
@@ -84,12 +91,20 @@ def _jax_prepared(model: JaxModel, case: Case, mode: str) -> Prepared:
     if mode == "step":
         fn, args = model.step, (model.params, model.state, xs[:, 0])
     elif mode == "fwd":
-        fn, args = model.apply, (model.params, xs)
+        fn, args = model.apply, (model.params, xs, *model.extra)
     else:
-        fn = jax.grad(lambda p, x: jnp.sum(model.apply(p, x)), argnums=(0, 1))
-        args = (model.params, xs)
+        fn = jax.grad(lambda p, x, *extra: jnp.sum(model.apply(p, x, *extra)), argnums=(0, 1))
+        args = (model.params, xs, *model.extra)
     compiled, seconds, peak = compile_jax(fn, *args)
     return Prepared(lambda: jax.block_until_ready(compiled(*args)), seconds, peak, "XLA memory_analysis")
+
+
+def _lengths(case: Case) -> tuple:
+    """``(lengths,)`` for a variant that passes them, else ``()``."""
+    import jax.numpy as jnp
+
+    lengths = _cases.lengths(case.cell, case.size.batch, case.size.steps)
+    return () if lengths is None else (jnp.asarray(lengths, jnp.int32),)
 
 
 def _layer_inputs(case: Case) -> list[int]:
@@ -105,7 +120,9 @@ def _recurrax(path: str = "default") -> Callable[[Case, str], Prepared]:
 
         import recurrax as rx
 
-        factory = {"lstm": rx.lstm, "lstm2": rx.lstm, "gru": rx.gru, "elman": rx.elman}[case.cell]
+        factory = {"lstm": rx.lstm, "lstm2": rx.lstm, "gru": rx.gru, "elman": rx.elman}[_cases.base(case.cell)]
+        options = {"remat": True} if _cases.variant(case.cell) == "remat" else {}
+        extra = _lengths(case)
         cells = [factory(case.size.hidden) for _ in range(case.layers)]
         if path == "generic" or (path == "xla" and case.cell == "gru"):
             cells = [c._replace(fused=None) for c in cells]
@@ -122,10 +139,11 @@ def _recurrax(path: str = "default") -> Callable[[Case, str], Prepared]:
         cell = cells[0]
         params = cell.init(key, case.size.inputs)
         model = JaxModel(
-            apply=lambda p, xs: rx.scan(cell, p, xs)[1],
+            apply=lambda p, xs, *lengths: rx.scan(cell, p, xs, lengths=lengths[0] if lengths else None, **options)[1],
             params=params,
             step=cell.step,
             state=cell.initial_state(params, (case.size.batch,)),
+            extra=extra,
         )
         return _jax_prepared(model, case, mode)
 
@@ -146,8 +164,17 @@ def _linen(cell_name: str) -> Callable[[Case, str], Prepared]:
             params = cell.init(key, carry, xs[:, 0])
             model = JaxModel(None, params, lambda p, s, x: cell.apply(p, s, x)[0], carry)
         else:
-            net = nn.Sequential([nn.RNN(cls(case.size.hidden)) for _ in range(case.layers)])
-            model = JaxModel(net.apply, net.init(key, xs))
+            net = nn.RNN(cls(case.size.hidden)) if case.layers == 1 else None
+            if net is None:
+                net = nn.Sequential([nn.RNN(cls(case.size.hidden)) for _ in range(case.layers)])
+            extra = _lengths(case)
+            apply = net.apply
+            if extra:
+
+                def apply(p, xs, lengths):
+                    return net.apply(p, xs, seq_lengths=lengths)
+
+            model = JaxModel(apply, net.init(key, xs), extra=extra)
         return _jax_prepared(model, case, mode)
 
     return build
@@ -236,7 +263,7 @@ def _gemm_floor(case: Case, mode: str) -> Prepared:
     import jax
 
     s = case.size
-    g = GATES[case.cell]
+    g = GATES[_cases.base(case.cell)]
     keys = jax.random.split(jax.random.key(SEED), 2 * case.layers)
     a = [jax.random.normal(keys[2 * k], (s.steps * s.batch, i + s.hidden)) for k, i in enumerate(_layer_inputs(case))]
     w = [jax.random.normal(keys[2 * k + 1], (i + s.hidden, g * s.hidden)) for k, i in enumerate(_layer_inputs(case))]
@@ -292,7 +319,7 @@ def torch_threads() -> int | None:
 # ------------------------------------------------------------------------------------------ registry
 
 IMPLEMENTATIONS: tuple[Impl, ...] = (
-    Impl("recurrax", "recurrax", ("lstm", "gru", "elman", "lstm2"), _recurrax()),
+    Impl("recurrax", "recurrax", _cases.CELLS, _recurrax()),
     Impl("recurrax (XLA loop)", "recurrax", ("lstm", "gru", "lstm2"), _recurrax("xla"), ("fwd", "fwd+bwd")),
     Impl(
         "recurrax (generic scan)",
@@ -302,9 +329,14 @@ IMPLEMENTATIONS: tuple[Impl, ...] = (
         ("fwd", "fwd+bwd"),
         default=False,
     ),
-    Impl("flax.linen LSTMCell", "flax", ("lstm", "lstm2"), _linen("LSTMCell")),
-    Impl("flax.linen OptimizedLSTMCell", "flax", ("lstm", "lstm2"), _linen("OptimizedLSTMCell")),
-    Impl("flax.linen GRUCell", "flax", ("gru",), _linen("GRUCell")),
+    Impl("flax.linen LSTMCell", "flax", ("lstm", "lstm2", "lstm:ragged", "lstm:equal"), _linen("LSTMCell")),
+    Impl(
+        "flax.linen OptimizedLSTMCell",
+        "flax",
+        ("lstm", "lstm2", "lstm:ragged", "lstm:equal"),
+        _linen("OptimizedLSTMCell"),
+    ),
+    Impl("flax.linen GRUCell", "flax", ("gru", "gru:ragged", "gru:equal"), _linen("GRUCell")),
     Impl("flax.linen SimpleCell", "flax", ("elman",), _linen("SimpleCell")),
     Impl("flax.nnx LSTMCell", "flax", ("lstm", "lstm2"), _nnx("LSTMCell")),
     Impl("flax.nnx GRUCell", "flax", ("gru",), _nnx("GRUCell")),

@@ -230,10 +230,10 @@ def test_check_grads_through_scan_float64(name):
 
 @pytest.mark.parametrize("name", ["lstm_all", "gru", "mgu"])
 def test_gate_blocks_are_a_layout_hint_only(name):
-    """Storing the projected inputs per gate block (``Cell.blocks``) changes no value or gradient."""
+    """Storing the projected inputs per gate block (``Structure.gates``) changes no value or gradient."""
     cell, params, xs, state = _setup(name)
-    assert cell.blocks > 1
-    one = cell._replace(blocks=1)
+    assert cell.structure.gates > 1
+    one = cell._replace(structure=cell.structure._replace(gates=1))
 
     def loss(c):
         return lambda p, x, s: jnp.sum(rx.scan(c, p, x, s, lengths=LENGTHS, reverse=True)[1] ** 2)

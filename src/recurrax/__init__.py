@@ -3,9 +3,9 @@
 Cells are bundles of pure functions mapping ``(params, state, x) -> state``; :func:`scan` runs
 them over time; :func:`stacked` and :func:`bidirectional` compose them into layers.
 
-Submodules, imported on use: :mod:`recurrax.dynamics` (state-dynamics analysis), :mod:`recurrax.plot`
-(matplotlib figures), :mod:`recurrax.flax` (linen and NNX adapters), :mod:`recurrax.interop` (weights
-from PyTorch, Flax and Keras), :mod:`recurrax.distributed` and :mod:`recurrax.sequence_parallel`
+Submodules, imported on use: :mod:`recurrax.backends` (how a call is executed, and which backends
+can), :mod:`recurrax.dynamics` (state-dynamics analysis), :mod:`recurrax.plot` (matplotlib figures),
+:mod:`recurrax.flax` (linen and NNX adapters), :mod:`recurrax.interop` (weights from PyTorch, Flax and Keras), :mod:`recurrax.distributed` and :mod:`recurrax.sequence_parallel`
 (several devices), :mod:`recurrax.long_sequences` (truncated BPTT, checkpointed scans).
 """
 
@@ -15,7 +15,7 @@ from recurrax.cells.gru import gru
 from recurrax.cells.linear import LRUState, lru, min_gru, min_lstm
 from recurrax.cells.lstm import lstm
 from recurrax.cells.mgu import mgu
-from recurrax.core import Cell, LinearRecurrence, LSTMState, RNNState, make_cell
+from recurrax.core import Cell, LinearRecurrence, LSTMState, RNNState, Structure, make_cell, structure_of
 from recurrax.layers import BidirectionalState, Layer, as_layer, bidirectional, output_size, stacked
 from recurrax.scan import reverse_sequences, scan
 
@@ -23,7 +23,17 @@ __version__ = "0.1.0"
 
 # Submodules that pull in more (optax, matplotlib, torch, orbax) load on first attribute access.
 _LAZY = frozenset(
-    {"distributed", "dynamics", "flax", "interop", "linear_scan", "long_sequences", "plot", "sequence_parallel"}
+    {
+        "backends",
+        "distributed",
+        "dynamics",
+        "flax",
+        "interop",
+        "linear_scan",
+        "long_sequences",
+        "plot",
+        "sequence_parallel",
+    }
 )
 
 
@@ -43,6 +53,7 @@ __all__ = [
     "Layer",
     "LinearRecurrence",
     "RNNState",
+    "Structure",
     "as_layer",
     "bidirectional",
     "elman",
@@ -58,4 +69,5 @@ __all__ = [
     "reverse_sequences",
     "scan",
     "stacked",
+    "structure_of",
 ]

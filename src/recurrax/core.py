@@ -1,4 +1,4 @@
-"""The Cell protocol, state types and the checks every cell shares.
+"""The Cell protocol, state types, the structures cells declare, and the checks every cell shares.
 
 A recurrent cell is a bundle of pure functions (in the spirit of
 ``optax.GradientTransformation``)::
@@ -49,7 +49,7 @@ class LinearRecurrence(NamedTuple):
 
     The coefficients depend on the projected input only (never on the state), so
     :func:`recurrax.scan` can run the recurrence in parallel over time (``backend="associative"`` or
-    ``"chunked"``; see :mod:`recurrax.linear_scan`).
+    ``"chunked"``; see :mod:`recurrax.backends.linear`). A cell declares it as ``Structure("linear", recurrence=...)``.
 
     Attributes:
       coefficients: ``(params, z[..., G]) -> (a, b)``, each ``(..., S)``; ``(log a, log b)`` with ``log_space``
@@ -66,6 +66,33 @@ class LinearRecurrence(NamedTuple):
     log_space: bool = False
 
 
+class Structure(NamedTuple):
+    """What a cell's ``project`` and ``transition`` compute, declared so a backend may run them without calling them.
+
+    A cell says *what* it is; how a call runs is chosen in :mod:`recurrax.backends`. :func:`make_cell` binds the
+    declaration to the functions it describes (``of``), so a cell whose functions were replaced
+    (``cell._replace(transition=f)``) no longer claims it (:func:`structure_of`) and runs only on backends that
+    call its functions.
+
+    Attributes:
+      kind: ``"lstm"``: the plain LSTM of :func:`recurrax.lstm` (params ``w_i: (I, 4H)``, ``w_h: (H, 4H)``,
+        optional ``b: (4H,)``; gate order i, f, g, o; no variant). ``"gru"``: the plain reset-after GRU of
+        :func:`recurrax.gru` (``w_i, w_h, b`` and ``b_hn: (H,)``; r, z, n). ``"linear"``: ``transition`` is the
+        diagonal linear recurrence ``recurrence``. ``None``: nothing a backend may substitute.
+      gates: how many equal gate blocks ``z`` holds side by side (4 for the LSTM's i, f, g, o). A layout hint for
+        the sequential loop, which then stores the projected inputs as one array per block, so each step reads
+        whole blocks (on CPU, XLA's fused gate math on slices of one step's slice is 2-6x slower). Values do not
+        depend on it.
+      recurrence: the :class:`LinearRecurrence`, for ``kind="linear"``.
+      of: the ``(project, transition)`` pair described; filled in by :func:`make_cell`.
+    """
+
+    kind: str | None = None
+    gates: int = 1
+    recurrence: LinearRecurrence | None = None
+    of: tuple[Callable, Callable] | None = None
+
+
 class Cell(NamedTuple):
     """A recurrent cell as a bundle of pure functions.
 
@@ -77,15 +104,7 @@ class Cell(NamedTuple):
       transition: ``(params, state, z[*batch, G]) -> state``, the sequential part.
       output: ``state -> h``, what the next layer sees.
       name: a short name used in error messages.
-      fused: optional fast path ``(params, xs[T, *batch, I], state, unroll) -> states[T, *batch, ...]``
-        equal to scanning ``transition`` over ``project(params, xs)`` (every state over time), or
-        returning ``None`` where it does not apply; :func:`recurrax.scan` uses it when present.
-      linear: optional :class:`LinearRecurrence` declaring ``transition`` a diagonal linear recurrence,
-        which :func:`recurrax.scan` can then run in parallel over time.
-      blocks: how many equal gate blocks ``z`` holds side by side (4 for the LSTM's i, f, g, o). A layout
-        hint: :func:`recurrax.scan` stores the projected inputs as one array per block, so each step reads
-        whole blocks instead of slices of one time step's slice (on CPU, XLA's fused gate math is 2-6x
-        slower on the latter). Values do not depend on it.
+      structure: what ``project`` and ``transition`` compute (:class:`Structure`), or ``None``.
     """
 
     init: Callable[[PRNGKey, int], Params]
@@ -95,9 +114,16 @@ class Cell(NamedTuple):
     transition: Callable[[Params, State, Array], State]
     output: Callable[[State], Array]
     name: str = "cell"
-    fused: Callable[[Params, Array, State, Any], State | None] | None = None
-    linear: LinearRecurrence | None = None
-    blocks: int = 1
+    structure: Structure | None = None
+
+
+def structure_of(cell: Cell) -> Structure | None:
+    """``cell.structure`` while ``cell.project`` and ``cell.transition`` are the functions it describes, else None."""
+    structure = cell.structure
+    if structure is None or structure.of is None:
+        return None
+    project, transition = structure.of
+    return structure if (cell.project is project and cell.transition is transition) else None
 
 
 def make_cell(
@@ -109,15 +135,14 @@ def make_cell(
     transition: Callable[[Params, State, Array], State],
     input_size: Callable[[Params], int],
     output: Callable[[State], Array] = lambda state: state.h,
-    fused: Callable[[Params, Array, State, Any], State | None] | None = None,
-    linear: LinearRecurrence | None = None,
-    blocks: int = 1,
+    structure: Structure | None = None,
 ) -> Cell:
     """Builds a :class:`Cell`, adding the argument checks every cell shares.
 
     ``project`` is wrapped to check the input's feature size and dtype, and ``step`` is derived as
     ``transition . project`` with the state checked against ``initial_state``'s shapes, so no cell
-    writes either by hand.
+    writes either by hand. ``structure`` declares what ``project`` and ``transition`` compute (default: nothing
+    a backend may substitute, so the cell runs on the backends that call its functions).
     """
 
     def checked_project(params: Params, x: Array) -> Array:
@@ -131,6 +156,14 @@ def make_cell(
         check_state(name, initial_state, params, state, x.shape[:-1])
         return transition(params, state, project(params, x))
 
+    if structure is not None:
+        if not isinstance(structure, Structure):
+            raise TypeError(
+                f"{name}: `structure` must be a recurrax.Structure or None, got {type(structure).__name__}."
+            )
+        if (structure.kind == "linear") != (structure.recurrence is not None):
+            raise ValueError(f"{name}: a Structure has a `recurrence` exactly when its kind is 'linear'.")
+        structure = structure._replace(of=(checked_project, transition))
     return Cell(
         init=init,
         initial_state=initial_state,
@@ -139,9 +172,7 @@ def make_cell(
         transition=transition,
         output=output,
         name=name,
-        fused=fused,
-        linear=linear,
-        blocks=blocks,
+        structure=structure,
     )
 
 

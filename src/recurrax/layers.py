@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 
+from recurrax.backends.base import Backend, Remat
 from recurrax.core import Array, Cell, Params, PRNGKey, Shape, State
 from recurrax.scan import reverse_sequences, scan
 
@@ -57,7 +58,9 @@ class BidirectionalState(NamedTuple):
     backward: State
 
 
-def as_layer(cell: Cell | Layer, *, unroll: int | bool = 1, remat: bool = False) -> Layer:
+def as_layer(
+    cell: Cell | Layer, *, unroll: int | bool | None = None, remat: Remat = False, backend: str | Backend = "auto"
+) -> Layer:
     """Wraps a cell as a :class:`Layer` running :func:`recurrax.scan` (a layer is returned as is)."""
     if isinstance(cell, Layer):
         return cell
@@ -66,7 +69,9 @@ def as_layer(cell: Cell | Layer, *, unroll: int | bool = 1, remat: bool = False)
 
     def apply(params, xs, state=None, *, lengths=None, key=None, time_major=False):
         del key  # a single cell has no dropout
-        return scan(cell, params, xs, state, lengths=lengths, time_major=time_major, unroll=unroll, remat=remat)
+        return scan(
+            cell, params, xs, state, lengths=lengths, time_major=time_major, unroll=unroll, remat=remat, backend=backend
+        )
 
     return Layer(init=cell.init, initial_state=cell.initial_state, apply=apply, name=cell.name)
 
@@ -83,8 +88,9 @@ def stacked(
     *,
     residual: bool = False,
     dropout: float = 0.0,
-    unroll: int | bool = 1,
-    remat: bool = False,
+    unroll: int | bool | None = None,
+    remat: Remat = False,
+    backend: str | Backend = "auto",
 ) -> Layer:
     """Layers run one after another over the whole sequence (a multi-layer RNN).
 
@@ -94,7 +100,7 @@ def stacked(
         size usually differs), as in GNMT (Wu et al., 2016). Sizes must match.
       dropout: dropout rate on the outputs of every layer but the last (as PyTorch's
         ``dropout``); active only when ``apply`` is given a ``key``.
-      unroll, remat: passed to :func:`recurrax.scan` for the cells among ``layers``.
+      unroll, remat, backend: passed to :func:`recurrax.scan` for the cells among ``layers``.
 
     Returns:
       A :class:`Layer` whose params and state are tuples with one entry per layer.
@@ -103,7 +109,7 @@ def stacked(
         raise ValueError("stacked: `layers` must not be empty.")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"stacked: `dropout` must lie in [0, 1), got {dropout!r}.")
-    parts = tuple(as_layer(layer, unroll=unroll, remat=remat) for layer in layers)
+    parts = tuple(as_layer(layer, unroll=unroll, remat=remat, backend=backend) for layer in layers)
     name = "stacked(" + ", ".join(p.name for p in parts) + ")"
 
     def init(key, input_size: int):
@@ -158,8 +164,9 @@ def bidirectional(
     backward: Cell | Layer,
     *,
     merge: str | Callable[[Array, Array], Array] = "concat",
-    unroll: int | bool = 1,
-    remat: bool = False,
+    unroll: int | bool | None = None,
+    remat: Remat = False,
+    backend: str | Backend = "auto",
 ) -> Layer:
     """Runs ``forward`` over the sequence and ``backward`` over it reversed, and merges the outputs.
 
@@ -170,7 +177,7 @@ def bidirectional(
     Args:
       forward, backward: cells or layers.
       merge: ``"concat"`` (default), ``"sum"``, ``"mul"``, ``"ave"``, or a function ``(f, b) -> y``.
-      unroll, remat: passed to :func:`recurrax.scan` for cells.
+      unroll, remat, backend: passed to :func:`recurrax.scan` for cells.
 
     Returns:
       A :class:`Layer` with params ``{"forward": ..., "backward": ...}`` and state
@@ -186,7 +193,8 @@ def bidirectional(
         merge_fn = merge
     else:
         raise TypeError(f"bidirectional: `merge` must be a string or a function, got {merge!r}.")
-    fwd, bwd = as_layer(forward, unroll=unroll, remat=remat), as_layer(backward, unroll=unroll, remat=remat)
+    options = {"unroll": unroll, "remat": remat, "backend": backend}
+    fwd, bwd = as_layer(forward, **options), as_layer(backward, **options)
     name = f"bidirectional({fwd.name}, {bwd.name})"
 
     def init(key, input_size: int):

@@ -38,7 +38,7 @@ def checkpointed_scan(
     segment_size: int | None = None,
     lengths: Array | None = None,
     time_major: bool = False,
-    unroll: int | bool = 1,
+    unroll: int | bool | None = None,
     backend: str = "auto",
 ) -> tuple[State, Array]:
     """:func:`recurrax.scan` with gradient checkpointing in segments: same values and gradients, less memory.
@@ -71,7 +71,7 @@ def truncated_scan(
     stop_gradient: bool = True,
     lengths: Array | None = None,
     time_major: bool = False,
-    unroll: int | bool = 1,
+    unroll: int | bool | None = None,
     backend: str = "auto",
 ) -> tuple[State, Array]:
     """:func:`recurrax.scan` in chunks of ``chunk_size`` steps, the gradient truncated between chunks.
@@ -167,7 +167,7 @@ def _segmented(
     stop_gradient: bool,
     lengths: Array | None,
     time_major: bool,
-    unroll: int | bool,
+    unroll: int | bool | None,
     backend: str,
 ) -> tuple[State, Array]:
     """Runs :func:`recurrax.scan` on consecutive segments of ``size`` steps, carrying the state between them."""

@@ -1,4 +1,9 @@
-"""The driver: runs any :class:`~recurrax.Cell` over a sequence with ``jax.lax.scan``."""
+"""The driver: checks a call, lays it out, and hands it to the backend :mod:`recurrax.backends` selects.
+
+Everything that is the same on every backend happens here, once: argument checks, the time-major layout,
+flipping each sequence's valid part for ``reverse``, and the states returned over time. A backend sees each
+sequence with its valid part first and runs it forward (:mod:`recurrax.backends.base`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recurrax import linear_scan as _linear_scan
+from recurrax import backends as _backends
+from recurrax.backends.base import Backend, Remat, where_valid
 from recurrax.core import Array, Cell, Params, State, check_state
 
 
@@ -21,16 +27,16 @@ def scan(
     lengths: Array | None = None,
     reverse: bool = False,
     time_major: bool = False,
-    unroll: int | bool = 1,
-    remat: bool = False,
+    unroll: int | bool | None = None,
+    remat: Remat = False,
     return_states: bool = False,
     include_initial: bool = False,
-    backend: str = "auto",
+    backend: str | Backend = "auto",
 ) -> tuple[State, Array] | tuple[State, Array, State]:
     """Runs ``cell`` over the time axis of ``xs``.
 
     The input projection (``cell.project``) is computed for all steps at once, as one large
-    matmul, before the loop; only ``cell.transition`` runs inside ``lax.scan``.
+    matmul, before the loop; only ``cell.transition`` runs inside the loop.
 
     Args:
       cell: the cell.
@@ -41,18 +47,19 @@ def scan(
         state stops changing after a sequence's last valid step and padded outputs are zero.
       reverse: run from the last valid step to the first; outputs keep the original time order.
       time_major: whether the time axis of ``xs`` (and of the outputs) comes first.
-      unroll: steps per loop iteration, as in ``lax.scan`` (a cell's fused fast path may read the
-        default 1 as its measured per-backend default, see :mod:`recurrax.fused`).
-      remat: recompute each step in the backward pass instead of storing its intermediates.
+      unroll: steps per loop iteration, as in ``lax.scan`` (an int >= 1 or a bool); ``None``: the backend's
+        measured default (:data:`recurrax.backends.tuning.DEFAULT_UNROLL`; 1 for ``sequential``).
+      remat: recompute in the backward pass instead of storing intermediates: ``True``, or a
+        ``jax.checkpoint_policies`` policy (``sequential`` checkpoints each step, the others the whole call).
       return_states: also return every state over time, in the layout of the outputs: the state
         after consuming ``xs[t]`` at position ``t`` (``(*batch, T, ...)`` per leaf).
       include_initial: with ``return_states``, add the initial state, giving ``T + 1`` positions
         where position ``t`` is the state at the boundary before ``xs[t]`` (forward) or after it
         (``reverse``): index 0 is the initial state forward, index ``T`` in reverse.
-      backend: ``"sequential"`` (``lax.scan``), or, for cells that declare a linear recurrence
-        (``cell.linear``: minGRU, minLSTM, LRU), ``"associative"`` or ``"chunked"`` (parallel in time,
-        see :mod:`recurrax.linear_scan`); ``"auto"`` picks the measured fastest for linear cells on
-        this device and ``"sequential"`` for the others.
+      backend: ``"auto"`` (the fastest backend that can run the call, by the table of :mod:`recurrax.backends`),
+        a backend's name (``"sequential"``, ``"native_lstm"``, ``"xla_lstm"``, ``"associative"``, ...; it raises
+        if it cannot run the call, naming why), or a :class:`recurrax.backends.Backend`.
+        ``recurrax.backends.available(cell, params, xs, ...)`` lists which can.
 
     Returns:
       ``(final_state, outputs)`` with ``outputs: (*batch, T, O)``, or
@@ -61,74 +68,51 @@ def scan(
     xs = jnp.asarray(xs)
     if not isinstance(cell, Cell):
         raise TypeError(f"scan: `cell` must be a recurrax.Cell, got {type(cell).__name__}.")
+    name = f"scan[{cell.name}]"
     if xs.ndim < 2:
-        raise ValueError(f"scan[{cell.name}]: `xs` must have shape (*batch, T, I) (or (T, I)), got {tuple(xs.shape)}.")
+        raise ValueError(f"{name}: `xs` must have shape (*batch, T, I) (or (T, I)), got {tuple(xs.shape)}.")
     if include_initial and not return_states:
-        raise ValueError(f"scan[{cell.name}]: `include_initial=True` needs `return_states=True`.")
+        raise ValueError(f"{name}: `include_initial=True` needs `return_states=True`.")
+    _check_unroll(name, unroll)
+    _check_remat(name, remat)
     # Trace-only check in the caller's layout, so an error shows the shape of `xs` as given.
     jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct(xs.shape, xs.dtype))
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
 
     lengths = _check_lengths(cell.name, lengths, batch_shape, num_steps)
-    backend = _linear_scan.resolve(cell, backend, num_steps)
-    # Without lengths, lax.scan reverses by itself; with them, each sequence's valid part is flipped
-    # (the inputs: I features are cheaper to gather than G projected ones), run forward, flipped back.
-    flip = reverse and lengths is not None
-    xs_run = reverse_sequences(xs_tm, lengths) if flip else xs_tm
     if state is None:
         state = cell.initial_state(params, batch_shape)
     else:
         check_state(cell.name, cell.initial_state, params, state, batch_shape)
+    req = _backends.request(
+        cell,
+        params,
+        xs_tm,
+        state,
+        time_major=True,
+        lengths=lengths,
+        reverse=reverse,
+        remat=remat,
+        unroll=unroll,
+        return_states=return_states,
+    )
+    chosen = _backends.select(req, backend, name=name)
+    if not num_steps:
+        chosen = _backends.get("sequential")  # nothing to execute: every backend's answer is the initial state
+    xs_run = reverse_sequences(xs_tm, lengths) if reverse else xs_tm
+    final, outputs, states = chosen.run(cell, params, xs_run, state, lengths, req)
 
-    def body(carry, inputs):
-        z, t = inputs
-        if split:
-            z = jnp.concatenate(z, axis=-1)  # XLA folds the transition's slices of this into the blocks
-        new = cell.transition(params, carry, z)
-        out = cell.output(new)
-        if lengths is not None:
-            valid = t < lengths
-            new = jax.tree.map(lambda n, o: _where(valid, n, o), new, carry)
-            out = _where(valid, out, jnp.zeros_like(out))
-        return new, ((out, new) if return_states else out)
-
-    split = False  # whether the generic loop below stores the projected inputs per gate block (Cell.blocks)
-    states = None
-    if backend != "sequential" and num_steps:
-        # In parallel over time; past a sequence's last valid step its state holds still, as in `body`.
-        zs = cell.project(params, xs_run if flip or not reverse else jnp.flip(xs_run, 0))
-        states = _linear_scan.states(cell, params, zs, state, backend, lengths=lengths, remat=remat)
-    elif cell.fused is not None and lengths is None and not remat and num_steps:
-        # The cell's sequence-level fast path (same values, hand-written derivative); None where it does not apply.
-        states = cell.fused(params, jnp.flip(xs_run, 0) if reverse else xs_run, state, unroll)
-    if states is not None:
-        final = jax.tree.map(lambda s: s[-1], states)
-        states = jax.tree.map(lambda s: jnp.flip(s, 0), states) if reverse and not flip else states
-        outs = cell.output(states)
-        if lengths is not None:
-            valid = jnp.arange(num_steps).reshape((num_steps,) + (1,) * len(batch_shape)) < lengths
-            outs = _where(valid, outs, jnp.zeros_like(outs))
-        ys = (outs, states) if return_states else outs
-    else:
-        if remat:
-            body = jax.checkpoint(body)
-        zs = cell.project(params, xs_run)
-        split = cell.blocks > 1 and zs.shape[-1] % cell.blocks == 0
-        if split:
-            zs = tuple(jnp.split(zs, cell.blocks, axis=-1))
-        final, ys = jax.lax.scan(body, state, (zs, jnp.arange(num_steps)), unroll=unroll, reverse=reverse and not flip)
-
-    outputs, states = ys if return_states else (ys, None)
-    if flip:
+    if reverse:
         outputs = reverse_sequences(outputs, lengths)
     outputs = outputs if time_major else jnp.moveaxis(outputs, 0, -2)
     if not return_states:
         return final, outputs
-    if flip:
-        # Past its valid part a reversed sequence has consumed nothing yet: its state is the initial one.
-        t = np.arange(num_steps).reshape((num_steps,) + (1,) * len(batch_shape))
-        states = jax.tree.map(lambda s, s0: _where(t < lengths, reverse_sequences(s, lengths), s0[None]), states, state)
+    if reverse:
+        if lengths is None:
+            states = jax.tree.map(lambda s: jnp.flip(s, 0), states)
+        else:
+            states = _reversed_states(states, state, lengths)
     if include_initial:
         first = jax.tree.map(lambda s0: s0[None], state)
         pair = (states, first) if reverse else (first, states)
@@ -136,6 +120,16 @@ def scan(
     if not time_major:
         states = jax.tree.map(lambda s: jnp.moveaxis(s, 0, len(batch_shape)), states)
     return final, outputs, states
+
+
+def _reversed_states(states: State, initial: State, lengths: Array) -> State:
+    """States of a reversed run back in the original order; past its valid part a reversed sequence has consumed
+    nothing yet, so its state there is the initial one."""
+    steps = jax.tree.leaves(states)[0].shape[0]
+    t = np.arange(steps).reshape((steps,) + (1,) * lengths.ndim)
+    return jax.tree.map(
+        lambda s, s0: where_valid(t < lengths, reverse_sequences(s, lengths), s0[None]), states, initial
+    )
 
 
 def reverse_sequences(xs: Array, lengths: Array | None = None) -> Array:
@@ -154,10 +148,21 @@ def reverse_sequences(xs: Array, lengths: Array | None = None) -> Array:
     return jnp.take_along_axis(xs, jnp.broadcast_to(order, xs.shape), axis=0)
 
 
-def _where(mask: Array, a: Array, b: Array) -> Array:
-    """``where(mask, a, b)`` with ``mask`` (batch dims) broadcast over the trailing feature axes."""
-    extra = a.ndim - mask.ndim
-    return jnp.where(mask.reshape(mask.shape + (1,) * extra), a, b)
+def _check_unroll(name: str, unroll: Any) -> None:
+    if unroll is None or isinstance(unroll, bool):
+        return
+    if not isinstance(unroll, (int, np.integer)) or unroll < 1:
+        raise ValueError(f"{name}: `unroll` must be None, a bool or an int >= 1, got {unroll!r}.")
+
+
+def _check_remat(name: str, remat: Any) -> None:
+    if isinstance(remat, bool):
+        return
+    if isinstance(remat, str) or not callable(remat):
+        raise TypeError(
+            f"{name}: `remat` must be a bool or a jax.checkpoint policy (e.g. "
+            f"jax.checkpoint_policies.nothing_saveable), got {remat!r}."
+        )
 
 
 def _check_lengths(name: str, lengths: Any, batch_shape, num_steps: int) -> Array | None:

@@ -1,6 +1,6 @@
 """Sequence parallelism for linear-recurrence cells: one sequence split along time across devices.
 
-A cell that declares a diagonal linear recurrence ``s_t = a_t * s_{t-1} + b_t`` (``Cell.linear``:
+A cell that declares a diagonal linear recurrence ``s_t = a_t * s_{t-1} + b_t`` (``Structure("linear")``:
 minGRU, minLSTM, LRU) composes over a block of steps into one affine map ``s -> A s + B``. So with the
 time axis sharded over ``D`` devices (``shard_map``), each device
 
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from recurrax import linear_scan as _ls
-from recurrax.core import Array, Cell, Params, State, check_state
+from recurrax.core import Array, Cell, Params, State, check_state, structure_of
 
 
 def sequence_parallel_scan(
@@ -40,7 +40,7 @@ def sequence_parallel_scan(
     """Runs a linear-recurrence ``cell`` over ``xs`` with the time axis sharded over the mesh axis ``axis``.
 
     Args:
-      cell: a cell with ``cell.linear`` (e.g. ``recurrax.min_gru``, ``min_lstm``, ``lru``).
+      cell: a cell that declares a linear recurrence (e.g. ``recurrax.min_gru``, ``min_lstm``, ``lru``).
       params: its params (replicated on every device).
       xs: ``(*batch, T, I)`` (``(T, *batch, I)`` with ``time_major``); ``T`` a multiple of the axis size.
       state: the initial state (batch shape ``batch``), zeros when ``None``; replicated.
@@ -55,10 +55,11 @@ def sequence_parallel_scan(
       time over ``axis`` (and batch over ``batch_axis``), ``final_state`` replicated over ``axis``.
     """
     xs = jnp.asarray(xs)
-    if not isinstance(cell, Cell) or cell.linear is None:
+    structure = structure_of(cell) if isinstance(cell, Cell) else None
+    if structure is None or structure.kind != "linear":
         name = getattr(cell, "name", type(cell).__name__)
         raise TypeError(
-            f"sequence_parallel_scan: `cell` must declare a linear recurrence (Cell.linear, as min_gru, "
+            f"sequence_parallel_scan: `cell` must declare a linear recurrence (Structure('linear'), as min_gru, "
             f"min_lstm and lru do); {name!r} does not."
         )
     for name in (axis, batch_axis):
@@ -93,7 +94,7 @@ def sequence_parallel_scan(
     state_spec = PartitionSpec(batch_axis)  # state leaves are (*batch, S): the leading batch axis split
 
     def local(params: Params, xs_block: Array, state: State) -> tuple[State, Array]:
-        lin = cell.linear
+        lin = structure.recurrence
         # The composition rules of recurrax.linear_scan (affine maps, or their logarithms).
         combine = _ls.compose_log if lin.log_space else _ls.compose
         apply = functools.partial(_ls.apply_affine, log_space=lin.log_space)

@@ -7,10 +7,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from recurrax import fused as _fused
 from recurrax import init as _init
 from recurrax.cells._common import check_size, gate_params, matmul, zeros_state
-from recurrax.core import Cell, RNNState, make_cell
+from recurrax.core import Cell, RNNState, Structure, make_cell
 
 
 def gru(
@@ -94,8 +93,6 @@ def gru(
         project=project,
         transition=transition,
         input_size=lambda params: params["w_i"].shape[0],
-        blocks=3,
-        # The plain reset-after GRU runs in the native CPU kernel where it applies, else in the generic
-        # loop (the XLA sequence-level GRU did not beat it: benchmarks/RESULTS.md, step 9).
-        fused=_fused.sequence_transition("gru", xla=False) if reset_after and dtype is None else None,
+        # The plain reset-after GRU is the one recurrax.backends' sequence-level kernels run.
+        structure=Structure("gru" if reset_after and dtype is None else None, gates=3),
     )

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from recurrax import init as _init
 from recurrax.cells._common import check_size, matmul, zeros_state
-from recurrax.core import Array, Cell, LinearRecurrence, RNNState, make_cell
+from recurrax.core import Array, Cell, LinearRecurrence, RNNState, Structure, make_cell
 
 
 def _g(x: Array) -> Array:
@@ -86,11 +86,14 @@ def _min_rnn(
         project=project,
         transition=transition,
         input_size=lambda params: params["w_i"].shape[0],
-        linear=LinearRecurrence(
-            coefficients=lambda params, z: coefficients(*gates(z), log_space),
-            carry=lambda state: state.h,
-            state=lambda params, s, z: RNNState(h=s),
-            log_space=log_space,
+        structure=Structure(
+            "linear",
+            recurrence=LinearRecurrence(
+                coefficients=lambda params, z: coefficients(*gates(z), log_space),
+                carry=lambda state: state.h,
+                state=lambda params, s, z: RNNState(h=s),
+                log_space=log_space,
+            ),
         ),
     )
 
@@ -315,5 +318,8 @@ def lru(
         transition=transition,
         input_size=lambda params: params["b_re"].shape[0],
         output=lambda state: state.y,
-        linear=LinearRecurrence(coefficients=coefficients, carry=lambda state: state.x, state=read_out),
+        structure=Structure(
+            "linear",
+            recurrence=LinearRecurrence(coefficients=coefficients, carry=lambda state: state.x, state=read_out),
+        ),
     )

@@ -7,11 +7,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from recurrax import fused as _fused
 from recurrax import init as _init
 from recurrax.cells import _common
 from recurrax.cells._common import check_size, gate_params, matmul, zeros_state
-from recurrax.core import Cell, LSTMState, make_cell
+from recurrax.core import Cell, LSTMState, Structure, make_cell
 
 
 def lstm(
@@ -135,7 +134,6 @@ def lstm(
         project=project,
         transition=transition,
         input_size=lambda params: params["w_i"].shape[0],
-        blocks=4,
-        # The plain variant also runs as one sequence-level recurrence with a hand-written derivative.
-        fused=_fused.sequence_transition("lstm") if plain else None,
+        # The plain variant is the LSTM that recurrax.backends' sequence-level kernels run.
+        structure=Structure("lstm" if plain else None, gates=4),
     )

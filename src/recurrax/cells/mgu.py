@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from recurrax import init as _init
 from recurrax.cells._common import check_size, gate_params, matmul, zeros_state
-from recurrax.core import Cell, RNNState, make_cell
+from recurrax.core import Cell, RNNState, Structure, make_cell
 
 
 def mgu(
@@ -69,5 +69,5 @@ def mgu(
         project=project,
         transition=transition,
         input_size=lambda params: params["w_i"].shape[0],
-        blocks=2,
+        structure=Structure(gates=2),
     )

@@ -12,11 +12,11 @@ from recurrax.layers import Layer
 from recurrax.scan import reverse_sequences, scan
 
 
-def check_cell(adapter: str, cell: Any, unroll: int | bool, remat: bool) -> None:
+def check_cell(adapter: str, cell: Any, unroll: int | bool | None, remat: Any) -> None:
     """Raises unless ``cell`` is a Cell or a Layer (whose own ``unroll``/``remat`` are fixed when it is built)."""
     if not isinstance(cell, (Cell, Layer)):
         raise TypeError(f"{adapter}: `cell` must be a recurrax.Cell or recurrax.Layer, got {type(cell).__name__}.")
-    if isinstance(cell, Layer) and (unroll != 1 or remat):
+    if isinstance(cell, Layer) and (unroll is not None or remat is not False):
         raise ValueError(
             f"{adapter}: `unroll`/`remat` apply to a Cell; for the layer {cell.name!r} pass them to "
             f"rx.stacked / rx.bidirectional instead (got unroll={unroll!r}, remat={remat!r})."
@@ -47,7 +47,7 @@ def run(
     lengths: Array | None,
     reverse: bool,
     time_major: bool,
-    unroll: int | bool,
+    unroll: int | bool | None,
     remat: bool,
     key: PRNGKey | None,
 ) -> tuple[State, Array]:

@@ -48,7 +48,7 @@ class RNN(nn.Module):
 
     cell: Cell | Layer
     time_major: bool = False
-    unroll: int | bool = 1
+    unroll: int | bool | None = None
     remat: bool = False
     return_state: bool = False
     learnable_initial_state: bool = False

@@ -49,7 +49,7 @@ class RNN(nnx.Module):
         *,
         rngs: nnx.Rngs,
         time_major: bool = False,
-        unroll: int | bool = 1,
+        unroll: int | bool | None = None,
         remat: bool = False,
         return_state: bool = False,
         learnable_initial_state: bool = False,

@@ -1,10 +1,10 @@
 """The native CPU GRU recurrence (reset-after, cuDNN's form) as JAX primitives.
 
-As :mod:`recurrax.native.lstm`, batch-major and batch-flattened:
+As :mod:`recurrax.backends.cpu.lstm`, batch-major and batch-flattened:
 
 - ``forward``: ``(xs, w_i, b, w_h, b_hn, h0) -> (hs, acts, hn)``, ``acts: (N, T, 3H)`` holding ``r, u, n``
   and ``hn: (N, T, H)`` holding ``h_n = h W_hn + b_hn`` when kept for differentiation.
-- ``tangent``: :func:`recurrax.fused.gru_tangent_scan`, linear in ``(da, dhn, dh0)``: the tangents of the
+- ``tangent``: :func:`recurrax.backends.xla.gru_tangent_scan`, linear in ``(da, dhn, dh0)``: the tangents of the
   gates' pre-activations outside ``r * h_n`` and of ``h_n`` (both without the part flowing through the
   state), and of the initial state.
 - ``backward``: its transpose in one custom call, ``(dzs, dhn, dh0)`` with ``dzs = [da_r, da_z, da_n]``,
@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 from jax.extend.core import Primitive
 
+from recurrax.backends.cpu._primitives import define_recurrence, f32, projected, swap
+from recurrax.backends.xla import gru_scan, gru_tangent_scan
 from recurrax.core import Array
-from recurrax.native._primitives import define_recurrence, f32, projected, swap
 
 __all__ = ["backward", "forward", "tangent"]
 
@@ -53,16 +54,12 @@ def _backward_call(*args):
 
 
 def _tangent_scan(w_h, acts, hn, hs, h0, da, dhn, dh0, *, unroll: int):
-    from recurrax.fused import gru_tangent_scan  # fused imports this module
-
     acts, hn, hs, da, dhn = swap(acts, hn, hs, da, dhn)
     return swap(gru_tangent_scan(w_h, (acts, hn), hs, h0, da, dhn, dh0, unroll))
 
 
 def _forward_reference(xs, w_i, b, w_h, b_hn, h0, zs, *, keep_acts: bool):
-    from recurrax.fused import _gru_scan
-
-    hs, r, u, n, h_n = swap(*_gru_scan(w_h, b_hn, *swap(projected(xs, w_i, b, zs)), h0, 1, keep=True))
+    hs, r, u, n, h_n = swap(*gru_scan(w_h, b_hn, *swap(projected(xs, w_i, b, zs)), h0, 1, keep=True))
     acts = jnp.concatenate([r, u, n], axis=-1)
     return (hs, acts, h_n) if keep_acts else (hs, acts[..., :0], h_n[..., :0])
 
@@ -110,7 +107,7 @@ def forward(
 
 
 def tangent(w_h, acts, hn, hs, h0, da, dhn, dh0, unroll: int = 1) -> Array:
-    """:func:`recurrax.fused.gru_tangent_scan`, whose transpose is the native backward pass."""
+    """:func:`recurrax.backends.xla.gru_tangent_scan`, whose transpose is the native backward pass."""
     return _primitives()["tangent"].bind(w_h, acts, hn, hs, h0, da, dhn, dh0, unroll=unroll)[0]
 
 

@@ -4,12 +4,12 @@ Three primitives, all batch-major and batch-flattened (``xs: (N, T, I)``, states
 
 - ``forward``: ``(xs, w_i, b, w_h, h0, c0) -> (hs, cs, acts)``, the whole sequence in one custom call
   (``acts``, the activated gates ``(N, T, 4H)``, only when kept for differentiation).
-- ``tangent``: the linear tangent recurrence of :func:`recurrax.fused.lstm_tangent_scan`. It runs as
+- ``tangent``: the linear tangent recurrence of :func:`recurrax.backends.xla.lstm_tangent_scan`. It runs as
   that XLA scan (so ``jax.jvp``/``jacfwd`` work), and its transpose, which reverse mode uses, is
 - ``backward``: one custom call that runs the reverse recurrence and returns the gate gradients
   ``(N, T, 4H)`` and the initial state's cotangents; the weight gradients are large matmuls after it.
 
-Batching and the applicability check are shared with the GRU (:mod:`recurrax.native._primitives`);
+Batching and the applicability check are shared with the GRU (:mod:`recurrax.backends.cpu._primitives`);
 higher-order derivatives go through the same equations written in JAX.
 """
 
@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 from jax.extend.core import Primitive
 
+from recurrax.backends.cpu._primitives import define_recurrence, f32, projected, swap
+from recurrax.backends.xla import lstm_scan, lstm_tangent_scan
 from recurrax.core import Array
-from recurrax.native._primitives import define_recurrence, f32, projected, swap
 
 __all__ = ["backward", "forward", "tangent"]
 
@@ -53,16 +54,12 @@ def _backward_call(*args):
 
 
 def _tangent_scan(w_h, acts, cs, c0, dpre, dh0, dc0, *, unroll: int):
-    from recurrax.fused import lstm_tangent_scan  # fused imports this module
-
     acts, cs, dpre = swap(acts, cs, dpre)
     return swap(*lstm_tangent_scan(w_h, acts, cs, c0, dpre, dh0, dc0, unroll))
 
 
 def _forward_reference(xs, w_i, b, w_h, h0, c0, zs, *, keep_acts: bool):
-    from recurrax.fused import _lstm_scan
-
-    hs, cs, acts = swap(*_lstm_scan(w_h, *swap(projected(xs, w_i, b, zs)), h0, c0, 1, keep=True))
+    hs, cs, acts = swap(*lstm_scan(w_h, *swap(projected(xs, w_i, b, zs)), h0, c0, 1, keep=True))
     return hs, cs, acts if keep_acts else acts[..., :0]
 
 
@@ -101,7 +98,7 @@ def forward(
 
 
 def tangent(w_h, acts, cs, c0, dpre, dh0, dc0, unroll: int = 1) -> tuple[Array, Array]:
-    """:func:`recurrax.fused.lstm_tangent_scan`, whose transpose is the native backward pass."""
+    """:func:`recurrax.backends.xla.lstm_tangent_scan`, whose transpose is the native backward pass."""
     return tuple(_primitives()["tangent"].bind(w_h, acts, cs, c0, dpre, dh0, dc0, unroll=unroll))
 
 

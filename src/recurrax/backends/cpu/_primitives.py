@@ -1,4 +1,4 @@
-"""What the native recurrences share: primitives over XLA FFI calls, their batching, the applicability check.
+"""What the native recurrences share: primitives over XLA FFI calls and their batching.
 
 Operands and results are batch-major and batch-flattened: sequences ``(N, T, ...)``, states ``(N, ...)``,
 the layout of the callers' arrays, so no transposes surround the calls. Each primitive declares per
@@ -20,22 +20,11 @@ from jax.custom_derivatives import SymbolicZero
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
+from recurrax.backends.cpu.build import load
 from recurrax.core import Array
-from recurrax.native.build import load
 
 HIDDEN_MULTIPLE = 16
 """The kernels tile hidden units by whole vectors (16 floats with AVX-512, 8 without)."""
-
-
-def applies(*arrays: Array) -> bool:
-    """Whether the native kernels can run with these arrays: float32 on CPU, and the kernels built here.
-
-    The kernels themselves take hidden sizes that are multiples of :data:`HIDDEN_MULTIPLE`;
-    :func:`recurrax.fused.sequence_transition` pads other sizes.
-    """
-    return (
-        jax.default_backend() == "cpu" and all(jnp.result_type(a) == jnp.float32 for a in arrays) and load() is not None
-    )
 
 
 def f32(*shape: int) -> jax.ShapeDtypeStruct:
@@ -44,7 +33,7 @@ def f32(*shape: int) -> jax.ShapeDtypeStruct:
 
 def swap(*seqs: Any) -> tuple[Any, ...]:
     """Sequences ``(N, T, ...)`` as ``(T, N, ...)`` and back (symbolic zeros pass through): the kernels are
-    batch-major, the JAX references and :mod:`recurrax.fused` time-major. Between a caller's batch-major
+    batch-major, the JAX references and :mod:`recurrax.backends.xla` time-major. Between a caller's batch-major
     array and a kernel, XLA cancels the two transposes."""
     return tuple(s if isinstance(s, SymbolicZero) else jnp.swapaxes(s, 0, 1) for s in seqs)
 
@@ -56,7 +45,7 @@ def is_zero(t) -> bool:
 def define(name: str, call: Callable, shapes: Callable, kinds: tuple[str, str]) -> Primitive:
     """A primitive evaluated (eagerly and lowered) by ``call``, of result shapes ``shapes(*args, **params)``."""
     if load() is None:
-        raise RuntimeError("recurrax.native: the kernels could not be built on this machine (see the warning)")
+        raise RuntimeError("recurrax.backends.cpu: the kernels could not be built on this machine (see the warning)")
     prim = Primitive(f"recurrax_{name}")
     prim.multiple_results = True
     prim.def_impl(call)
@@ -126,7 +115,9 @@ def linear_transpose_rule(residuals: int, backward: Callable) -> Callable:
         del params
         res, lin = args[:residuals], args[residuals:]
         if any(ad.is_undefined_primal(r) for r in res):
-            raise NotImplementedError("recurrax.native: a tangent recurrence is linear only in its tangent operands")
+            raise NotImplementedError(
+                "recurrax.backends.cpu: a tangent recurrence is linear only in its tangent operands"
+            )
         empty = next(r for r in res if getattr(r, "ndim", 0) == 3)[..., :0]  # (N, T, 0)
         cts = tuple(empty if is_zero(ct) else ct for ct in cts)
         grads = backward(*res, *cts)

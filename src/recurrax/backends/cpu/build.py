@@ -86,7 +86,7 @@ def build(directory: Path | None = None) -> Path:
     if cxx is None:
         raise RuntimeError(f"no C++ compiler found (looked for {os.environ.get('CXX', 'c++')!r}; set $CXX)")
     directory = cache_dir() if directory is None else directory
-    source = resources.files("recurrax.native").joinpath(SOURCE)
+    source = resources.files("recurrax.backends.cpu").joinpath(SOURCE)
     text = source.read_bytes()
     path = directory / _library_name(cxx, text)
     if path.exists():

@@ -1,0 +1,169 @@
+"""``native_lstm`` and ``native_gru``: the plain LSTM and reset-after GRU in the native CPU kernels, float32.
+
+Each sequence runs in one custom call forward and one backward (:mod:`recurrax.backends.cpu.lstm`,
+:mod:`recurrax.backends.cpu.gru`); the weight gradients are large XLA matmuls after the backward call, and
+forward mode runs the tangent recurrence of :mod:`recurrax.backends.xla` as an XLA scan. Any hidden size: units
+are zero-padded to whole vectors inside the call (:func:`pad_units`). ``auto`` runs them from
+:data:`recurrax.backends.tuning.NATIVE_FROM` steps times batch on.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from recurrax.backends import tuning
+from recurrax.backends.base import Backend, Request, first_reason, needs_kind, needs_one_dtype, needs_platform
+from recurrax.backends.cpu import gru as native_gru
+from recurrax.backends.cpu import lstm as native_lstm
+from recurrax.backends.cpu._primitives import HIDDEN_MULTIPLE, swap
+from recurrax.backends.cpu.build import load
+from recurrax.backends.xla import (
+    dense,
+    gate_tangent,
+    gated_run,
+    gru_weight_tangents,
+    projection_tangent,
+    seq_matmul,
+)
+from recurrax.core import Array
+
+__all__ = ["GRU", "LSTM", "gru_sequence", "lstm_sequence", "pad_units"]
+
+
+def _operands(xs: Array, w_i: Array) -> tuple[Array, Array, Array | None]:
+    """``(xs, w_i, zs)`` for a forward kernel from batch-major ``xs: (N, T, I)``: folded into its steps from
+    :data:`~recurrax.backends.tuning.NATIVE_FOLD_ROWS` rows on, else projected by XLA first (``zs``) with empty
+    ``xs`` and ``w_i``."""
+    if xs.shape[0] >= tuning.NATIVE_FOLD_ROWS:
+        return xs, w_i, None
+    return xs[..., :0], w_i[:0], seq_matmul(xs, w_i, batch_major=True)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
+def lstm_sequence(w_i: Array, b: Array, w_h: Array, xs: Array, h0: Array, c0: Array, unroll: int = 1):
+    """The plain LSTM over ``xs: (T, N, I)`` in the native kernel: ``(hs, cs)``, each ``(T, N, H)``.
+
+    Args:
+      w_i: ``(I, 4H)``; b: ``(4H,)``; w_h: ``(H, 4H)`` (gate order i, f, g, o), ``H`` a multiple of
+        :data:`~recurrax.backends.cpu._primitives.HIDDEN_MULTIPLE`; h0, c0: ``(N, H)``.
+      unroll: steps per loop iteration of the forward-mode tangent scan.
+
+    Reverse mode runs the native backward pass; forward mode, :func:`recurrax.backends.xla.lstm_tangent_scan`.
+    """
+    xs, w_i, zs = _operands(*swap(xs), w_i)
+    return swap(*native_lstm.forward(xs, w_i, b, w_h, h0, c0, zs)[:2])
+
+
+@functools.partial(lstm_sequence.defjvp, symbolic_zeros=True)
+def _lstm_sequence_jvp(unroll, primals, tangents):
+    w_i, b, w_h, xs, h0, c0 = primals
+    dw_i, db, dw_h, dxs, dh0, dc0 = tangents
+    xs, dxs = swap(xs, dxs)
+    xs_k, w_i_k, zs = _operands(xs, w_i)
+    hs, cs, acts = native_lstm.forward(xs_k, w_i_k, b, w_h, h0, c0, zs, keep_acts=True)
+    dzs = projection_tangent(w_i, xs, dw_i, db, dxs, batch_major=True)
+    dpre = gate_tangent(dzs, h0, hs, dw_h, acts, time_axis=1)
+    dhs, dcs = native_lstm.tangent(w_h, acts, cs, c0, dpre, dense(dh0, h0), dense(dc0, c0), unroll)
+    return swap(hs, cs), swap(dhs, dcs)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
+def gru_sequence(w_i: Array, b: Array, w_h: Array, b_hn: Array, xs: Array, h0: Array, unroll: int = 1) -> Array:
+    """The reset-after GRU over ``xs: (T, N, I)`` in the native kernel: ``hs: (T, N, H)``.
+
+    Args:
+      w_i: ``(I, 3H)``; b: ``(3H,)``; w_h: ``(H, 3H)``; b_hn: ``(H,)`` (gate order r, z, n); h0: ``(N, H)``.
+      unroll: steps per loop iteration of the forward-mode tangent scan.
+
+    Reverse mode runs the native backward pass; forward mode, :func:`recurrax.backends.xla.gru_tangent_scan`.
+    """
+    xs, w_i, zs = _operands(*swap(xs), w_i)
+    return swap(native_gru.forward(xs, w_i, b, w_h, b_hn, h0, zs)[0])[0]
+
+
+@functools.partial(gru_sequence.defjvp, symbolic_zeros=True)
+def _gru_sequence_jvp(unroll, primals, tangents):
+    w_i, b, w_h, b_hn, xs, h0 = primals
+    dw_i, db, dw_h, db_hn, dxs, dh0 = tangents
+    xs, dxs = swap(xs, dxs)
+    xs_k, w_i_k, zs = _operands(xs, w_i)
+    hs, acts, hn = native_gru.forward(xs_k, w_i_k, b, w_h, b_hn, h0, zs, keep_acts=True)
+    dzs = projection_tangent(w_i, xs, dw_i, db, dxs, batch_major=True)
+    da, dhn = gru_weight_tangents(h0, hs, dzs, dw_h, db_hn, time_axis=1)
+    da, dhn = (jnp.zeros_like(a) if d is None else d for a, d in ((acts, da), (hn, dhn)))
+    dhs = native_gru.tangent(w_h, acts, hn, hs, h0, da, dhn, dense(dh0, h0), unroll)
+    return swap(hs)[0], swap(dhs)[0]
+
+
+def pad_units(a: Array, blocks: int, *, hidden: int, padded: int, axis: int = -1) -> Array:
+    """``a`` with each of its ``blocks`` blocks of ``hidden`` units along ``axis`` zero-padded to ``padded``.
+
+    The native kernels tile whole vectors of units. A padded unit of the LSTM or the GRU has zero weights,
+    bias and initial state, so its state stays exactly 0 and no real unit reads it (its rows of ``w_h``
+    are zero): the real units' values and gradients are those of the unpadded cell.
+    """
+    if padded == hidden:
+        return a
+    axis = axis % a.ndim
+    a = a.reshape(*a.shape[:axis], blocks, hidden, *a.shape[axis + 1 :])
+    widths = [(0, 0)] * a.ndim
+    widths[axis + 1] = (0, padded - hidden)
+    return jnp.pad(a, widths).reshape(*a.shape[:axis], blocks * padded, *a.shape[axis + 2 :])
+
+
+def _padded(weights: tuple[Array, ...], leaves: tuple[Array, ...], gates: int):
+    """The weights and state leaves with every block of ``H`` units padded to a multiple of ``HIDDEN_MULTIPLE``."""
+    hidden = weights[2].shape[0]
+    padded = -(-hidden // HIDDEN_MULTIPLE) * HIDDEN_MULTIPLE
+    pad = functools.partial(pad_units, hidden=hidden, padded=padded)
+    w_i, b, w_h, *b_hn = weights
+    weights = (pad(w_i, gates), pad(b, gates), pad(pad(w_h, gates), 1, axis=0), *(pad(x, 1) for x in b_hn))
+    return weights, tuple(pad(leaf, 1) for leaf in leaves), hidden
+
+
+def _lstm(weights, xs, state, req: Request):
+    (w_i, b, w_h), (h0, c0), hidden = _padded(weights, state, 4)
+    unroll = tuning.sequence_unroll(req.unroll, req.num_steps, req.platform)
+    return tuple(a[..., :hidden] for a in lstm_sequence(w_i, b, w_h, xs, h0, c0, unroll))
+
+
+def _gru(weights, xs, state, req: Request):
+    (w_i, b, w_h, b_hn), (h0,), hidden = _padded(weights, state, 3)
+    unroll = tuning.sequence_unroll(req.unroll, req.num_steps, req.platform)
+    return (gru_sequence(w_i, b, w_h, b_hn, xs, h0, unroll)[..., :hidden],)
+
+
+def _supports(kind: str, name: str):
+    def supports(req: Request) -> str | None:
+        return first_reason(
+            needs_kind(req, kind, name),
+            needs_platform(req, "cpu", name),
+            needs_one_dtype(req, name, ("float32",)),
+            None if load() is not None else f"{name!r}: the native kernels could not be built here (see the warning)",
+        )
+
+    return supports
+
+
+def _prefers(req: Request) -> bool:
+    return req.rows >= tuning.NATIVE_FROM
+
+
+LSTM = Backend(
+    name="native_lstm",
+    supports=_supports("lstm", "native_lstm"),
+    prefers=_prefers,
+    run=gated_run("lstm", _lstm),
+    description="the plain LSTM in the native CPU kernels (float32, one custom call forward and one backward)",
+)
+
+GRU = Backend(
+    name="native_gru",
+    supports=_supports("gru", "native_gru"),
+    prefers=_prefers,
+    run=gated_run("gru", _gru),
+    description="the plain reset-after GRU in the native CPU kernels (float32)",
+)
