@@ -1,7 +1,7 @@
-"""The native CPU LSTM and GRU kernels (recurrax.native): values, every derivative and transform, the build.
+"""The native CPU LSTM and GRU kernels (recurrax.backends.cpu): values, every derivative and transform, the build.
 
 References: the cell equations in NumPy (float64), JAX autodiff of the plain per-step scan
-(``cell._replace(fused=None)``) and the XLA sequence path (``native=False``), numerical differences
+(``backend="sequential"``) and the XLA sequence path (``xla_lstm``/``xla_gru``), numerical differences
 (``check_grads``). Shapes are chosen to hit the kernels' edges: a batch that is not a multiple of a
 tile's 6 rows, hidden sizes of 1, 3 and 5 vectors (the backward tiles take up to 4), hidden sizes padded
 to whole vectors (20, 37), one step.
@@ -20,9 +20,9 @@ import pytest
 from jax.test_util import check_grads
 
 import recurrax as rx
-from recurrax import fused
-from recurrax.native import build
-from recurrax.native import lstm as native_lstm
+from recurrax.backends import tuning
+from recurrax.backends.cpu import build
+from recurrax.backends.cpu import lstm as native_lstm
 from reference import gru as numpy_gru
 from reference import lstm as numpy_lstm
 from reference import random_inputs, random_params, random_state, run, to_numpy
@@ -33,24 +33,37 @@ TOL = dict(atol=2e-5, rtol=2e-5)
 KINDS = ["lstm", "gru"]
 
 
+class _On:
+    """A cell with the backend its scans run on (``auto`` for a bare cell); reads as the cell otherwise."""
+
+    def __init__(self, cell, backend="auto"):
+        self.cell, self.backend = cell, backend
+
+    def __getattr__(self, name):
+        return getattr(self.cell, name)
+
+
+def _scan(on, *args, **kwargs):
+    on = on if isinstance(on, _On) else _On(on)
+    return rx.scan(on.cell, *args, backend=on.backend, **kwargs)
+
+
 def _cells(kind, hidden):
     """The cell on the kernels at any size, on the XLA sequence path instead, and the plain per-step scan."""
     base = {"lstm": rx.lstm, "gru": rx.gru}[kind](hidden)
-    cell = base._replace(fused=fused.sequence_transition(kind, xla=kind == "lstm", native_from=1))
-    xla = base._replace(fused=fused.sequence_transition(kind, native=False))
-    return cell, xla, base._replace(fused=None)
+    return _On(base, f"native_{kind}"), _On(base, f"xla_{kind}"), _On(base, "sequential")
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_default_cells_use_the_kernels_from_native_from(kind):
     cell = {"lstm": rx.lstm, "gru": rx.gru}[kind](32)
-    params, xs, state = _problem(kind, 32, (4,), steps=fused.NATIVE_FROM // 4)
+    params, xs, state = _problem(kind, 32, (4,), steps=tuning.NATIVE_FROM // 4)
     assert _uses_kernel(kind, cell, params, xs, state)
     assert not _uses_kernel(kind, cell, params, xs[:, :-1], state)  # one step short
 
 
 def _problem(kind, hidden, batch=(7,), steps=9, inputs=5, seed=0):
-    cell = _cells(kind, hidden)[0]
+    cell = _cells(kind, hidden)[0].cell
     params = random_params(cell, seed, inputs)
     # N(0, 0.5^2) weights saturate gates at H=80; scale them down so every gate derivative matters.
     params = jax.tree.map(lambda w: w / np.sqrt(hidden / 8), params)
@@ -60,7 +73,7 @@ def _problem(kind, hidden, batch=(7,), steps=9, inputs=5, seed=0):
 
 
 def _uses_kernel(kind, cell, params, xs, state) -> bool:
-    return f"recurrax_{kind}_forward" in str(jax.make_jaxpr(lambda p: rx.scan(cell, p, xs, state))(params))
+    return f"recurrax_{kind}_forward" in str(jax.make_jaxpr(lambda p: _scan(cell, p, xs, state))(params))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -70,7 +83,7 @@ def test_forward_matches_numpy(kind, hidden, batch):
     cell, _, _ = _cells(kind, hidden)
     params, xs, state = _problem(kind, hidden, batch)
     assert _uses_kernel(kind, cell, params, xs, state)
-    final, ys = jax.jit(lambda p, x, s: rx.scan(cell, p, x, s))(params, xs, state)
+    final, ys = jax.jit(lambda p, x, s: _scan(cell, p, x, s))(params, xs, state)
     step = {"lstm": numpy_lstm, "gru": numpy_gru}[kind]
     ref_final, ref_ys, _ = run(step, to_numpy(params), xs, to_numpy(state))
     np.testing.assert_allclose(ys, ref_ys, **TOL)
@@ -82,19 +95,19 @@ def test_forward_matches_numpy(kind, hidden, batch):
 def test_jit_equals_eager_and_scan_options(kind):
     cell, xla, _ = _cells(kind, 32)
     params, xs, state = _problem(kind, 32, (3,), steps=1)
-    eager = rx.scan(cell, params, xs, state)
-    jitted = jax.jit(lambda p, x, s: rx.scan(cell, p, x, s))(params, xs, state)
+    eager = _scan(cell, params, xs, state)
+    jitted = jax.jit(lambda p, x, s: _scan(cell, p, x, s))(params, xs, state)
     jax.tree.map(np.testing.assert_array_equal, eager, jitted)
     params, xs, state = _problem(kind, 32, (3,), steps=6)
     for kwargs in (dict(reverse=True), dict(return_states=True, include_initial=True), dict(time_major=True)):
         inputs = jnp.swapaxes(xs, 0, 1) if kwargs.get("time_major") else xs
-        got = rx.scan(cell, params, inputs, state, **kwargs)
-        want = rx.scan(xla, params, inputs, state, **kwargs)
+        got = _scan(cell, params, inputs, state, **kwargs)
+        want = _scan(xla, params, inputs, state, **kwargs)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), got, want)
 
 
 def _loss(cell, params, xs, state):
-    final, ys, states = rx.scan(cell, params, xs, state, return_states=True)
+    final, ys, states = _scan(cell, params, xs, state, return_states=True)
     # Cotangents on the outputs at every step and on every state leaf, weighted so no two paths cancel.
     loss = jnp.sum(jnp.sin(ys) * jnp.arange(1, ys.shape[-1] + 1))
     return loss + sum(jnp.sum(s**2) for s in states[1:]) + jnp.sum(final[-1])
@@ -120,7 +133,7 @@ def test_gradients_when_a_sequence_gets_no_cotangent(kind, reads):
     params, xs, state = _problem(kind, 32, (7,), steps=6)
 
     def loss(c, p, x, s):
-        final, ys = rx.scan(c, p, x, s)
+        final, ys = _scan(c, p, x, s)
         return jnp.sum(jnp.sin(ys)) if reads == "outputs" else jnp.sum(final[-1] * jnp.arange(32))
 
     grad = jax.jit(jax.grad(loss, argnums=(1, 2, 3)), static_argnums=0)
@@ -148,7 +161,7 @@ def test_forward_mode_and_second_order(kind):
     got = jax.jvp(lambda p: _loss(cell, p, xs, state), (params,), (tangent,))
     want = jax.jvp(lambda p: _loss(xla, p, xs, state), (params,), (tangent,))
     np.testing.assert_allclose(got, want, rtol=1e-5)
-    jac = lambda c: jax.jacfwd(lambda h: rx.scan(c, params, xs, state._replace(h=h))[1])(state.h)  # noqa: E731
+    jac = lambda c: jax.jacfwd(lambda h: _scan(c, params, xs, state._replace(h=h))[1])(state.h)  # noqa: E731
     np.testing.assert_allclose(jac(cell), jac(xla), atol=1e-5)
     hvp = lambda c: jax.jvp(jax.grad(lambda p: _loss(c, p, xs, state)), (params,), (tangent,))[1]  # noqa: E731
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4), hvp(cell), hvp(xla))
@@ -161,10 +174,10 @@ def test_vmap_over_examples_and_over_weights_equals_a_loop(kind):
     per_example = jax.vmap(jax.grad(_loss, argnums=1), in_axes=(None, None, 0, 0))
     got = per_example(cell, params, xs[:, None], jax.tree.map(lambda a: a[:, None], state))
     # The forward pass alone under vmap (its unkept gates are an empty result to unfold).
-    outputs = jax.vmap(lambda x, s: rx.scan(cell, params, x, s)[1])(
+    outputs = jax.vmap(lambda x, s: _scan(cell, params, x, s)[1])(
         xs[:, None], jax.tree.map(lambda a: a[:, None], state)
     )
-    np.testing.assert_allclose(outputs[:, 0], rx.scan(cell, params, xs, state)[1], **TOL)
+    np.testing.assert_allclose(outputs[:, 0], _scan(cell, params, xs, state)[1], **TOL)
     for n in range(4):
         one = jax.grad(_loss, argnums=1)(cell, params, xs[n : n + 1], _row(state, n))
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), _pick(got, n), one)
@@ -198,7 +211,7 @@ def _pick(tree, n):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_bfloat16_uses_the_xla_loop(kind):
-    cell, _, _ = _cells(kind, 32)
+    cell = _On(_cells(kind, 32)[0].cell)
     params, xs, state = jax.tree.map(lambda a: a.astype(jnp.bfloat16), _problem(kind, 32, (2,), steps=3))
     assert not _uses_kernel(kind, cell, params, xs, state)
 
@@ -209,17 +222,17 @@ def test_padded_units_stay_zero_and_change_nothing(kind):
     cell, xla, _ = _cells(kind, 20)
     params, xs, state = _problem(kind, 20, (3,), steps=7)
     assert _uses_kernel(kind, cell, params, xs, state)
-    final, ys, states = rx.scan(cell, params, xs, state, return_states=True)
+    final, ys, states = _scan(cell, params, xs, state, return_states=True)
     assert ys.shape == (3, 7, 20) and all(s.shape == (3, 7, 20) for s in states)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), (final, ys), rx.scan(xla, params, xs, state))
-    jacobian = lambda c: jax.jacfwd(lambda h: rx.scan(c, params, xs, state._replace(h=h))[0][0])(state.h)  # noqa: E731
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), (final, ys), _scan(xla, params, xs, state))
+    jacobian = lambda c: jax.jacfwd(lambda h: _scan(c, params, xs, state._replace(h=h))[0][0])(state.h)  # noqa: E731
     np.testing.assert_allclose(jacobian(cell), jacobian(xla), atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_float64_uses_the_xla_loop(kind):
     with jax.enable_x64(True):
-        cell, _, _ = _cells(kind, 32)
+        cell = _On(_cells(kind, 32)[0].cell)
         params, xs, state = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), _problem(kind, 32, (2,), steps=3))
         assert not _uses_kernel(kind, cell, params, xs, state)
 
@@ -234,7 +247,7 @@ def test_variants_the_kernel_does_not_cover_keep_their_path():
 
 
 def test_the_primitives_called_directly():
-    """``recurrax.native.lstm`` without ``recurrax.scan``: time-major, batch-flattened, eager equals jit."""
+    """``recurrax.backends.cpu.lstm`` without ``recurrax.scan``: time-major, batch-flattened, eager equals jit."""
     params, xs, state = _problem("lstm", 32, (3,), steps=4)
     args = (jnp.swapaxes(xs, 0, 1), params["w_i"], params["b"], params["w_h"], state.h, state.c)
     eager = native_lstm.forward(*args, keep_acts=True)
@@ -245,19 +258,20 @@ def test_the_primitives_called_directly():
 
 _AVX2_CHECK = """
 import numpy as np, jax, jax.numpy as jnp, recurrax as rx
-from recurrax.native import build
+from recurrax.backends.cpu import build
 from reference import gru, lstm, run, random_inputs, random_params, random_state, to_numpy
 assert build.load() is not None
 for kind, step in (("lstm", lstm), ("gru", gru)):
     cell = {"lstm": rx.lstm, "gru": rx.gru}[kind](48)  # 6 vectors of 8: a 4-vector chunk and a 2-vector one
-    cell = cell._replace(fused=rx.fused.sequence_transition(kind, xla=kind == "lstm", native_from=1))
+    native = "native_" + kind
     params = jax.tree.map(lambda w: w / 2, random_params(cell, 0, 5))
     xs, state = random_inputs((7, 6, 5), 1), random_state(cell, params, (7,), 2, 0.5)
-    assert "recurrax_" + kind + "_forward" in str(jax.make_jaxpr(lambda p: rx.scan(cell, p, xs, state))(params))
-    ys = rx.scan(cell, params, xs, state)[1]
+    jaxpr = jax.make_jaxpr(lambda p: rx.scan(cell, p, xs, state, backend=native))(params)
+    assert "recurrax_" + kind + "_forward" in str(jaxpr)
+    ys = rx.scan(cell, params, xs, state, backend=native)[1]
     np.testing.assert_allclose(ys, run(step, to_numpy(params), xs, to_numpy(state))[1], atol=2e-5, rtol=2e-5)
-    loss = lambda c, p: jnp.sum(jnp.sin(rx.scan(c, p, xs, state)[1]))
-    got, want = jax.grad(loss, 1)(cell, params), jax.grad(loss, 1)(cell._replace(fused=None), params)
+    loss = lambda b, p: jnp.sum(jnp.sin(rx.scan(cell, p, xs, state, backend=b)[1]))
+    got, want = jax.grad(loss, 1)(native, params), jax.grad(loss, 1)("sequential", params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(b).max(), rtol=1e-5), got, want)
 print("ok")
 """

@@ -1,9 +1,12 @@
-"""The sequence-level LSTM/GRU fast path (recurrax.fused): values, derivatives and scan semantics.
+"""The XLA sequence-level LSTM/GRU backends (recurrax.backends.xla): values and derivatives.
 
 References: the cell equations re-written in NumPy (values), numerical differences via
 ``jax.test_util.check_grads`` (derivatives, forward and reverse mode, float64), and JAX autodiff of
-the plain per-step scan, ``cell._replace(fused=None)`` (gradients to 1e-5, every scan option).
+the plain per-step scan, ``backend="sequential"`` (gradients to 1e-5). Every scan option on every backend is
+held to ``sequential`` by the conformance suite (test_conformance.py).
 """
+
+from typing import NamedTuple
 
 import chex
 import jax
@@ -13,7 +16,8 @@ import pytest
 from jax.test_util import check_grads
 
 import recurrax as rx
-from recurrax import fused
+from recurrax.backends import tuning
+from recurrax.backends import xla as fused
 
 B, T, I, H = 3, 6, 4, 5
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -49,60 +53,72 @@ def _numpy_gru(p, xs):
     return np.stack(hs, 1)
 
 
+class _On(NamedTuple):
+    """A cell with the backend its scans run on, for the tests below."""
+
+    cell: rx.Cell
+    backend: str
+
+
+def _scan(on, *args, **kwargs):
+    return rx.scan(on.cell, *args, backend=on.backend, **kwargs)
+
+
 def _setup(kind, **kwargs):
     cell = getattr(rx, kind)(H, **kwargs)
-    if kind == "gru":  # opt-in for the GRU: it did not pay in the benchmarks (benchmarks/RESULTS.md)
-        cell = cell._replace(fused=fused.sequence_transition("gru"))
     params = cell.init(jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (B, T, I))
-    return cell, params, xs
+    return _On(cell, f"xla_{kind}"), params, xs
 
 
-def _generic(cell):
-    return cell._replace(fused=None)
+def _generic(on):
+    return on._replace(backend="sequential")
 
 
 def _uses_fast_path(fn, *args):
     return "custom_jvp_call" in str(jax.make_jaxpr(fn)(*args))
 
 
-def test_plain_lstm_carries_the_hook_and_variants_do_not():
-    assert rx.lstm(H).fused is not None
-    assert rx.lstm(H, dtype=jnp.bfloat16).fused is None and rx.lstm(H, layer_norm=True).fused is None
-    assert rx.lstm(H, peephole=True).fused is None and rx.lstm(H, proj_size=2).fused is None
-    # The GRU's hook runs the native kernel only (else the generic loop); the original GRU has none.
-    assert rx.gru(H).fused is not None and rx.gru(H, reset_after=False).fused is None and rx.elman(H).fused is None
+def test_plain_lstm_and_gru_declare_their_structure_and_variants_do_not():
+    assert rx.lstm(H).structure.kind == "lstm" and rx.gru(H).structure.kind == "gru"
+    for variant in (rx.lstm(H, dtype=jnp.bfloat16), rx.lstm(H, layer_norm=True), rx.lstm(H, peephole=True)):
+        assert variant.structure.kind is None and variant.structure.gates == 4
+    assert rx.lstm(H, proj_size=2).structure.kind is None and rx.gru(H, reset_after=False).structure.kind is None
+    assert rx.elman(H).structure is None
+    # A replaced function takes the structure away: no backend runs its own equations for it any more.
+    replaced = rx.lstm(H)._replace(transition=rx.lstm(H).transition)
+    assert rx.structure_of(rx.lstm(H)) is not None and rx.structure_of(replaced) is None
 
 
 def test_values_match_numpy_equations():
     cell, p, xs = _setup("lstm")
-    final, ys = rx.scan(cell, p, xs)
+    final, ys = _scan(cell, p, xs)
     want_ys, want_c = _numpy_lstm(jax.tree.map(np.asarray, p), np.asarray(xs))
     chex.assert_trees_all_close(ys, want_ys, **TOL)
     chex.assert_trees_all_close(final.c, want_c, **TOL)
     cell, p, xs = _setup("gru")
-    _, ys = rx.scan(cell, p, xs)
+    _, ys = _scan(cell, p, xs)
     chex.assert_trees_all_close(ys, _numpy_gru(jax.tree.map(np.asarray, p), np.asarray(xs)), **TOL)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_forward_values_equal_the_generic_scan(kind):
     cell, p, xs = _setup(kind)
-    assert _uses_fast_path(lambda p, xs: rx.scan(cell, p, xs), p, xs)
-    assert not _uses_fast_path(lambda p, xs: rx.scan(_generic(cell), p, xs), p, xs)
-    chex.assert_trees_all_close(rx.scan(cell, p, xs), rx.scan(_generic(cell), p, xs), atol=1e-6, rtol=1e-6)
+    assert _uses_fast_path(lambda p, xs: _scan(cell, p, xs), p, xs)
+    assert not _uses_fast_path(lambda p, xs: _scan(_generic(cell), p, xs), p, xs)
+    chex.assert_trees_all_close(_scan(cell, p, xs), _scan(_generic(cell), p, xs), atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("unroll", [1, 3])
 def test_gradients_equal_autodiff_of_the_plain_scan(kind, unroll):
     cell, p, xs = _setup(kind)
-    state = jax.tree.map(lambda s: s + 0.3, cell.initial_state(p, (B,)))
+    state = jax.tree.map(lambda s: s + 0.3, cell.cell.initial_state(p, (B,)))
     weights = jax.random.normal(jax.random.key(2), (B, T, H))
 
     def loss(c):
         def f(p, xs, s):
-            final, ys = rx.scan(c, p, xs, s, unroll=unroll)
+            final, ys = _scan(c, p, xs, s, unroll=unroll)
             return jnp.sum(weights * ys) + sum(jnp.sum(jnp.sin(leaf)) for leaf in final)
 
         return f
@@ -128,75 +144,41 @@ def test_check_grads_forward_and_reverse_mode_float64():
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_forward_mode_jacobian_equals_reverse_mode(kind):
     cell, p, xs = _setup(kind)
-    f = lambda x: rx.scan(cell, p, x)[1][-1]  # noqa: E731
+    f = lambda x: _scan(cell, p, x)[1][-1]  # noqa: E731
     chex.assert_trees_all_close(jax.jit(jax.jacfwd(f))(xs[0]), jax.jit(jax.jacrev(f))(xs[0]), **TOL)
-
-
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize(
-    "options",
-    [
-        dict(return_states=True, include_initial=True),
-        dict(reverse=True, return_states=True, include_initial=True, time_major=True),
-        dict(lengths=np.array([6, 2, 0])),
-        dict(remat=True),
-    ],
-)
-def test_scan_options_keep_their_meaning(kind, options):
-    cell, p, xs = _setup(kind)
-    if options.get("time_major"):
-        xs = jnp.moveaxis(xs, 1, 0)
-
-    def run(c):
-        return lambda p, xs: rx.scan(c, p, xs, **options)
-
-    chex.assert_trees_all_close(jax.jit(run(cell))(p, xs), run(_generic(cell))(p, xs), **TOL)
-    loss = lambda c: lambda p, xs: sum(jnp.sum(jnp.tanh(leaf)) for leaf in jax.tree.leaves(run(c)(p, xs)))  # noqa: E731
-    chex.assert_trees_all_close(jax.jit(jax.grad(loss(cell)))(p, xs), jax.grad(loss(_generic(cell)))(p, xs), **TOL)
-
-
-def test_leading_batch_dims_unbatched_and_vmap():
-    cell, p, xs = _setup("lstm")
-    xs4 = xs.reshape(1, B, T, I)
-    chex.assert_trees_all_close(rx.scan(cell, p, xs4), rx.scan(_generic(cell), p, xs4), **TOL)
-    chex.assert_trees_all_close(rx.scan(cell, p, xs[0]), rx.scan(_generic(cell), p, xs[0]), **TOL)
-    batched = jax.vmap(lambda x: rx.scan(cell, p, x)[1])(xs)
-    looped = jnp.stack([rx.scan(cell, p, x)[1] for x in xs])
-    chex.assert_trees_all_close(batched, looped, **TOL)
 
 
 def test_gru_without_bias_and_streaming_chunks():
     cell, p, xs = _setup("gru", use_bias=False)
-    chex.assert_trees_all_close(rx.scan(cell, p, xs), rx.scan(_generic(cell), p, xs), **TOL)
+    chex.assert_trees_all_close(_scan(cell, p, xs), _scan(_generic(cell), p, xs), **TOL)
     cell, p, xs = _setup("lstm")
-    s, first = rx.scan(cell, p, xs[:, :2])
-    final, second = rx.scan(cell, p, xs[:, 2:], s)
-    want_final, want = rx.scan(cell, p, xs)
+    s, first = _scan(cell, p, xs[:, :2])
+    final, second = _scan(cell, p, xs[:, 2:], s)
+    want_final, want = _scan(cell, p, xs)
     chex.assert_trees_all_close((final, jnp.concatenate([first, second], 1)), (want_final, want), **TOL)
 
 
-def test_hook_rejects_unknown_kind_and_declines_mixed_dtypes():
-    with pytest.raises(ValueError, match="kind"):
-        fused.sequence_transition("elman")
-    cell, p, xs = _setup("lstm")
-    hook = fused.sequence_transition("lstm")
-    state = jax.tree.map(lambda s: s.astype(jnp.bfloat16), cell.initial_state(p, (B,)))
-    assert hook(p, jnp.moveaxis(xs, 1, 0), state, 1) is None
+def test_mixed_dtypes_are_refused_by_name_and_auto_runs_sequential():
+    on, p, xs = _setup("lstm")
+    state = jax.tree.map(lambda s: s.astype(jnp.bfloat16), on.cell.initial_state(p, (B,)))
+    with pytest.raises(ValueError, match="one dtype, got bfloat16, float32"):
+        _scan(on, p, xs, state)
+    assert rx.backends.which(on.cell, p, xs, state) == "sequential"
 
 
 @pytest.mark.parametrize("steps", [32, 37])  # whole chunks only; and a remainder after them
 def test_forward_projecting_in_chunks_equals_numpy_and_autodiff(steps):
     """Without differentiation ``lstm_sequence`` projects 16 steps at a time inside the loop (batch >= 8)."""
-    assert fused.PROJECTION_CHUNK.get(jax.default_backend()) == 16
+    assert tuning.PROJECTION_CHUNK.get(jax.default_backend()) == 16
     batch = 8
-    cell = rx.lstm(H)
-    p = cell.init(jax.random.key(0), I)
+    cell = _On(rx.lstm(H), "xla_lstm")
+    p = cell.cell.init(jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(4), (batch, steps, I))
-    final, ys = jax.jit(rx.scan, static_argnums=0)(cell, p, xs)
+    final, ys = jax.jit(lambda p, xs: _scan(cell, p, xs))(p, xs)
     want_hs, want_c = _numpy_lstm({k: np.asarray(v, np.float64) for k, v in p.items()}, np.asarray(xs, np.float64))
     np.testing.assert_allclose(ys, want_hs, **TOL)
     np.testing.assert_allclose(final.c, want_c, **TOL)
-    loss = lambda c: lambda p, xs: jnp.sum(jnp.sin(rx.scan(c, p, xs)[1]))  # noqa: E731
+    loss = lambda c: lambda p, xs: jnp.sum(jnp.sin(_scan(c, p, xs)[1]))  # noqa: E731
     got = jax.grad(loss(cell), argnums=(0, 1))(p, xs)
     want = jax.grad(loss(_generic(cell)), argnums=(0, 1))(p, xs)
     chex.assert_trees_all_close(got, want, **TOL)
@@ -211,5 +193,5 @@ def test_check_grads_of_the_chunked_sequence_float64():
         w_h = 0.5 * jax.random.normal(keys[2], (H, 4 * H), jnp.float64)
         xs = jax.random.normal(keys[3], (35, 8, 3), jnp.float64)
         h0, c0 = (0.1 * jax.random.normal(k, (8, H), jnp.float64) for k in keys[4:])
-        f = jax.jit(lambda *a: fused.lstm_sequence(*a, 4))
+        f = jax.jit(lambda *a: fused.lstm_sequence(*a, 4, 16))
         check_grads(f, (w_i, b, w_h, xs, h0, c0), order=1, modes=("fwd", "rev"), eps=1e-4)
