@@ -124,15 +124,13 @@ def _recurrax(path: str = "default") -> Callable[[Case, str], Prepared]:
         options = {"remat": True} if _cases.variant(case.cell) == "remat" else {}
         extra = _lengths(case)
         cells = [factory(case.size.hidden) for _ in range(case.layers)]
-        if path == "generic" or (path == "xla" and case.cell == "gru"):
-            cells = [c._replace(fused=None) for c in cells]
+        if path == "generic" or (path == "xla" and _cases.base(case.cell) == "gru"):
+            options["backend"] = "sequential"
         elif path == "xla":
-            from recurrax.fused import sequence_transition
-
-            cells = [c._replace(fused=sequence_transition("lstm", native=False)) for c in cells]
+            options["backend"] = "xla_lstm"
         key = jax.random.key(SEED)
         if case.layers > 1:
-            layer = rx.stacked(cells)
+            layer = rx.stacked(cells, **options)
             return _jax_prepared(
                 JaxModel(lambda p, xs: layer.apply(p, xs)[1], layer.init(key, case.size.inputs)), case, mode
             )

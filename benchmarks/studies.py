@@ -58,10 +58,10 @@ def unroll(repeats: int) -> tuple[list[str], list[dict]]:
     rows, lines = [], ["| cell | size | path | unroll | fwd ms | fwd+bwd ms |", "|---|---|---|---|---|---|"]
     for kind, (b, t, h) in [("lstm", (32, 128, 256)), ("gru", (32, 128, 256)), ("lstm", (1, 1000, 64))]:
         cell, p, xs = _problem(kind, b, t, h)
-        for path, c in [("fused", cell), ("generic", cell._replace(fused=None))]:
+        for path, kw in [("fused", {}), ("generic", {"backend": "sequential"})]:
             for u in (1, 2, 4, 8):
-                fwd = _time(_fwd(c, unroll=u), (p, xs), repeats)[0]
-                bwd = _time(_fwd_bwd(c, unroll=u), (p, xs), repeats)[0]
+                fwd = _time(_fwd(cell, unroll=u, **kw), (p, xs), repeats)[0]
+                bwd = _time(_fwd_bwd(cell, unroll=u, **kw), (p, xs), repeats)[0]
                 rows.append(dict(cell=kind, size=(b, t, h), path=path, unroll=u, fwd_s=fwd, fwd_bwd_s=bwd))
                 lines.append(f"| {kind} | B={b} T={t} H={h} | {path} | {u} | {fwd * 1e3:.2f} | {bwd * 1e3:.2f} |")
                 print(lines[-1], file=sys.stderr)
@@ -116,13 +116,13 @@ def remat(repeats: int) -> tuple[list[str], list[dict]]:
     rows = []
     for kind in ("lstm", "gru"):
         cell, p, xs = _problem(kind, 16, 4096, 256)
-        generic = cell._replace(fused=None)
-        for name, c, kw in [
-            ("fused", cell, {}),
-            ("generic", generic, {}),
-            ("generic, remat=True", generic, {"remat": True}),
+        for name, kw in [
+            ("fused", {}),
+            ("fused, remat=True", {"remat": True}),
+            ("generic", {"backend": "sequential"}),
+            ("generic, remat=True", {"backend": "sequential", "remat": True}),
         ]:
-            median, _, peak = _time(_fwd_bwd(c, **kw), (p, xs), repeats)
+            median, _, peak = _time(_fwd_bwd(cell, **kw), (p, xs), repeats)
             rows.append(dict(cell=kind, path=name, peak_bytes=peak, fwd_bwd_s=median))
             lines.append(f"| {kind} B=16 T=4096 I=H=256 | {name} | {peak / 2**20:.0f} | {median * 1e3:.0f} |")
             print(lines[-1], file=sys.stderr)
@@ -134,14 +134,14 @@ def hlo(repeats: int) -> tuple[list[str], list[dict]]:
     import jax
 
     del repeats
-    from recurrax.fused import DEFAULT_UNROLL
+    from recurrax.backends.tuning import DEFAULT_UNROLL
 
     lines = ["| cell | path | mode | loop | steps / iteration | dots | other fusions / ops |", "|---" * 7 + "|"]
     rows = []
     for kind in ("lstm", "gru"):
         cell, p, xs = _problem(kind, 32, 128, 256)
-        for path, c in [("fused", cell), ("generic", cell._replace(fused=None))]:
-            for mode, f in [("fwd", _fwd(c)), ("fwd+bwd", _fwd_bwd(c))]:
+        for path, kw in [("fused", {}), ("generic", {"backend": "sequential"})]:
+            for mode, f in [("fwd", _fwd(cell, **kw)), ("fwd+bwd", _fwd_bwd(cell, **kw))]:
                 text = jax.jit(f).lower(p, xs).compile().as_text()
                 steps = DEFAULT_UNROLL.get(jax.default_backend(), 1) if path == "fused" else 1
                 for k, (dots, others) in enumerate(_loop_bodies(text)):

@@ -192,7 +192,7 @@ CASES: dict[str, Case] = {
     ),
     "mgu": Case(rx.mgu, mgu),
 }
-# One representative per family (plus the fused LSTM/GRU and a variant-heavy LSTM), for costlier tests.
+# One representative per family (plus the plain LSTM/GRU and a variant-heavy LSTM), for costlier tests.
 FAMILIES = ["elman", "lstm", "lstm_all", "gru", "gru_reset_before", "mgu"]
 
 

@@ -180,7 +180,7 @@ def test_step_jit_and_vmap(factory):
     looped = [cell.step(params, jax.tree.map(lambda s, b=b: s[b], state), x[b]) for b in range(B)]
     stacked = jax.tree.map(lambda *s: jnp.stack(s), *looped)
     chex.assert_trees_all_close(jax.vmap(cell.step, (None, 0, 0))(params, state, x), stacked, rtol=1e-6, atol=1e-6)
-    assert isinstance(cell.linear, LinearRecurrence)
+    assert cell.structure.kind == "linear" and isinstance(cell.structure.recurrence, LinearRecurrence)
     assert cell.output(eager).shape == (B, H)
 
 

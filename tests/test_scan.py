@@ -215,8 +215,8 @@ def test_vmap_equals_a_python_loop(name):
         chex.assert_trees_all_close(_item(got, k), jscan(cell, p, xs, state), **TOL)
 
 
-# One cell per family, on the per-step path (lengths given); the fused LSTM/GRU derivatives are
-# check_grads-tested in test_fused.py.
+# One cell per family, on the auto backend; the XLA LSTM/GRU derivatives are check_grads-tested in
+# tests/backends/test_xla.py.
 @pytest.mark.parametrize("name", ["elman", "lstm_all", "gru", "mgu"])
 def test_check_grads_through_scan_float64(name):
     with jax.enable_x64(True):

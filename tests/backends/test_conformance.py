@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import re
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import jax
@@ -129,33 +130,97 @@ def skip_unless_available(prob: Problem, backend: str, **options) -> None:
 # ----------------------------------------------------------------------------------- the reference
 
 
+@functools.cache
+def jitted_step(cell: rx.Cell):
+    """``cell.step``, jitted: the loop stays eager Python, but each step is one compiled call (its derivatives
+    compile once per cell) rather than dozens of dispatched operations."""
+    return jax.jit(cell.step)
+
+
+def reference_sequence(cell, params, xs, s0, length: int, reverse: bool, include_initial: bool):
+    """One sequence, ``xs`` a list of ``T`` inputs ``(I,)``: ``(final, [output_t], [state_t])``."""
+    steps = len(xs)
+    s, states, outputs = s0, [None] * steps, [None] * steps
+    for t in reversed(range(length)) if reverse else range(length):
+        s = jitted_step(cell)(params, s, xs[t])
+        states[t], outputs[t] = s, cell.output(s)
+    for t in range(length, steps):  # padding: nothing consumed yet in reverse, frozen forward
+        states[t], outputs[t] = (s0 if reverse else s), jnp.zeros_like(cell.output(s0))
+    if include_initial:
+        states = [*states, s0] if reverse else [s0, *states]
+    return s, outputs, states
+
+
+def reference_rows(cell, params, rows, starts, lengths, *, reverse=False, include_initial=False, return_states=True):
+    """:func:`reference_sequence` of each batch element: ``rows`` its inputs, ``starts`` its initial state."""
+    results = []
+    for i, (xs, s0) in enumerate(zip(rows, starts)):
+        length = len(xs) if lengths is None else int(np.ravel(lengths)[i])
+        final, outputs, states = reference_sequence(cell, params, xs, s0, length, reverse, include_initial)
+        results.append((final, outputs, states if return_states else None))
+    return results
+
+
+# Batch elements are split (and their results gathered) in NumPy, outside the differentiated loop: indexing a
+# JAX array by each element and step would compile one slice (and its transpose) per position.
+
+
+def split_batch(tree, batch):
+    """One tree per batch element, in ``np.ndindex`` order."""
+    return [jax.tree.map(lambda leaf, idx=idx: jnp.asarray(np.asarray(leaf)[idx]), tree) for idx in np.ndindex(*batch)]
+
+
+def split_rows(xs):
+    """``xs: (*batch, T, I)`` as one list of ``T`` inputs per batch element."""
+    xs = np.asarray(xs)
+    return [[jnp.asarray(x) for x in xs[idx]] for idx in np.ndindex(*xs.shape[:-2])]
+
+
+def split_results(result, batch):
+    """A batch-major ``(final, outputs, states or None)`` as one ``(final, [output_t], [state_t])`` per element."""
+    final, outputs, states = result
+    pieces = zip(split_batch(final, batch), split_rows(outputs), split_batch(states, batch) if states else repeat(None))
+    return [(f, o, None if s is None else _unstack(s)) for f, o, s in pieces]
+
+
+def gather_results(results, batch):
+    """The inverse of :func:`split_results`."""
+    final = _merge([r[0] for r in results], batch)
+    outputs = _merge([np.stack(r[1]) for r in results], batch)
+    states = None if results[0][2] is None else _merge([_stack(r[2]) for r in results], batch)
+    return final, outputs, states
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *leaves: np.stack(leaves), *trees)
+
+
+def _unstack(tree):
+    steps = len(jax.tree.leaves(tree)[0])
+    return [jax.tree.map(lambda leaf, t=t: leaf[t], tree) for t in range(steps)]
+
+
+def _merge(trees, batch):
+    return jax.tree.map(lambda leaf: leaf.reshape(*batch, *leaf.shape[1:]), _stack(trees))
+
+
 def reference(cell, params, xs, state0, lengths=None, *, reverse=False, include_initial=False, **_):
     """``(final, outputs, states)`` of an eager loop of ``cell.step`` over each sequence of ``xs`` alone.
 
     Batch-major like ``xs: (*batch, T, I)``; ``states`` always returned (with ``include_initial``, ``T + 1``
     positions). Options that must not change values (``unroll``, ``remat``, ``time_major``) are ignored.
     """
-    batch, steps = xs.shape[:-2], xs.shape[-2]
-    finals, outputs, states = [], [], []
-    for idx in np.ndindex(*batch):
-        length = steps if lengths is None else int(lengths[idx])
-        s0 = jax.tree.map(lambda leaf, idx=idx: leaf[idx], state0)
-        s, seq, out = s0, [None] * steps, [None] * steps
-        for t in reversed(range(length)) if reverse else range(length):
-            s = cell.step(params, s, xs[idx][t])
-            seq[t], out[t] = s, cell.output(s)
-        for t in range(length, steps):  # padding: nothing consumed yet in reverse, frozen forward
-            seq[t], out[t] = (s0 if reverse else s), jnp.zeros_like(cell.output(s0))
-        if include_initial:
-            seq = [*seq, s0] if reverse else [s0, *seq]
-        finals.append(s)
-        outputs.append(jnp.stack(out))
-        states.append(jax.tree.map(lambda *leaves: jnp.stack(leaves), *seq))
-
-    def gather(trees):
-        return jax.tree.map(lambda *leaves: jnp.stack(leaves).reshape(*batch, *leaves[0].shape), *trees)
-
-    return gather(finals), gather(outputs), gather(states)
+    batch = xs.shape[:-2]
+    rows = reference_rows(
+        cell,
+        params,
+        split_rows(xs),
+        split_batch(state0, batch),
+        lengths,
+        reverse=reverse,
+        include_initial=include_initial,
+    )
+    return gather_results(rows, batch)
 
 
 def run_scan(cell, params, xs, state, lengths, *, backend, **options):
@@ -198,18 +263,28 @@ def with_grads(fn, weights):
 
 @functools.cache
 def reference_with_grads(cell_name: str, set_name: str):
-    """The reference's ``(final, outputs, states)`` for the option set, its loss weights and its gradients."""
-    prob, spec = problem(cell_name, set_name), OPTION_SETS[set_name]
-    fn = functools.partial(reference, prob.cell, **spec.options)
-    if not spec.options.get("return_states"):
-        fn = _drop_states(fn)
-    weights = loss_weights(fn(prob.params, prob.xs, prob.state, prob.lengths))
-    result, grads = with_grads(fn, weights)(prob.params, prob.xs, prob.state, prob.lengths)
-    return result, weights, grads
+    """The reference's ``(final, outputs, states)`` for the option set, its loss weights, and the gradients of
+    that loss w.r.t. params, inputs and initial state."""
+    prob, options = problem(cell_name, set_name), OPTION_SETS[set_name].options
+    batch = prob.xs.shape[:-2]
+    kwargs = dict(
+        reverse=options.get("reverse", False),
+        include_initial=options.get("include_initial", False),
+        return_states=options.get("return_states", False),
+    )
+    expected = reference(prob.cell, prob.params, prob.xs, prob.state, prob.lengths, **options)
+    if not kwargs["return_states"]:
+        expected = (*expected[:2], None)
+    weights = loss_weights(expected)
 
+    def objective(params, rows, starts):
+        results = reference_rows(prob.cell, params, rows, starts, prob.lengths, **kwargs)
+        return loss(results, split_results(weights, batch))
 
-def _drop_states(fn):
-    return lambda *args: (*fn(*args)[:2], None)
+    rows, starts = split_rows(prob.xs), split_batch(prob.state, batch)
+    d_params, d_rows, d_starts = jax.grad(objective, argnums=(0, 1, 2))(prob.params, rows, starts)
+    d_xs = np.stack([np.stack(row) for row in d_rows]).reshape(prob.xs.shape)
+    return expected, weights, (d_params, d_xs, _merge(d_starts, batch))
 
 
 def assert_trees_close(actual, expected, tol, what: str) -> None:
@@ -304,9 +379,17 @@ def _tangents(cell_name: str):
 
 @functools.cache
 def _reference_jvp(cell_name: str):
+    """The reference's ``((final, outputs), their tangents)`` with :data:`JVP_LENGTHS`."""
     prob = problem(cell_name, "defaults")
-    fn = lambda p, x, s: reference(prob.cell, p, x, s, JVP_LENGTHS)[:2]  # noqa: E731
-    return jax.jvp(fn, (prob.params, prob.xs, prob.state), _tangents(cell_name))
+    batch = prob.xs.shape[:-2]
+    d_params, d_xs, d_state = _tangents(cell_name)
+
+    def fn(params, rows, starts):
+        return reference_rows(prob.cell, params, rows, starts, JVP_LENGTHS, return_states=False)
+
+    primals = (prob.params, split_rows(prob.xs), split_batch(prob.state, batch))
+    out, d_out = jax.jvp(fn, primals, (d_params, split_rows(d_xs), split_batch(d_state, batch)))
+    return gather_results(out, batch)[:2], gather_results(d_out, batch)[:2]
 
 
 @cells

@@ -24,6 +24,9 @@ CHECKS = [
     "rules_that_do_not_fit_name_the_leaf",
     # examples/train_sharded.py on a (data 4, model 2) mesh, with its orbax save and restore
     "train_sharded_example_runs_and_restores_its_checkpoint",
+    # every backend, alone and in stacked/bidirectional layers: no all-gather in the compiled HLO, outputs
+    # and gradients split 8 ways, per-device FLOPs ~1/8, values equal one device's
+    "every_backend_keeps_the_batch_sharded_in_the_compiled_step",
 ]
 
 

@@ -17,8 +17,10 @@ import jax
 import jax.numpy as jnp
 from jax.core import ShapedArray
 from jax.custom_derivatives import SymbolicZero
+from jax.experimental.custom_partitioning import custom_partitioning
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
+from jax.sharding import NamedSharding, PartitionSpec
 
 from recurrax.backends.cpu.build import load
 from recurrax.core import Array
@@ -42,6 +44,65 @@ def is_zero(t) -> bool:
     return type(t) is ad.Zero
 
 
+def rowwise(target: str, shapes: Callable, kinds: tuple[str, str], **options) -> Callable:
+    """The FFI ``target`` as a call that XLA's SPMD partitioner splits along the rows ``N``.
+
+    A custom call is opaque to the partitioner, which would otherwise gather every operand onto every device and
+    run the whole batch on each. The rows are independent, so each device runs its own: sequences and states
+    keep the row sharding of the first such operand that has one (the others follow it), weights are replicated.
+    ``options`` go to ``jax.ffi.ffi_call`` (e.g. ``input_output_aliases``).
+    """
+    in_kinds, out_kinds = kinds
+
+    def spec(kind: str, ndim: int, rows) -> PartitionSpec:
+        return PartitionSpec() if kind == "w" else PartitionSpec(rows, *([None] * (ndim - 1)))
+
+    def row_axes(arg_shapes) -> Any:
+        for kind, arg in zip(in_kinds, arg_shapes):
+            sharding = getattr(arg, "sharding", None)
+            if kind != "w" and isinstance(sharding, NamedSharding) and len(sharding.spec) and sharding.spec[0]:
+                return sharding.spec[0]
+        return None
+
+    def rule(ranks: tuple[int, ...]) -> str:
+        """Shardy's rule: one factor ``n`` for the row axis of every sequence and state; each other axis its own."""
+        names = (f"f{k}" for k in range(10**6))
+        out_ranks = [3 if k == "s" else 2 for k in out_kinds]
+        side = lambda kinds, ranks: ", ".join(  # noqa: E731
+            " ".join(([] if k == "w" else ["n"]) + [next(names) for _ in range(r - (k != "w"))])
+            for k, r in zip(kinds, ranks)
+        )
+        return f"{side(in_kinds, ranks)} -> {side(out_kinds, out_ranks)}"
+
+    @functools.cache
+    def partitioned(static: tuple, ranks: tuple[int, ...]) -> Callable:
+        params = dict(static)
+
+        def call(*args):
+            return tuple(jax.ffi.ffi_call(target, shapes(*args, **params), **options)(*args, **params))
+
+        wrapped = custom_partitioning(call)
+
+        def partition(mesh, arg_shapes, result_shape):
+            rows = row_axes(arg_shapes)
+            args = tuple(NamedSharding(mesh, spec(k, len(a.shape), rows)) for k, a in zip(in_kinds, arg_shapes))
+            results = tuple(NamedSharding(mesh, spec(k, len(r.shape), rows)) for k, r in zip(out_kinds, result_shape))
+            return mesh, call, results, args
+
+        def infer(mesh, arg_shapes, result_shape):
+            rows = row_axes(arg_shapes)
+            return tuple(NamedSharding(mesh, spec(k, len(r.shape), rows)) for k, r in zip(out_kinds, result_shape))
+
+        wrapped.def_partition(partition=partition, infer_sharding_from_operands=infer, sharding_rule=rule(ranks))
+        return wrapped
+
+    def run(*args, **params):
+        return partitioned(tuple(sorted(params.items())), tuple(a.ndim for a in args))(*args)
+
+    run.partitioned = True
+    return run
+
+
 def define(name: str, call: Callable, shapes: Callable, kinds: tuple[str, str]) -> Primitive:
     """A primitive evaluated (eagerly and lowered) by ``call``, of result shapes ``shapes(*args, **params)``."""
     if load() is None:
@@ -52,6 +113,12 @@ def define(name: str, call: Callable, shapes: Callable, kinds: tuple[str, str]) 
     prim.def_abstract_eval(lambda *args, **params: [ShapedArray(s.shape, s.dtype) for s in shapes(*args, **params)])
     mlir.register_lowering(prim, mlir.lower_fun(call, multiple_results=True))
     batching.primitive_batchers[prim] = _batch_rule(prim, *kinds)
+    if getattr(call, "partitioned", False):
+        # Its lowering holds a custom_partitioning call, which needs the devices when lowered; JAX looks for
+        # such primitives in the jaxpr only (a private registry, as jax's own callbacks use it).
+        from jax._src import dispatch
+
+        dispatch.prim_requires_devices_during_lowering.add(prim)
     return prim
 
 

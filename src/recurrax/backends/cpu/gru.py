@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend.core import Primitive
 
-from recurrax.backends.cpu._primitives import define_recurrence, f32, projected, swap
+from recurrax.backends.cpu._primitives import define_recurrence, f32, projected, rowwise, swap
 from recurrax.backends.xla import gru_scan, gru_tangent_scan
 from recurrax.core import Array
 
@@ -42,15 +42,11 @@ def _tangent_shapes(w_h, acts, hn, hs, *rest, unroll: int):
     return (f32(*hs.shape),)
 
 
-def _forward_call(*args, keep_acts: bool):
-    shapes = _forward_shapes(*args, keep_acts=keep_acts)
-    return jax.ffi.ffi_call("recurrax_gru_forward", shapes)(*args, keep_acts=keep_acts)
-
-
-def _backward_call(*args):
-    # The gate gradients take the buffers of the activations they are computed from (see the module).
-    shapes = _backward_shapes(*args)
-    return jax.ffi.ffi_call("recurrax_gru_backward", shapes, input_output_aliases={1: 0, 2: 1})(*args)
+_FORWARD_KINDS = ("swwwwns", "sss")
+_BACKWARD_KINDS = ("wsssns", "ssn")
+_forward_call = rowwise("recurrax_gru_forward", _forward_shapes, _FORWARD_KINDS)
+# The gate gradients take the buffers of the activations they are computed from (see the module).
+_backward_call = rowwise("recurrax_gru_backward", _backward_shapes, _BACKWARD_KINDS, input_output_aliases={1: 0, 2: 1})
 
 
 def _tangent_scan(w_h, acts, hn, hs, h0, da, dhn, dh0, *, unroll: int):
@@ -76,8 +72,8 @@ def _primitives() -> dict[str, Primitive]:
     """Creates and registers the primitives on first use (registering is process-wide)."""
     return define_recurrence(
         "gru",
-        forward=(_forward_call, _forward_shapes, ("swwwwns", "sss")),
-        backward=(_backward_call, _backward_shapes, ("wsssns", "ssn")),
+        forward=(_forward_call, _forward_shapes, _FORWARD_KINDS),
+        backward=(_backward_call, _backward_shapes, _BACKWARD_KINDS),
         tangent=(_tangent_scan, _tangent_shapes, ("wsssnssn", "s")),
         forward_reference=_forward_reference,
         backward_reference=_backward_reference,

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend.core import Primitive
 
-from recurrax.backends.cpu._primitives import define_recurrence, f32, projected, swap
+from recurrax.backends.cpu._primitives import define_recurrence, f32, projected, rowwise, swap
 from recurrax.backends.xla import lstm_scan, lstm_tangent_scan
 from recurrax.core import Array
 
@@ -42,15 +42,12 @@ def _tangent_shapes(w_h, acts, cs, *rest, unroll: int):
     return f32(*cs.shape), f32(*cs.shape)
 
 
-def _forward_call(*args, keep_acts: bool):
-    shapes = _forward_shapes(*args, keep_acts=keep_acts)
-    return jax.ffi.ffi_call("recurrax_lstm_forward", shapes)(*args, keep_acts=keep_acts)
-
-
-def _backward_call(*args):
-    # The gate gradients take the gates' buffer: it is their last use, and a fresh (N, T, 4H) buffer costs
-    # page faults on every call (benchmarks/RESULTS.md, step 11).
-    return jax.ffi.ffi_call("recurrax_lstm_backward", _backward_shapes(*args), input_output_aliases={1: 0})(*args)
+_FORWARD_KINDS = ("swwwnns", "sss")
+_BACKWARD_KINDS = ("wssnss", "snn")
+_forward_call = rowwise("recurrax_lstm_forward", _forward_shapes, _FORWARD_KINDS)
+# The gate gradients take the gates' buffer: it is their last use, and a fresh (N, T, 4H) buffer costs
+# page faults on every call (benchmarks/RESULTS.md, step 11).
+_backward_call = rowwise("recurrax_lstm_backward", _backward_shapes, _BACKWARD_KINDS, input_output_aliases={1: 0})
 
 
 def _tangent_scan(w_h, acts, cs, c0, dpre, dh0, dc0, *, unroll: int):
@@ -76,8 +73,8 @@ def _primitives() -> dict[str, Primitive]:
     """Creates and registers the primitives on first use (registering is process-wide)."""
     return define_recurrence(
         "lstm",
-        forward=(_forward_call, _forward_shapes, ("swwwnns", "sss")),
-        backward=(_backward_call, _backward_shapes, ("wssnss", "snn")),
+        forward=(_forward_call, _forward_shapes, _FORWARD_KINDS),
+        backward=(_backward_call, _backward_shapes, _BACKWARD_KINDS),
         tangent=(_tangent_scan, _tangent_shapes, ("wssnsnn", "ss")),
         forward_reference=_forward_reference,
         backward_reference=_backward_reference,
