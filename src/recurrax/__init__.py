@@ -5,8 +5,9 @@ them over time; :func:`stacked` and :func:`bidirectional` compose them into laye
 
 Submodules, imported on use: :mod:`recurrax.backends` (how a call is executed, and which backends
 can), :mod:`recurrax.dynamics` (state-dynamics analysis), :mod:`recurrax.plot` (matplotlib figures),
-:mod:`recurrax.flax` (linen and NNX adapters), :mod:`recurrax.interop` (weights from PyTorch, Flax and Keras), :mod:`recurrax.distributed` and :mod:`recurrax.sequence_parallel`
-(several devices), :mod:`recurrax.long_sequences` (truncated BPTT, checkpointed scans).
+:mod:`recurrax.flax` (linen and NNX adapters), :mod:`recurrax.interop` (weights from PyTorch, Flax and
+Keras), :mod:`recurrax.distributed` and :mod:`recurrax.sequence_parallel` (several devices),
+:mod:`recurrax.long_sequences` (truncated BPTT, checkpointed scans).
 """
 
 from recurrax import init
