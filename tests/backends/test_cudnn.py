@@ -62,10 +62,10 @@ def test_the_backend_run_with_lstm_ref_equals_sequential_for_ragged_lengths(reve
 
 
 def test_on_cpu_it_reports_itself_unavailable_and_refuses_by_name():
-    cell, params, xs, state = _problem()
+    cell, params, xs, _ = _problem()
     reasons = backends.available(cell, params, xs)
     assert "runs on GPU only" in reasons["cudnn_lstm"] and "'cpu'" in reasons["cudnn_lstm"]
-    with pytest.raises(ValueError, match="backend 'cudnn_lstm' cannot run this call: .*GPU only"):
+    with pytest.raises(ValueError, match=r"backend 'cudnn_lstm' cannot run this call: .*GPU only"):
         rx.scan(cell, params, xs, backend="cudnn_lstm")
     assert cudnn.CUDNN_LSTM.forward_mode is False
 
