@@ -191,9 +191,9 @@ def test_auto_and_sequential_for_cells_without_a_linear_recurrence():
     for backend in PARALLEL:
         with pytest.raises(
             ValueError,
-            match=rf"scan\[lstm\]: backend '{backend}' needs a cell that declares a linear "
-            r"recurrence.*its backends are 'sequential' and 'auto'",
+            match=rf"scan\[lstm\]: backend '{backend}' cannot run this call: '{backend}' runs only a cell that "
+            r"declares a linear recurrence",
         ):
             rx.scan(cell, params, xs, backend=backend)
-    with pytest.raises(ValueError, match=r"scan\[min_gru\]: `backend` must be one of \('auto', 'sequential'"):
+    with pytest.raises(ValueError, match=r"unknown backend 'fast'; valid: 'auto', 'native_lstm'"):
         rx.scan(min_gru(2), min_gru(2).init(jax.random.PRNGKey(0), 2), xs, backend="fast")
