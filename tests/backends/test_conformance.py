@@ -5,7 +5,8 @@ each batch element alone, written from the documented semantics. ``lengths`` rig
 stays frozen after the last valid step, padded outputs are zero); ``reverse`` runs each sequence's valid part from
 its last step to its first, outputs in the original order; ``states[t]`` is the state after consuming ``xs[t]``
 (at padded positions the frozen final state forward, the initial state in reverse); ``include_initial`` adds the
-initial state at index 0 (forward) or ``T`` (reverse). Gradients are ``jax.grad`` through that loop.
+initial state at index 0 (forward) or ``T`` (reverse). Its gradients are back-propagated through that loop by
+hand, one ``jax.vjp`` of ``cell.step`` per step, and its ``jvp`` pushed forward one ``jax.jvp`` per step.
 
 For each (cell, backend) pair that ``recurrax.backends.available`` says can run the call (others are skipped
 with its reason: ``cudnn_lstm`` off a GPU), the suite checks outputs, final states, states over time and the
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import re
-from itertools import repeat
 from typing import Any, NamedTuple
 
 import jax
@@ -34,6 +34,11 @@ T = 6  # steps of every problem
 VALUE_TOL = dict(rtol=1e-5, atol=1e-5)
 GRAD_TOL = dict(rtol=1e-4, atol=1e-4)
 HVP_TOL = dict(rtol=1e-3, atol=1e-3)
+
+# Compile time dominates this suite (each problem is tiny and runs once), so on CPU its jits skip LLVM's
+# optimisations and XLA's newer fusion emitters: compiles 3-6x faster. The HLO, and so what is checked, is the same.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE if jax.default_backend() == "cpu" else None)
 
 # Each cell is built once, so every test of a pair sees the same functions (a backend is chosen by their identity).
 CELLS: dict[str, tuple[rx.Cell, int]] = {  # name: (cell, input size)
@@ -130,97 +135,146 @@ def skip_unless_available(prob: Problem, backend: str, **options) -> None:
 # ----------------------------------------------------------------------------------- the reference
 
 
+class StepFunctions(NamedTuple):
+    """``cell.step`` (and what it outputs) as compiled calls, with its derivatives, for the reference's loop."""
+
+    forward: Any  # (params, state, x) -> (state', output)
+    vjp: Any  # (params, state, x, (ct_state', ct_output)) -> (ct_params, ct_state, ct_x)
+    jvp: Any  # (params, state, x, d_params, d_state, d_x) -> ((state', output), (d_state', d_output))
+
+
 @functools.cache
-def jitted_step(cell: rx.Cell):
-    """``cell.step``, jitted: the loop stays eager Python, but each step is one compiled call (its derivatives
-    compile once per cell) rather than dozens of dispatched operations."""
-    return jax.jit(cell.step)
+def step_functions(cell: rx.Cell) -> StepFunctions:
+    def forward(params, state, x):
+        new = cell.step(params, state, x)
+        return new, cell.output(new)
+
+    return StepFunctions(
+        forward=jit(forward),
+        vjp=jit(lambda params, state, x, ct: jax.vjp(forward, params, state, x)[1](ct)),
+        jvp=jit(lambda params, state, x, *tangents: jax.jvp(forward, (params, state, x), tangents)),
+    )
 
 
-def reference_sequence(cell, params, xs, s0, length: int, reverse: bool, include_initial: bool):
-    """One sequence, ``xs`` a list of ``T`` inputs ``(I,)``: ``(final, [output_t], [state_t])``."""
-    steps = len(xs)
-    s, states, outputs = s0, [None] * steps, [None] * steps
+def _run_sequence(cell, params, xs, s0, length: int, reverse: bool):
+    """One sequence ``xs: (T, I)``: ``[(t, state before, state after, output)]`` in the order it consumes them."""
+    forward = step_functions(cell).forward
+    steps, state = [], s0
     for t in reversed(range(length)) if reverse else range(length):
-        s = jitted_step(cell)(params, s, xs[t])
-        states[t], outputs[t] = s, cell.output(s)
-    for t in range(length, steps):  # padding: nothing consumed yet in reverse, frozen forward
-        states[t], outputs[t] = (s0 if reverse else s), jnp.zeros_like(cell.output(s0))
+        new, output = forward(params, state, xs[t])
+        steps.append((t, state, new, output))
+        state = new
+    return steps
+
+
+def _sequence_result(cell, s0, steps, num_steps: int, reverse: bool, include_initial: bool):
+    """``(final, outputs (T, O), states)`` of one sequence from its steps, padded as documented."""
+    final = steps[-1][2] if steps else s0
+    outputs = [np.zeros_like(np.asarray(cell.output(s0)))] * num_steps  # padded outputs are zero
+    states = [s0 if reverse else final] * num_steps  # padding: nothing consumed yet in reverse, frozen forward
+    for t, _, new, output in steps:
+        outputs[t], states[t] = output, new
     if include_initial:
         states = [*states, s0] if reverse else [s0, *states]
-    return s, outputs, states
+    return final, np.stack(outputs), _stack(states)
 
 
-def reference_rows(cell, params, rows, starts, lengths, *, reverse=False, include_initial=False, return_states=True):
-    """:func:`reference_sequence` of each batch element: ``rows`` its inputs, ``starts`` its initial state."""
-    results = []
-    for i, (xs, s0) in enumerate(zip(rows, starts)):
-        length = len(xs) if lengths is None else int(np.ravel(lengths)[i])
-        final, outputs, states = reference_sequence(cell, params, xs, s0, length, reverse, include_initial)
-        results.append((final, outputs, states if return_states else None))
-    return results
+def _sequence_grads(cell, params, xs, s0, steps, weights, reverse: bool, include_initial: bool):
+    """Back-propagation through time of ``loss(result, weights)`` for one sequence, one ``vjp`` of the step at a
+    time: ``(d_params, d_xs (T, I), d_s0)``. For ``loss``, a leaf's cotangent is its weight."""
+    vjp = step_functions(cell).vjp
+    w_final, w_outputs, w_states = weights
+    num_steps, length = len(xs), len(steps)
+    d_s0, ct = _zeros(s0), w_final  # ct: the cotangent of the state after the step being undone
+    if w_states is not None:
+        if include_initial:
+            d_s0 = _add(d_s0, _at(w_states, num_steps if reverse else 0))
+            w_states = jax.tree.map(lambda w: w[:num_steps] if reverse else w[1:], w_states)
+        for t in range(length, num_steps):  # the padded positions hold the initial (reverse) or final state
+            if reverse:
+                d_s0 = _add(d_s0, _at(w_states, t))
+            else:
+                ct = _add(ct, _at(w_states, t))
+    d_params, d_xs = _zeros(params), np.zeros(np.shape(xs), np.float32)
+    for t, before, _, _ in reversed(steps):
+        if w_states is not None:
+            ct = _add(ct, _at(w_states, t))
+        ct_params, ct, d_xs[t] = vjp(params, before, xs[t], (ct, w_outputs[t]))
+        d_params = _add(d_params, ct_params)
+    return d_params, d_xs, _add(d_s0, ct)
 
 
-# Batch elements are split (and their results gathered) in NumPy, outside the differentiated loop: indexing a
-# JAX array by each element and step would compile one slice (and its transpose) per position.
-
-
-def split_batch(tree, batch):
-    """One tree per batch element, in ``np.ndindex`` order."""
-    return [jax.tree.map(lambda leaf, idx=idx: jnp.asarray(np.asarray(leaf)[idx]), tree) for idx in np.ndindex(*batch)]
-
-
-def split_rows(xs):
-    """``xs: (*batch, T, I)`` as one list of ``T`` inputs per batch element."""
+def _elements(xs, state, lengths):
+    """``(index, xs (T, I), initial state, length)`` of each sequence of ``xs: (*batch, T, I)``."""
     xs = np.asarray(xs)
-    return [[jnp.asarray(x) for x in xs[idx]] for idx in np.ndindex(*xs.shape[:-2])]
+    for idx in np.ndindex(*xs.shape[:-2]):
+        length = xs.shape[-2] if lengths is None else int(np.asarray(lengths)[idx])
+        yield idx, xs[idx], _at(state, idx), length
 
 
-def split_results(result, batch):
-    """A batch-major ``(final, outputs, states or None)`` as one ``(final, [output_t], [state_t])`` per element."""
-    final, outputs, states = result
-    pieces = zip(split_batch(final, batch), split_rows(outputs), split_batch(states, batch) if states else repeat(None))
-    return [(f, o, None if s is None else _unstack(s)) for f, o, s in pieces]
-
-
-def gather_results(results, batch):
-    """The inverse of :func:`split_results`."""
-    final = _merge([r[0] for r in results], batch)
-    outputs = _merge([np.stack(r[1]) for r in results], batch)
-    states = None if results[0][2] is None else _merge([_stack(r[2]) for r in results], batch)
-    return final, outputs, states
-
-
-def _stack(trees):
-    return jax.tree.map(lambda *leaves: np.stack(leaves), *trees)
-
-
-def _unstack(tree):
-    steps = len(jax.tree.leaves(tree)[0])
-    return [jax.tree.map(lambda leaf, t=t: leaf[t], tree) for t in range(steps)]
-
-
-def _merge(trees, batch):
-    return jax.tree.map(lambda leaf: leaf.reshape(*batch, *leaf.shape[1:]), _stack(trees))
-
-
-def reference(cell, params, xs, state0, lengths=None, *, reverse=False, include_initial=False, **_):
+def reference(cell, params, xs, state, lengths=None, *, reverse=False, include_initial=False, **_):
     """``(final, outputs, states)`` of an eager loop of ``cell.step`` over each sequence of ``xs`` alone.
 
     Batch-major like ``xs: (*batch, T, I)``; ``states`` always returned (with ``include_initial``, ``T + 1``
     positions). Options that must not change values (``unroll``, ``remat``, ``time_major``) are ignored.
     """
-    batch = xs.shape[:-2]
-    rows = reference_rows(
-        cell,
-        params,
-        split_rows(xs),
-        split_batch(state0, batch),
-        lengths,
-        reverse=reverse,
-        include_initial=include_initial,
-    )
-    return gather_results(rows, batch)
+    results = []
+    for _, seq, s0, length in _elements(xs, state, lengths):
+        steps = _run_sequence(cell, params, seq, s0, length, reverse)
+        results.append(_sequence_result(cell, s0, steps, len(seq), reverse, include_initial))
+    batch = np.shape(xs)[:-2]
+    return tuple(_merge(list(component), batch) for component in zip(*results))
+
+
+def reference_grads(cell, params, xs, state, lengths, weights, *, reverse=False, include_initial=False, **_):
+    """The gradients of ``loss(reference(...), weights)`` w.r.t. params, ``xs`` and the initial state
+    (``weights[2]`` is ``None`` where the states are not part of the loss)."""
+    w_final, w_outputs, w_states = weights
+    d_params, d_xs, d_states = _zeros(params), np.zeros(np.shape(xs), np.float32), []
+    for idx, seq, s0, length in _elements(xs, state, lengths):
+        steps = _run_sequence(cell, params, seq, s0, length, reverse)
+        w = (_at(w_final, idx), np.asarray(w_outputs)[idx], None if w_states is None else _at(w_states, idx))
+        dp, d_xs[idx], ds0 = _sequence_grads(cell, params, seq, s0, steps, w, reverse, include_initial)
+        d_params = _add(d_params, dp)
+        d_states.append(ds0)
+    return d_params, d_xs, _merge(d_states, np.shape(xs)[:-2])
+
+
+def reference_jvp(cell, params, xs, state, lengths, tangents):
+    """``((final, outputs), (their tangents))`` of the forward reference, one ``jvp`` of the step at a time."""
+    jvp = step_functions(cell).jvp
+    d_params, d_xs, d_state = tangents
+    results = []
+    for idx, seq, s0, length in _elements(xs, state, lengths):
+        s, ds = s0, _at(d_state, idx)
+        outputs = np.zeros((len(seq), *np.shape(cell.output(s0))), np.float32)
+        d_outputs = np.zeros_like(outputs)
+        for t in range(length):
+            (s, outputs[t]), (ds, d_outputs[t]) = jvp(params, s, seq[t], d_params, ds, np.asarray(d_xs)[idx][t])
+        results.append((s, outputs, ds, d_outputs))
+    final, outputs, d_final, d_outputs = (_merge(list(c), np.shape(xs)[:-2]) for c in zip(*results))
+    return (final, outputs), (d_final, d_outputs)
+
+
+def _at(tree, idx):
+    return jax.tree.map(lambda leaf: np.asarray(leaf)[idx], tree)
+
+
+def _add(a, b):
+    return jax.tree.map(lambda u, v: np.asarray(u) + np.asarray(v), a, b)
+
+
+def _zeros(tree):
+    return jax.tree.map(lambda leaf: np.zeros_like(np.asarray(leaf)), tree)
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]), *trees)
+
+
+def _merge(trees, batch):
+    """Per-element trees, in ``np.ndindex`` order, stacked into leaves ``(*batch, ...)``."""
+    return jax.tree.map(lambda leaf: leaf.reshape(*batch, *leaf.shape[1:]), _stack(trees))
 
 
 def run_scan(cell, params, xs, state, lengths, *, backend, **options):
@@ -239,7 +293,8 @@ def run_scan(cell, params, xs, state, lengths, *, backend, **options):
 
 
 def loss_weights(result, seed: int = 7):
-    return _normal_like(jax.eval_shape(lambda: result), seed)
+    """Fixed random weights, of the shapes of ``result`` (arrays or ``jax.ShapeDtypeStruct``), for :func:`loss`."""
+    return _normal_like(result, seed)
 
 
 def loss(result, weights) -> jax.Array:
@@ -263,28 +318,15 @@ def with_grads(fn, weights):
 
 @functools.cache
 def reference_with_grads(cell_name: str, set_name: str):
-    """The reference's ``(final, outputs, states)`` for the option set, its loss weights, and the gradients of
-    that loss w.r.t. params, inputs and initial state."""
+    """The reference's ``(final, outputs, states or None)`` for the option set, the weights of its loss, and
+    the gradients of that loss w.r.t. params, inputs and initial state."""
     prob, options = problem(cell_name, set_name), OPTION_SETS[set_name].options
-    batch = prob.xs.shape[:-2]
-    kwargs = dict(
-        reverse=options.get("reverse", False),
-        include_initial=options.get("include_initial", False),
-        return_states=options.get("return_states", False),
-    )
-    expected = reference(prob.cell, prob.params, prob.xs, prob.state, prob.lengths, **options)
-    if not kwargs["return_states"]:
+    args = (prob.cell, prob.params, prob.xs, prob.state, prob.lengths)
+    expected = reference(*args, **options)
+    if not options.get("return_states"):
         expected = (*expected[:2], None)
     weights = loss_weights(expected)
-
-    def objective(params, rows, starts):
-        results = reference_rows(prob.cell, params, rows, starts, prob.lengths, **kwargs)
-        return loss(results, split_results(weights, batch))
-
-    rows, starts = split_rows(prob.xs), split_batch(prob.state, batch)
-    d_params, d_rows, d_starts = jax.grad(objective, argnums=(0, 1, 2))(prob.params, rows, starts)
-    d_xs = np.stack([np.stack(row) for row in d_rows]).reshape(prob.xs.shape)
-    return expected, weights, (d_params, d_xs, _merge(d_starts, batch))
+    return expected, weights, reference_grads(*args, weights, **options)
 
 
 def assert_trees_close(actual, expected, tol, what: str) -> None:
@@ -313,7 +355,7 @@ def test_values_and_gradients_match_the_reference(set_name, cell_name, backend):
     expected, weights, expected_grads = reference_with_grads(cell_name, set_name)
 
     fn = functools.partial(run_scan, prob.cell, backend=backend, **spec.options)
-    result, grads = jax.jit(with_grads(fn, weights))(prob.params, prob.xs, prob.state, prob.lengths)
+    result, grads = jit(with_grads(fn, weights))(prob.params, prob.xs, prob.state, prob.lengths)
 
     assert_results_close(result, expected)
     for name, got, want in zip(("d/dparams", "d/dxs", "d/dstate"), grads, expected_grads):
@@ -326,7 +368,7 @@ def test_streaming_in_chunks_equals_one_call(cell_name, backend):
     prob = problem(cell_name, "streaming")
     skip_unless_available(prob, backend)
 
-    @jax.jit
+    @jit
     def one_call_and_chunks(params, xs, state):
         whole = rx.scan(prob.cell, params, xs, state, backend=backend)
         mid, first = rx.scan(prob.cell, params, xs[..., :3, :], state, backend=backend)
@@ -339,6 +381,16 @@ def test_streaming_in_chunks_equals_one_call(cell_name, backend):
     assert_results_close(streamed, whole)
 
 
+@functools.cache
+def jitted_call(cell_name: str, backend: str):
+    """``(params, xs, lengths) -> scan(...)``, jitted once per pair for the vmap and jit tests (one compilation)."""
+    return jit(functools.partial(call, cell_name, backend))
+
+
+def call(cell_name: str, backend: str, params, xs, lengths):
+    return rx.scan(CELLS[cell_name][0], params, xs, lengths=lengths, backend=backend)
+
+
 @cells
 @pairs
 def test_vmap_equals_a_loop_of_calls(cell_name, backend):
@@ -347,12 +399,8 @@ def test_vmap_equals_a_loop_of_calls(cell_name, backend):
     lengths = jnp.asarray([[T, 2, 0], [1, T, 3]], jnp.int32)
     skip_unless_available(prob._replace(lengths=lengths[0]), backend)
 
-    def call(xs, lengths):
-        return rx.scan(prob.cell, prob.params, xs, lengths=lengths, backend=backend)
-
-    mapped = jax.jit(jax.vmap(call))(xs, lengths)
-    single = jax.jit(call)
-    looped = [single(xs[i], lengths[i]) for i in range(len(xs))]
+    mapped = jit(jax.vmap(functools.partial(call, cell_name, backend), (None, 0, 0)))(prob.params, xs, lengths)
+    looped = [jitted_call(cell_name, backend)(prob.params, xs[i], lengths[i]) for i in range(len(xs))]
     assert_trees_close(mapped, jax.tree.map(lambda *leaves: jnp.stack(leaves), *looped), VALUE_TOL, "vmap")
 
 
@@ -361,14 +409,10 @@ def test_vmap_equals_a_loop_of_calls(cell_name, backend):
 def test_jit_equals_eager(cell_name, backend):
     prob = problem(cell_name, "defaults")
     lengths = jnp.asarray([T, 2, 0], jnp.int32)
-    skip_unless_available(prob._replace(lengths=lengths), backend, reverse=True)
-
-    def call(params, xs, lengths):
-        return rx.scan(prob.cell, params, xs, lengths=lengths, reverse=True, backend=backend)
-
-    assert_trees_close(
-        jax.jit(call)(prob.params, prob.xs, lengths), call(prob.params, prob.xs, lengths), VALUE_TOL, "jit"
-    )
+    skip_unless_available(prob._replace(lengths=lengths), backend)
+    jitted = jitted_call(cell_name, backend)(prob.params, prob.xs, lengths)
+    eager = rx.scan(prob.cell, prob.params, prob.xs, lengths=lengths, backend=backend)
+    assert_trees_close(jitted, eager, VALUE_TOL, "jit")
 
 
 @functools.cache
@@ -379,17 +423,8 @@ def _tangents(cell_name: str):
 
 @functools.cache
 def _reference_jvp(cell_name: str):
-    """The reference's ``((final, outputs), their tangents)`` with :data:`JVP_LENGTHS`."""
     prob = problem(cell_name, "defaults")
-    batch = prob.xs.shape[:-2]
-    d_params, d_xs, d_state = _tangents(cell_name)
-
-    def fn(params, rows, starts):
-        return reference_rows(prob.cell, params, rows, starts, JVP_LENGTHS, return_states=False)
-
-    primals = (prob.params, split_rows(prob.xs), split_batch(prob.state, batch))
-    out, d_out = jax.jvp(fn, primals, (d_params, split_rows(d_xs), split_batch(d_state, batch)))
-    return gather_results(out, batch)[:2], gather_results(d_out, batch)[:2]
+    return reference_jvp(prob.cell, prob.params, prob.xs, prob.state, JVP_LENGTHS, _tangents(cell_name))
 
 
 @cells
@@ -403,7 +438,7 @@ def test_jvp_matches_the_reference(cell_name, backend):
     def fn(params, xs, state):
         return rx.scan(prob.cell, params, xs, state, lengths=prob.lengths, backend=backend)
 
-    primal_out, tangent_out = jax.jit(lambda *args: jax.jvp(fn, *args))(
+    primal_out, tangent_out = jit(lambda *args: jax.jvp(fn, *args))(
         (prob.params, prob.xs, prob.state), _tangents(cell_name)
     )
     expected_primal, expected_tangent = _reference_jvp(cell_name)
@@ -416,14 +451,16 @@ def test_backends_without_forward_mode_declare_it():
     assert {b.name for b in backends.TABLE if not b.forward_mode} == {"cudnn_lstm"}
 
 
+@functools.cache
 def _hvp(cell_name: str, backend: str):
+    """The Hessian-vector product of a loss of ``scan``'s ``(final, outputs)``, in the direction of the tangents."""
     prob = problem(cell_name, "defaults")
-    weights = loss_weights(reference(prob.cell, prob.params, prob.xs, prob.state)[:2])
+    weights = loss_weights(jax.eval_shape(lambda: rx.scan(prob.cell, prob.params, prob.xs, prob.state)))
 
     def objective(params, xs, state):
         return loss(rx.scan(prob.cell, params, xs, state, backend=backend), weights)
 
-    @jax.jit
+    @jit
     def hvp(primals, tangents):
         return jax.jvp(jax.grad(objective, argnums=(0, 1, 2)), primals, tangents)[1]
 
@@ -456,7 +493,7 @@ def test_hessian_vector_product_matches_sequential(cell_name, backend):
     ids=["elman-native_lstm", "peephole-xla_lstm", "lstm-associative", "gru_reset_before-native_gru"],
 )
 def test_a_named_backend_that_cannot_run_the_call_raises_its_reason(cell, backend):
-    params = cell.init(jax.random.key(0), 3)
+    params = random_params(cell, seed=0, input_size=3)
     xs = random_inputs((2, 4, 3), seed=0)
     reason = backends.available(cell, params, xs)[backend]
     assert reason is not None
@@ -476,16 +513,18 @@ def test_a_replaced_transition_is_honoured_by_auto_and_refused_by_native():
     assert backends.which(cell, params, xs) == "native_lstm"
     assert backends.which(replaced, params, xs) == "sequential"
 
-    state = replaced.initial_state(params, (8,))
-    expected = []
-    for t in range(xs.shape[1]):
-        state = damped(params, state, replaced.project(params, xs[:, t]))
-        expected.append(replaced.output(state))
-    expected = jnp.stack(expected, axis=1)
-    final, outputs = rx.scan(replaced, params, xs)
-    np.testing.assert_allclose(outputs, expected, **VALUE_TOL)
-    assert_trees_close(final, state, VALUE_TOL, "final")
-    assert not np.allclose(outputs, rx.scan(cell, params, xs)[1], atol=1e-3)  # so the check has teeth
+    def loop(step):  # the batch through `step`, one step at a time
+        state, outputs = replaced.initial_state(params, (8,)), []
+        for t in range(xs.shape[1]):
+            state = step(params, state, xs[:, t])
+            outputs.append(replaced.output(state))
+        return state, jnp.stack(outputs, axis=1)
+
+    final, expected = loop(jit(lambda params, state, x: damped(params, state, replaced.project(params, x))))
+    got_final, got = rx.scan(replaced, params, xs)
+    np.testing.assert_allclose(got, expected, **VALUE_TOL)
+    assert_trees_close(got_final, final, VALUE_TOL, "final")
+    assert not np.allclose(expected, loop(jit(cell.step))[1], atol=1e-3)  # `damped` differs: the check has teeth
 
     with pytest.raises(ValueError, match="replaced"):
         rx.scan(replaced, params, xs, backend="native_lstm")
