@@ -1,12 +1,13 @@
 """Every backend of ``recurrax.scan``, on every cell it can run, against one independent reference.
 
-The reference (:func:`reference`) does not call ``scan``: it is a plain eager Python loop of ``cell.step`` over
-each batch element alone, written from the documented semantics. ``lengths`` right-pad the sequences (the state
-stays frozen after the last valid step, padded outputs are zero); ``reverse`` runs each sequence's valid part from
-its last step to its first, outputs in the original order; ``states[t]`` is the state after consuming ``xs[t]``
-(at padded positions the frozen final state forward, the initial state in reverse); ``include_initial`` adds the
-initial state at index 0 (forward) or ``T`` (reverse). Its gradients are back-propagated through that loop by
-hand, one ``jax.vjp`` of ``cell.step`` per step, and its ``jvp`` pushed forward one ``jax.jvp`` per step.
+The reference (:func:`reference`) does not call ``scan``: it is a plain Python loop over each batch element alone
+and over its steps, one (compiled) call of ``cell.step`` per step, written from the documented semantics.
+``lengths`` right-pad the sequences (the state stays frozen after the last valid step, padded outputs are zero);
+``reverse`` runs each sequence's valid part from its last step to its first, outputs in the original order;
+``states[t]`` is the state after consuming ``xs[t]`` (at padded positions the frozen final state forward, the
+initial state in reverse); ``include_initial`` adds the initial state at index 0 (forward) or ``T`` (reverse). Its
+gradients are back-propagated through that loop by hand, one ``jax.vjp`` of ``cell.step`` per step, and its
+``jvp`` pushed forward one ``jax.jvp`` per step.
 
 For each (cell, backend) pair that ``recurrax.backends.available`` says can run the call (others are skipped
 with its reason: ``cudnn_lstm`` off a GPU), the suite checks outputs, final states, states over time and the
@@ -50,9 +51,9 @@ CELLS: dict[str, tuple[rx.Cell, int]] = {  # name: (cell, input size)
     "min_gru": (rx.min_gru(8), 4),
     "lru": (rx.lru(6, 5), 3),
 }
-BACKENDS = [b.name for b in backends.TABLE]
-pairs = pytest.mark.parametrize("backend", BACKENDS)
-cells = pytest.mark.parametrize("cell_name", list(CELLS))
+# Every pair of a cell and a backend of the table (ids "cell-backend"); a test skips the pairs `available` rules out.
+every_cell = pytest.mark.parametrize("cell_name", list(CELLS))
+every_backend = pytest.mark.parametrize("backend", [b.name for b in backends.TABLE])
 
 
 class OptionSet(NamedTuple):
@@ -123,6 +124,13 @@ def problem(cell_name: str, set_name: str) -> Problem:
     return Problem(cell, params, xs, state, lengths)
 
 
+@pytest.fixture(autouse=True)
+def _float32_matmuls():
+    """Full float32 matmuls (GPUs default to TF32): the tolerances are float32's. No effect on CPU."""
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
 def skip_unless_available(prob: Problem, backend: str, **options) -> None:
     """Skips the test, with ``available``'s reason, if ``backend`` cannot run this call."""
     options = {k: v for k, v in options.items() if k != "include_initial"}
@@ -130,6 +138,11 @@ def skip_unless_available(prob: Problem, backend: str, **options) -> None:
     reason = backends.available(prob.cell, prob.params, xs, prob.state, lengths=prob.lengths, **options)[backend]
     if reason is not None:
         pytest.skip(reason)
+
+
+def skip_without_forward_mode(backend: str) -> None:
+    if not backends.get(backend).forward_mode:
+        pytest.skip(f"{backend!r} has no forward mode (its Backend.forward_mode is False)")
 
 
 # ----------------------------------------------------------------------------------- the reference
@@ -347,8 +360,8 @@ def assert_results_close(actual, expected, tol=VALUE_TOL) -> None:
 
 
 @pytest.mark.parametrize("set_name", list(OPTION_SETS))
-@cells
-@pairs
+@every_backend
+@every_cell
 def test_values_and_gradients_match_the_reference(set_name, cell_name, backend):
     prob, spec = problem(cell_name, set_name), OPTION_SETS[set_name]
     skip_unless_available(prob, backend, **spec.options)
@@ -362,8 +375,8 @@ def test_values_and_gradients_match_the_reference(set_name, cell_name, backend):
         assert_trees_close(got, want, GRAD_TOL, name)
 
 
-@cells
-@pairs
+@every_backend
+@every_cell
 def test_streaming_in_chunks_equals_one_call(cell_name, backend):
     prob = problem(cell_name, "streaming")
     skip_unless_available(prob, backend)
@@ -382,35 +395,36 @@ def test_streaming_in_chunks_equals_one_call(cell_name, backend):
 
 
 @functools.cache
-def jitted_call(cell_name: str, backend: str):
-    """``(params, xs, lengths) -> scan(...)``, jitted once per pair for the vmap and jit tests (one compilation)."""
-    return jit(functools.partial(call, cell_name, backend))
+def jitted_scan_with_lengths(cell_name: str, backend: str):
+    """:func:`scan_with_lengths` jitted once per pair, for the vmap and jit tests (one compilation for both)."""
+    return jit(functools.partial(scan_with_lengths, cell_name, backend))
 
 
-def call(cell_name: str, backend: str, params, xs, lengths):
+def scan_with_lengths(cell_name: str, backend: str, params, xs, lengths):
     return rx.scan(CELLS[cell_name][0], params, xs, lengths=lengths, backend=backend)
 
 
-@cells
-@pairs
+@every_backend
+@every_cell
 def test_vmap_equals_a_loop_of_calls(cell_name, backend):
     prob = problem(cell_name, "defaults")
     xs = jnp.stack([prob.xs, prob.xs[::-1] * 0.5])  # a leading axis of two problems
     lengths = jnp.asarray([[T, 2, 0], [1, T, 3]], jnp.int32)
     skip_unless_available(prob._replace(lengths=lengths[0]), backend)
 
-    mapped = jit(jax.vmap(functools.partial(call, cell_name, backend), (None, 0, 0)))(prob.params, xs, lengths)
-    looped = [jitted_call(cell_name, backend)(prob.params, xs[i], lengths[i]) for i in range(len(xs))]
+    one_call = functools.partial(scan_with_lengths, cell_name, backend)
+    mapped = jit(jax.vmap(one_call, in_axes=(None, 0, 0)))(prob.params, xs, lengths)
+    looped = [jitted_scan_with_lengths(cell_name, backend)(prob.params, xs[i], lengths[i]) for i in range(len(xs))]
     assert_trees_close(mapped, jax.tree.map(lambda *leaves: jnp.stack(leaves), *looped), VALUE_TOL, "vmap")
 
 
-@cells
-@pairs
+@every_backend
+@every_cell
 def test_jit_equals_eager(cell_name, backend):
     prob = problem(cell_name, "defaults")
     lengths = jnp.asarray([T, 2, 0], jnp.int32)
     skip_unless_available(prob._replace(lengths=lengths), backend)
-    jitted = jitted_call(cell_name, backend)(prob.params, prob.xs, lengths)
+    jitted = jitted_scan_with_lengths(cell_name, backend)(prob.params, prob.xs, lengths)
     eager = rx.scan(prob.cell, prob.params, prob.xs, lengths=lengths, backend=backend)
     assert_trees_close(jitted, eager, VALUE_TOL, "jit")
 
@@ -427,13 +441,12 @@ def _reference_jvp(cell_name: str):
     return reference_jvp(prob.cell, prob.params, prob.xs, prob.state, JVP_LENGTHS, _tangents(cell_name))
 
 
-@cells
-@pairs
+@every_backend
+@every_cell
 def test_jvp_matches_the_reference(cell_name, backend):
     prob = problem(cell_name, "defaults")._replace(lengths=jnp.asarray(JVP_LENGTHS, jnp.int32))
     skip_unless_available(prob, backend)
-    if not backends.get(backend).forward_mode:
-        pytest.skip(f"{backend!r} has no forward mode (its Backend.forward_mode is False)")
+    skip_without_forward_mode(backend)
 
     def fn(params, xs, state):
         return rx.scan(prob.cell, params, xs, state, lengths=prob.lengths, backend=backend)
@@ -446,8 +459,8 @@ def test_jvp_matches_the_reference(cell_name, backend):
     assert_trees_close(tangent_out, expected_tangent, GRAD_TOL, "tangent")
 
 
-def test_backends_without_forward_mode_declare_it():
-    """``jvp`` is only checked where ``forward_mode`` is True; the backends it skips say so themselves."""
+def test_only_cudnn_lacks_forward_mode():
+    """The jvp and Hessian tests skip the backends whose ``forward_mode`` is False; this pins which those are."""
     assert {b.name for b in backends.TABLE if not b.forward_mode} == {"cudnn_lstm"}
 
 
@@ -467,13 +480,12 @@ def _hvp(cell_name: str, backend: str):
     return hvp((prob.params, prob.xs, prob.state), _tangents(cell_name))
 
 
-@cells
-@pairs
+@every_backend
+@every_cell
 def test_hessian_vector_product_matches_sequential(cell_name, backend):
     prob = problem(cell_name, "defaults")
     skip_unless_available(prob, backend)
-    if not backends.get(backend).forward_mode:
-        pytest.skip(f"{backend!r} has no forward mode (its Backend.forward_mode is False)")
+    skip_without_forward_mode(backend)
     if backend == "sequential":
         pytest.skip("'sequential' is the baseline of this check")
     assert_trees_close(_hvp(cell_name, backend), _hvp(cell_name, "sequential"), HVP_TOL, "hvp")
@@ -510,7 +522,8 @@ def test_a_replaced_transition_is_honoured_by_auto_and_refused_by_native():
         return cell.transition(params, state, 0.5 * z)
 
     replaced = cell._replace(transition=damped)
-    assert backends.which(cell, params, xs) == "native_lstm"
+    plain_choice = backends.which(cell, params, xs)
+    assert plain_choice == ("native_lstm" if jax.default_backend() == "cpu" else "cudnn_lstm")
     assert backends.which(replaced, params, xs) == "sequential"
 
     def loop(step):  # the batch through `step`, one step at a time
