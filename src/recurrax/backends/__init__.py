@@ -26,8 +26,6 @@ A new backend is its own module plus one entry in :data:`TABLE`.
 
 from __future__ import annotations
 
-import jax
-
 from recurrax.backends import tuning
 from recurrax.backends.base import Backend, Request, request
 from recurrax.backends.cpu import GRU as NATIVE_GRU
@@ -97,17 +95,10 @@ def available(
     ``options`` are :func:`recurrax.scan`'s ``time_major``, ``lengths``, ``reverse``, ``remat``, ``unroll`` and
     ``return_states`` (``xs`` and ``lengths`` may be ``jax.ShapeDtypeStruct``).
     """
-    req = _request(cell, params, xs, state, options)
+    req = request(cell, params, xs, state, **options)
     return {b.name: b.supports(req) for b in TABLE}
 
 
 def which(cell: Cell, params: Params, xs: Array, state: State | None = None, **options) -> str:
     """The name of the backend ``auto`` runs ``scan(cell, params, xs, state, **options)`` on (as :func:`available`)."""
-    return select(_request(cell, params, xs, state, options)).name
-
-
-def _request(cell: Cell, params: Params, xs: Array, state: State | None, options: dict) -> Request:
-    if state is None:
-        batch = xs.shape[1:-1] if options.get("time_major", False) else xs.shape[:-2]
-        state = jax.eval_shape(lambda p: cell.initial_state(p, tuple(batch)), params)
-    return request(cell, params, xs, state, **options)
+    return select(request(cell, params, xs, state, **options)).name

@@ -94,7 +94,7 @@ def request(
     cell: Cell,
     params: Params,
     xs: Array,
-    state: State,
+    state: State | None = None,
     *,
     time_major: bool = False,
     lengths: Array | None = None,
@@ -103,10 +103,13 @@ def request(
     unroll: int | bool | None = None,
     return_states: bool = False,
 ) -> Request:
-    """The :class:`Request` of ``scan(cell, params, xs, state, ...)`` (``xs`` in the caller's layout)."""
+    """The :class:`Request` of ``scan(cell, params, xs, state, ...)`` (``xs`` in the caller's layout; ``state``
+    ``None`` for the zero state)."""
     shape = tuple(xs.shape)
     num_steps = shape[0] if time_major else shape[-2]
     batch = shape[1:-1] if time_major else shape[:-2]
+    if state is None:
+        state = jax.eval_shape(lambda p: cell.initial_state(p, tuple(batch)), params)
     leaves = [*jax.tree.leaves(params), xs, *jax.tree.leaves(state)]
     return Request(
         structure=structure_of(cell),

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from recurrax.backends import tuning
 from recurrax.backends.base import Backend, Request, checkpointed, first_reason, from_states, needs_kind
-from recurrax.core import Array, Cell, Params, State
+from recurrax.core import Array, Cell, Params, State, structure_of
 
 BACKENDS = ("auto", "sequential", "associative", "chunked")
 """The choices of :func:`linear_scan`'s ``backend``."""
@@ -121,7 +121,13 @@ def states(
     """Every state of a linear-recurrence ``cell`` over the projected inputs ``zs: (T, *batch, G)``, in parallel
     over time with ``backend`` (one of :data:`PARALLEL`); ``chunk_size`` overrides the measured one of
     ``"chunked"``. Returns the states as a pytree with leaves ``(T, *batch, ...)``."""
-    lin = cell.structure.recurrence
+    structure = structure_of(cell)
+    if structure is None or structure.kind != "linear":
+        raise ValueError(
+            f"states[{cell.name}]: `cell` must declare a linear recurrence (min_gru, min_lstm, lru) and keep the "
+            f"functions it declares (a replaced `project` or `transition` is not the recurrence any more)."
+        )
+    lin = structure.recurrence
     if chunk_size is None and backend == "chunked":
         chunk_size = choose(zs.shape[0])[1] or None
 
@@ -140,8 +146,7 @@ def _backend(name: str) -> Backend:
     def run(cell: Cell, params: Params, xs: Array, state: State, lengths: Array | None, req: Request):
         # Batch-major projection, as the sequential backend's (keeps a sharded batch axis sharded).
         zs = jnp.moveaxis(cell.project(params, jnp.moveaxis(xs, 0, -2)), -2, 0)
-        chunk = tuning.linear_choice(req.num_steps, req.platform)[1] or None
-        out = states(cell, params, zs, state, name, remat=req.remat, chunk_size=chunk)
+        out = states(cell, params, zs, state, name, remat=req.remat)
         return from_states(cell, out, state, lengths, req)
 
     return Backend(
