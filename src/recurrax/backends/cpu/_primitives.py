@@ -10,6 +10,7 @@ batched, in which case it maps the call over the batch.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -66,7 +67,7 @@ def rowwise(target: str, shapes: Callable, kinds: tuple[str, str], **options) ->
 
     def rule(ranks: tuple[int, ...]) -> str:
         """Shardy's rule: one factor ``n`` for the row axis of every sequence and state; each other axis its own."""
-        names = (f"f{k}" for k in range(10**6))
+        names = (f"f{k}" for k in itertools.count())
         out_ranks = [3 if k == "s" else 2 for k in out_kinds]
         side = lambda kinds, ranks: ", ".join(  # noqa: E731
             " ".join(([] if k == "w" else ["n"]) + [next(names) for _ in range(r - (k != "w"))])
