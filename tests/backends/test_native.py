@@ -280,7 +280,7 @@ print("ok")
 def test_the_avx2_kernels(tmp_path):
     """The 8-wide kernels (3-row tiles) that machines without AVX-512 build: values and gradients."""
     env = dict(os.environ, CXXFLAGS="-mno-avx512f", RECURRAX_CACHE_DIR=str(tmp_path), JAX_PLATFORMS="cpu")
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
     done = subprocess.run([sys.executable, "-c", _AVX2_CHECK], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
