@@ -113,7 +113,8 @@ def _layer_inputs(case: Case) -> list[int]:
 
 def _recurrax(path: str = "default") -> Callable[[Case, str], Prepared]:
     """``path``: "default" (what ``recurrax.lstm`` etc. do), "xla" (without the native CPU kernels: the LSTM's
-    sequence-level XLA loop, the GRU's generic loop), "generic" (the plain per-step scan, no fast path)."""
+    sequence-level XLA loop, the GRU's generic loop), "generic" (the plain per-step scan, no fast path), "plain"
+    (a variant's case without its option: the call it is compared with, timed in the same rounds)."""
 
     def build(case: Case, mode: str) -> Prepared:
         import jax
@@ -121,8 +122,9 @@ def _recurrax(path: str = "default") -> Callable[[Case, str], Prepared]:
         import recurrax as rx
 
         factory = {"lstm": rx.lstm, "lstm2": rx.lstm, "gru": rx.gru, "elman": rx.elman}[_cases.base(case.cell)]
-        options = {"remat": True} if _cases.variant(case.cell) == "remat" else {}
-        extra = _lengths(case)
+        plain = path == "plain"
+        options = {"remat": True} if _cases.variant(case.cell) == "remat" and not plain else {}
+        extra = () if plain else _lengths(case)
         cells = [factory(case.size.hidden) for _ in range(case.layers)]
         if path == "generic" or (path == "xla" and _cases.base(case.cell) == "gru"):
             options["backend"] = "sequential"
@@ -320,6 +322,13 @@ IMPLEMENTATIONS: tuple[Impl, ...] = (
     Impl("recurrax", "recurrax", _cases.CELLS, _recurrax()),
     Impl("recurrax (XLA loop)", "recurrax", ("lstm", "gru", "lstm2"), _recurrax("xla"), ("fwd", "fwd+bwd")),
     Impl(
+        "recurrax (plain call)",
+        "recurrax",
+        tuple(c for c in _cases.CELLS if _cases.variant(c)),
+        _recurrax("plain"),
+        ("fwd", "fwd+bwd"),
+    ),
+    Impl(
         "recurrax (generic scan)",
         "recurrax",
         ("lstm", "gru", "lstm2"),
@@ -346,7 +355,8 @@ IMPLEMENTATIONS: tuple[Impl, ...] = (
     Impl("GEMM floor", "jax", ("lstm", "gru", "elman", "lstm2"), _gemm_floor, ("fwd",)),
 )
 """Every implementation, recurrax first. Equinox has no Elman cell; cuDNN's JAX binding has only the LSTM.
-``recurrax (XLA loop)`` is recurrax without its native CPU kernels (their gain, in every run);
+``recurrax (XLA loop)`` is recurrax without its native CPU kernels (their gain, in every run); ``recurrax (plain
+call)`` runs a variant's case without its option (``lengths``, ``remat``), so the option's cost is a ratio of one run;
 ``recurrax (generic scan)`` (the plain per-step scan, for before/after comparisons) runs only when named."""
 
 REFERENCE = "recurrax"
