@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from recurrax import backends as _backends
-from recurrax.backends.base import Backend, Remat, where_valid
+from recurrax.backends.base import Backend, Remat, Resets, valid_mask, where_valid
 from recurrax.core import Array, Cell, Params, State, check_state
 
 
@@ -25,6 +25,8 @@ def scan(
     state: State | None = None,
     *,
     lengths: Array | None = None,
+    resets: Array | None = None,
+    reset_state: State | None = None,
     reverse: bool = False,
     time_major: bool = False,
     unroll: int | bool | None = None,
@@ -45,6 +47,21 @@ def scan(
       state: the initial state (batch shape ``batch``); zeros when ``None``.
       lengths: integer ``(*batch,)``, the number of valid steps of each right-padded sequence. The
         state stops changing after a sequence's last valid step and padded outputs are zero.
+      resets: boolean ``(*batch, T)`` (``(T, *batch)`` with ``time_major``): ``True`` where ``xs[t]`` is the
+        first input of a new segment (an episode). Before such a step the state is replaced by
+        ``reset_state``, and no gradient flows back across it into the previous segment::
+
+            t        0  1  2  3  4  5  6
+            done     .  .  x  .  .  x  .     done[t]: the episode ends with step t (gymnasium)
+            resets   .  .  .  x  .  .  x     resets[t] = done[t - 1]; resets[0]: the last done before xs
+
+        From a gymnasium-style ``dones`` array, ``resets = concatenate([last_done, dones[..., :-1]], -1)``; a
+        rollout that stores with each observation whether it starts an episode (purejaxrl's ``last_done``)
+        already holds ``resets``. Resets past a sequence's ``lengths`` do nothing; with ``reverse`` the run
+        resets where a segment *ends* (before consuming ``xs[t]`` where ``resets[t + 1]``), so each segment
+        is again run on its own, last step first.
+      reset_state: the state a reset restores, of batch shape ``()`` (broadcast over the batch) or ``batch``;
+        default ``cell.initial_state`` (zeros). Only with ``resets``.
       reverse: run from the last valid step to the first; outputs keep the original time order.
       time_major: whether the time axis of ``xs`` (and of the outputs) comes first.
       unroll: steps per loop iteration, as in ``lax.scan`` (an int >= 1 or a bool); ``None``: the backend's
@@ -85,6 +102,7 @@ def scan(
         state = cell.initial_state(params, batch_shape)
     else:
         check_state(cell.name, cell.initial_state, params, state, batch_shape)
+    segments = _resets(cell, params, resets, reset_state, batch_shape, num_steps, time_major, lengths, reverse)
     req = _backends.request(
         cell,
         params,
@@ -92,6 +110,7 @@ def scan(
         state,
         time_major=True,
         lengths=lengths,
+        resets=None if segments is None else segments.mask,
         reverse=reverse,
         remat=remat,
         unroll=unroll,
@@ -101,7 +120,7 @@ def scan(
     if not num_steps:
         chosen = _backends.get("sequential")  # nothing to execute: every backend's answer is the initial state
     xs_run = reverse_sequences(xs_tm, lengths) if reverse else xs_tm
-    final, outputs, states = chosen.run(cell, params, xs_run, state, lengths, req)
+    final, outputs, states = chosen.run(cell, params, xs_run, state, lengths, segments, req)
 
     if reverse:
         outputs = reverse_sequences(outputs, lengths)
@@ -120,6 +139,62 @@ def scan(
     if not time_major:
         states = jax.tree.map(lambda s: jnp.moveaxis(s, 0, len(batch_shape)), states)
     return final, outputs, states
+
+
+def _resets(
+    cell: Cell,
+    params: Params,
+    resets: Any,
+    reset_state: State | None,
+    batch_shape: tuple[int, ...],
+    num_steps: int,
+    time_major: bool,
+    lengths: Array | None,
+    reverse: bool,
+) -> Resets | None:
+    """Checks ``resets`` and ``reset_state`` and lays them out for a backend: the mask time-major, in the order
+    the backend runs the steps (flipped and shifted by one for ``reverse``), false past each length; the state
+    broadcast over the batch."""
+    name = f"scan[{cell.name}]"
+    if resets is None:
+        if reset_state is not None:
+            raise ValueError(f"{name}: `reset_state` is only used with `resets`; pass both or neither.")
+        return None
+    resets = jnp.asarray(resets)
+    if resets.dtype != jnp.bool_:
+        raise TypeError(
+            f"{name}: `resets` must be a boolean array (True where a new segment starts), got dtype "
+            f"{resets.dtype}; convert with `resets.astype(bool)` if it holds 0/1 flags."
+        )
+    layout = (num_steps, *batch_shape) if time_major else (*batch_shape, num_steps)
+    if tuple(resets.shape) != layout:
+        what = "(T, *batch)" if time_major else "(*batch, T)"
+        raise ValueError(f"{name}: `resets` must have shape {what} = {layout}, got {tuple(resets.shape)}.")
+    mask = resets if time_major else jnp.moveaxis(resets, -1, 0)
+    if lengths is not None:
+        mask = mask & valid_mask(num_steps, lengths)
+    if reverse:
+        # Forward order: the state is reset before xs[t] where resets[t + 1] (the end of a segment).
+        mask = jnp.concatenate([mask[1:], jnp.zeros_like(mask[:1])])
+        mask = reverse_sequences(mask, lengths)
+    if reset_state is None:
+        restored = cell.initial_state(params, batch_shape)
+    else:
+        restored = _broadcast_state(name, cell, params, reset_state, batch_shape)
+    return Resets(mask=mask, state=restored)
+
+
+def _broadcast_state(name: str, cell: Cell, params: Params, reset_state: State, batch_shape) -> State:
+    """``reset_state`` of batch shape ``()`` or ``batch_shape``, broadcast to ``batch_shape``."""
+    unbatched = jax.eval_shape(lambda p: cell.initial_state(p, ()), params)
+    leaves = jax.tree.leaves(reset_state)
+    unbatched_leaves = jax.tree.leaves(unbatched)
+    is_unbatched = len(leaves) == len(unbatched_leaves) and all(
+        np.shape(a) == b.shape for a, b in zip(leaves, unbatched_leaves)
+    )
+    check_state(name, cell.initial_state, params, reset_state, () if is_unbatched else batch_shape, arg="reset_state")
+    target = jax.eval_shape(lambda p: cell.initial_state(p, tuple(batch_shape)), params)
+    return jax.tree.map(lambda s, t: jnp.broadcast_to(jnp.asarray(s, t.dtype), t.shape), reset_state, target)
 
 
 def _reversed_states(states: State, initial: State, lengths: Array) -> State:

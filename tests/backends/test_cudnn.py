@@ -54,7 +54,7 @@ def test_the_backend_run_with_lstm_ref_equals_sequential_for_ragged_lengths(reve
     xs_tm = jnp.moveaxis(xs, 1, 0)
     req = backends.request(cell, params, xs_tm, state, time_major=True, lengths=lengths, reverse=reverse)
     xs_run = rx.reverse_sequences(xs_tm, lengths) if reverse else xs_tm
-    final, ys, states = cudnn.run(cell, params, xs_run, state, lengths, req, _reference_lstm)
+    final, ys, states = cudnn.run(cell, params, xs_run, state, lengths, None, req, _reference_lstm)
     ys = rx.reverse_sequences(ys, lengths) if reverse else ys
     assert states is None
     want_final, want = rx.scan(cell, params, xs, state, lengths=lengths, reverse=reverse, backend="sequential")

@@ -33,6 +33,7 @@ class Request(NamedTuple):
       dtypes: the distinct dtypes of the params, inputs and state, sorted by name.
       platform: JAX's default backend (``"cpu"``, ``"gpu"``, ``"tpu"``).
       lengths: whether ``lengths`` were given.
+      resets: whether ``resets`` were given (:class:`Resets`).
       reverse: whether the cell runs from the last valid step to the first.
       remat: as :data:`Remat`.
       unroll: ``None`` (the backend's measured default), an ``int >= 1`` or a ``bool`` (as ``lax.scan``).
@@ -46,6 +47,7 @@ class Request(NamedTuple):
     dtypes: tuple[str, ...]
     platform: str
     lengths: bool = False
+    resets: bool = False
     reverse: bool = False
     remat: Remat = False
     unroll: int | bool | None = None
@@ -66,7 +68,22 @@ class Request(NamedTuple):
         return self.dtypes[0] if len(self.dtypes) == 1 else None
 
 
-Run = Callable[[Cell, Params, Array, State, "Array | None", Request], "tuple[State, Array, State | None]"]
+class Resets(NamedTuple):
+    """Where a run resets its state, as the driver hands it to a backend.
+
+    Attributes:
+      mask: boolean ``(T, *batch)`` in the order the backend runs the steps: ``mask[t]`` replaces the state by
+        ``state`` before step ``t`` (false past each length).
+      state: the state restored, leaves ``(*batch, ...)``.
+    """
+
+    mask: Array
+    state: State
+
+
+Run = Callable[
+    [Cell, Params, Array, State, "Array | None", "Resets | None", Request], "tuple[State, Array, State | None]"
+]
 
 
 class Backend(NamedTuple):
@@ -77,7 +94,8 @@ class Backend(NamedTuple):
       supports: ``request -> None`` if the backend can run the call, else the reason it cannot.
       prefers: ``request -> bool``, under ``backend="auto"``: whether it should run a call it supports (the
         measured thresholds of :mod:`recurrax.backends.tuning`).
-      run: ``(cell, params, xs, state, lengths, request) -> (final, outputs, states)`` (module docstring).
+      run: ``(cell, params, xs, state, lengths, resets, request) -> (final, outputs, states)`` (module docstring;
+        ``resets`` a :class:`Resets` or ``None``).
       forward_mode: whether ``jax.jvp`` (forward-mode differentiation) works through ``run``.
       description: one line for :func:`recurrax.backends.available` and the docs.
     """
@@ -98,6 +116,7 @@ def request(
     *,
     time_major: bool = False,
     lengths: Array | None = None,
+    resets: Array | None = None,
     reverse: bool = False,
     remat: Remat = False,
     unroll: int | bool | None = None,
@@ -119,6 +138,7 @@ def request(
         dtypes=tuple(sorted({str(jnp.result_type(leaf)) for leaf in leaves})),
         platform=jax.default_backend(),
         lengths=lengths is not None,
+        resets=resets is not None,
         reverse=reverse,
         remat=remat,
         unroll=unroll,
@@ -161,6 +181,11 @@ def needs_platform(req: Request, platform: str, backend: str) -> str | None:
     return f"{backend!r} runs on {platform.upper()} only; the JAX platform here is {req.platform!r}"
 
 
+def refuses_resets(req: Request, backend: str, why: str) -> str | None:
+    """The reason a backend that cannot reset its state inside a sequence gives, or ``None`` without resets."""
+    return f"{backend!r} cannot run `resets`: {why}" if req.resets else None
+
+
 def first_reason(*reasons: str | None) -> str | None:
     return next((r for r in reasons if r is not None), None)
 
@@ -183,6 +208,12 @@ def valid_mask(num_steps: int, lengths: Array) -> Array:
 def where_valid(mask: Array, a: Array, b: Array) -> Array:
     """``where(mask, a, b)`` with ``mask`` (leading dims of ``a``) broadcast over the trailing feature axes."""
     return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim)), a, b)
+
+
+def restore(mask: Array, state: State, restored: State) -> State:
+    """``state`` with the rows where ``mask: (*batch,)`` replaced by ``restored``'s: a ``where``, so no gradient
+    reaches the replaced rows of ``state``."""
+    return jax.tree.map(lambda s, r: where_valid(mask, r, s), state, restored)
 
 
 def from_states(cell: Cell, states: State, initial: State, lengths: Array | None, req: Request):

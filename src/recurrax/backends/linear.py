@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.backends import tuning
-from recurrax.backends.base import Backend, Request, checkpointed, first_reason, from_states, needs_kind
+from recurrax.backends.base import Backend, Request, Resets, checkpointed, first_reason, from_states, needs_kind
 from recurrax.core import Array, Cell, Params, State, structure_of
 
 BACKENDS = ("auto", "sequential", "associative", "chunked")
@@ -116,11 +116,20 @@ def _parallel_jvp(backend, chunk, log_space, primals, tangents):
 
 
 def states(
-    cell: Cell, params: Params, zs: Array, state: State, backend: str, *, remat=False, chunk_size: int | None = None
+    cell: Cell,
+    params: Params,
+    zs: Array,
+    state: State,
+    backend: str,
+    *,
+    remat=False,
+    chunk_size: int | None = None,
+    resets: Resets | None = None,
 ) -> State:
     """Every state of a linear-recurrence ``cell`` over the projected inputs ``zs: (T, *batch, G)``, in parallel
     over time with ``backend`` (one of :data:`PARALLEL`); ``chunk_size`` overrides the measured one of
-    ``"chunked"``. Returns the states as a pytree with leaves ``(T, *batch, ...)``."""
+    ``"chunked"``; ``resets`` restore a state before the steps they mark. Returns the states as a pytree with
+    leaves ``(T, *batch, ...)``."""
     structure = structure_of(cell)
     if structure is None or structure.kind != "linear":
         raise ValueError(
@@ -131,22 +140,44 @@ def states(
     if chunk_size is None and backend == "chunked":
         chunk_size = choose(zs.shape[0])[1] or None
 
-    def run(params, zs, state):
+    def run(params, zs, state, resets):
         a, b = lin.coefficients(params, zs)
         s0 = lin.carry(state)
-        s = linear_scan(
-            a, b, s0.astype(jnp.result_type(s0, a)), backend=backend, chunk_size=chunk_size, log_space=lin.log_space
-        )
-        return lin.state(params, s.astype(s0.dtype), zs)
+        s0 = s0.astype(jnp.result_type(s0, a))
+        scan = functools.partial(linear_scan, backend=backend, chunk_size=chunk_size, log_space=lin.log_space)
+        if resets is None:
+            s = scan(a, b, s0)
+        else:
+            s = _with_resets(scan, a, b, s0, resets.mask, lin.carry(resets.state).astype(s0.dtype), lin.log_space)
+        return lin.state(params, s.astype(state_dtype), zs)
 
-    return checkpointed(run, remat)(params, zs, state)
+    state_dtype = lin.carry(state).dtype
+    return checkpointed(run, remat)(params, zs, state, resets)
+
+
+def _with_resets(scan, a: Array, b: Array, s0: Array, mask: Array, restored: Array, log_space: bool) -> Array:
+    """``scan`` of ``s_t = a_t * (restored if mask_t else s_{t-1}) + b_t``, ``mask: (T, *batch)``.
+
+    A reset is the step ``s_t = 0 * s_{t-1} + (a_t * restored + b_t)``. In log space the restored state may have
+    either sign, so it cannot join ``log b``; its share is ``u_t * restored`` with ``u_t``, the product of ``a``
+    since the last reset (0 before the first), a second log-space recurrence run in the same scan.
+    """
+    m = mask[..., None]
+    if not log_space:
+        return scan(jnp.where(m, jnp.zeros_like(a), a), jnp.where(m, a * restored + b, b), s0)
+    cut = jnp.where(m, -jnp.inf, a)
+    since = jnp.where(m, a, -jnp.inf)  # log u_t = log a_t + log u_{t-1}, started at log a_t by a reset
+    s = scan(jnp.stack([cut, cut], 1), jnp.stack([b, since], 1), jnp.stack([s0, jnp.zeros_like(s0)]))
+    return s[:, 0] + s[:, 1] * restored
 
 
 def _backend(name: str) -> Backend:
-    def run(cell: Cell, params: Params, xs: Array, state: State, lengths: Array | None, req: Request):
+    def run(
+        cell: Cell, params: Params, xs: Array, state: State, lengths: Array | None, resets: Resets | None, req: Request
+    ):
         # Batch-major projection, as the sequential backend's (keeps a sharded batch axis sharded).
         zs = jnp.moveaxis(cell.project(params, jnp.moveaxis(xs, 0, -2)), -2, 0)
-        out = states(cell, params, zs, state, name, remat=req.remat)
+        out = states(cell, params, zs, state, name, remat=req.remat, resets=resets)
         return from_states(cell, out, state, lengths, req)
 
     return Backend(

@@ -9,11 +9,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from recurrax.backends.base import Backend, Request, checkpointed, where_valid
+from recurrax.backends.base import Backend, Request, Resets, checkpointed, restore, where_valid
 from recurrax.core import Array, Cell, Params, State
 
 
-def run(cell: Cell, params: Params, xs: Array, state: State, lengths: Array | None, req: Request):
+def run(
+    cell: Cell, params: Params, xs: Array, state: State, lengths: Array | None, resets: Resets | None, req: Request
+):
     # Projected in the batch-major layout: the projection's matmul then merges the batch axes with time in that
     # order, which keeps a sharded leading batch axis sharded (time first would gather it onto every device).
     zs = jnp.moveaxis(cell.project(params, jnp.moveaxis(xs, 0, -2)), -2, 0)
@@ -25,7 +27,9 @@ def run(cell: Cell, params: Params, xs: Array, state: State, lengths: Array | No
     steps = jnp.arange(req.num_steps)
 
     def body(carry, inputs):
-        z, t = inputs
+        z, t, reset = inputs
+        if reset is not None:
+            carry = restore(reset, carry, resets.state)
         if split:
             z = jnp.concatenate(z, axis=-1)  # XLA folds the transition's slices of this into the blocks
         new = cell.transition(params, carry, z)
@@ -36,7 +40,9 @@ def run(cell: Cell, params: Params, xs: Array, state: State, lengths: Array | No
             out = where_valid(valid, out, jnp.zeros_like(out))
         return new, ((out, new) if req.return_states else out)
 
-    final, ys = jax.lax.scan(checkpointed(body, req.remat), state, (zs, steps), unroll=unroll)
+    final, ys = jax.lax.scan(
+        checkpointed(body, req.remat), state, (zs, steps, None if resets is None else resets.mask), unroll=unroll
+    )
     outputs, states = ys if req.return_states else (ys, None)
     return final, outputs, states
 

@@ -34,6 +34,7 @@ from recurrax.backends import tuning
 from recurrax.backends.base import (
     Backend,
     Request,
+    Resets,
     checkpointed,
     first_reason,
     from_states,
@@ -67,12 +68,31 @@ def seq_matmul(x: Array, w: Array, batch_major: bool = False) -> Array:
     return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
 
 
-def previous(first: Array, seq: Array, time_axis: int = 0) -> Array:
-    """``[first, seq[0], ..., seq[T-2]]`` along ``time_axis``: the value before each step."""
+def previous(first: Array, seq: Array, time_axis: int = 0, reset: tuple[Array, Array] | None = None) -> Array:
+    """``[first, seq[0], ..., seq[T-2]]`` along ``time_axis``: the value before each step.
+
+    With ``reset = (mask, restored)`` (``mask`` of ``seq``'s leading two axes, ``restored`` of ``first``'s shape),
+    the value before a step that resets is ``restored``: what the step reads.
+    """
     steps = seq.shape[time_axis]
-    return jnp.concatenate(
+    prev = jnp.concatenate(
         [jnp.expand_dims(first, time_axis), jax.lax.slice_in_dim(seq, 0, steps - 1, axis=time_axis)], axis=time_axis
     )
+    if reset is None:
+        return prev
+    mask, restored = reset
+    return jnp.where(mask[..., None], jnp.expand_dims(restored, time_axis), prev)
+
+
+def restored(mask: Array | None, value: Array, reset_value: Array) -> Array:
+    """``value`` (``(N, H)``) with the rows where ``mask: (N,)`` replaced by ``reset_value``'s (``mask`` ``None``:
+    no reset)."""
+    return value if mask is None else jnp.where(mask[:, None], reset_value, value)
+
+
+def _with_mask(seq: Any, reset: tuple | None) -> tuple:
+    """A scan's inputs ``(seq, mask)``, the mask ``None`` without resets."""
+    return seq, None if reset is None else reset[0]
 
 
 def _hoisted(tangent: Any, primal_seq: Array, w_dot: Any, batch_major: bool) -> Array | None:
@@ -88,18 +108,21 @@ def dense(x: Any, like: Array) -> Array:
 
 
 # ----------------------------------------------------------------------------------------------- LSTM
+#
+# Resets: ``reset`` is ``None`` or ``(mask, h_r, c_r)`` with ``mask: (T, N)`` (the driver's
+# :class:`~recurrax.backends.base.Resets`, batch flattened) and the restored state ``(N, H)``: a step whose mask
+# is set reads the restored state instead of the previous one, and so do its derivatives.
 
 
-# ----------------------------------------------------------------------------------------------- LSTM
-
-
-def lstm_scan(w_h: Array, zs: Array, h0: Array, c0: Array, unroll: int, keep: bool):
+def lstm_scan(w_h: Array, zs: Array, h0: Array, c0: Array, unroll: int, keep: bool, reset: tuple | None = None):
     """The LSTM forward loop; the same equations, in the same order, as ``recurrax.lstm``'s transition."""
     hidden = w_h.shape[0]
     is_g = (jnp.arange(4 * hidden) // hidden) == 2  # the candidate block, g, takes tanh
 
-    def body(carry, z):
-        h, c = carry
+    def body(carry, inputs):
+        (h, c), (z, m) = carry, inputs
+        if m is not None:
+            h, c = restored(m, h, reset[1]), restored(m, c, reset[2])
         a = z + h @ w_h
         # Both functions over the whole gate vector, then one select: one contiguous fusion instead of
         # four strided ones (measured 1.3-1.5x faster loop on CPU); the values are bit-identical.
@@ -110,11 +133,13 @@ def lstm_scan(w_h: Array, zs: Array, h0: Array, c0: Array, unroll: int, keep: bo
         out = (h_new, c_new, act) if keep else (h_new, c_new)
         return (h_new, c_new), out
 
-    return jax.lax.scan(body, (h0, c0), zs, unroll=unroll)[1]
+    return jax.lax.scan(body, (h0, c0), _with_mask(zs, reset), unroll=unroll)[1]
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
-def lstm_recurrence(w_h: Array, zs: Array, h0: Array, c0: Array, unroll: int = 1) -> tuple[Array, Array]:
+def lstm_recurrence(
+    w_h: Array, zs: Array, h0: Array, c0: Array, unroll: int = 1, reset: tuple | None = None
+) -> tuple[Array, Array]:
     """Runs the LSTM recurrence over projected inputs.
 
     Args:
@@ -122,35 +147,68 @@ def lstm_recurrence(w_h: Array, zs: Array, h0: Array, c0: Array, unroll: int = 1
       zs: ``(T, N, 4H)`` projected inputs ``x W_i + b``.
       h0, c0: ``(N, H)`` initial state.
       unroll: steps per loop iteration.
+      reset: ``None`` or ``(mask (T, N), h_r, c_r (N, H))``: where the state is restored before a step.
 
     Returns:
       ``(hs, cs)``, each ``(T, N, H)``: the state after every step.
     """
-    return lstm_scan(w_h, zs, h0, c0, unroll, keep=False)
+    return lstm_scan(w_h, zs, h0, c0, unroll, keep=False, reset=reset)
 
 
 @functools.partial(lstm_recurrence.defjvp, symbolic_zeros=True)
 def _lstm_jvp(unroll, primals, tangents):
-    w_h, zs, h0, c0 = primals
-    dw_h, dzs, dh0, dc0 = tangents
-    return _lstm_tangents(unroll, w_h, zs, h0, c0, dw_h, None if isinstance(dzs, SymbolicZero) else dzs, dh0, dc0)
+    w_h, zs, h0, c0, reset = primals
+    dw_h, dzs, dh0, dc0, dreset = tangents
+    dzs = None if isinstance(dzs, SymbolicZero) else dzs
+    return _lstm_tangents(unroll, w_h, zs, h0, c0, dw_h, dzs, dh0, dc0, reset, dreset)
 
 
-def _lstm_tangents(unroll, w_h, zs, h0, c0, dw_h, dzs, dh0, dc0):
+def _lstm_tangents(unroll, w_h, zs, h0, c0, dw_h, dzs, dh0, dc0, reset=None, dreset=None):
     """The LSTM recurrence and its tangent; ``dzs`` is ``None`` for a zero input tangent."""
-    hs, cs, acts = lstm_scan(w_h, zs, h0, c0, unroll, keep=True)
-    dpre = gate_tangent(dzs, h0, hs, dw_h, zs)
-    return (hs, cs), lstm_tangent_scan(w_h, acts, cs, c0, dpre, dense(dh0, h0), dense(dc0, c0), unroll)
+    hs, cs, acts = lstm_scan(w_h, zs, h0, c0, unroll, keep=True, reset=reset)
+    dpre = gate_tangent(dzs, h0, hs, dw_h, zs, reset=None if reset is None else reset[:2])
+    return (hs, cs), lstm_tangent_scan(
+        w_h,
+        acts,
+        cs,
+        c0,
+        dpre,
+        dense(dh0, h0),
+        dense(dc0, c0),
+        unroll,
+        *reset_tangents(reset, dreset, read=2),
+    )
 
 
-def gate_tangent(dzs: Array | None, h0: Array, hs: Array, dw_h: Any, like: Array, time_axis: int = 0) -> Array:
-    """The tangent of the gate pre-activations that does not flow through the state: ``dzs + h_{t-1} dW_h``."""
-    dpre = _hoisted(dzs, previous(h0, hs, time_axis), dw_h, batch_major=time_axis == 1)
+def reset_tangents(reset: tuple | None, dreset: tuple | None, read: int):
+    """``(residual, linear)`` operands of a tangent scan from ``reset = (mask, *restored)`` and its tangent:
+    ``(mask, restored[read])`` (the field the scan's coefficients read) and the restored state's tangents (zeros
+    where symbolic); ``(None, None)`` without resets."""
+    if reset is None:
+        return None, None
+    return (reset[0], reset[read]), tuple(dense(dreset[k], reset[k]) for k in range(1, len(reset)))
+
+
+def gate_tangent(
+    dzs: Array | None, h0: Array, hs: Array, dw_h: Any, like: Array, time_axis: int = 0, reset: tuple | None = None
+) -> Array:
+    """The tangent of the gate pre-activations that does not flow through the state: ``dzs + h_{t-1} dW_h``
+    (``reset``: ``(mask, h_r)``)."""
+    dpre = _hoisted(dzs, previous(h0, hs, time_axis, reset), dw_h, batch_major=time_axis == 1)
     return jnp.zeros_like(like) if dpre is None else dpre
 
 
 def lstm_tangent_scan(
-    w_h: Array, acts: Array, cs: Array, c0: Array, dpre: Array, dh0: Array, dc0: Array, unroll: int = 1
+    w_h: Array,
+    acts: Array,
+    cs: Array,
+    c0: Array,
+    dpre: Array,
+    dh0: Array,
+    dc0: Array,
+    unroll: int = 1,
+    reset: tuple[Array, Array] | None = None,
+    dreset: tuple[Array, Array] | None = None,
 ) -> tuple[Array, Array]:
     """The LSTM's tangent recurrence: ``(dhs, dcs)``, each ``(T, N, H)``.
 
@@ -158,48 +216,56 @@ def lstm_tangent_scan(
       w_h: ``(H, 4H)``; acts: ``(T, N, 4H)`` the activated gates; cs: ``(T, N, H)``; c0: ``(N, H)``.
       dpre: ``(T, N, 4H)`` the gate pre-activations' tangent not flowing through the state.
       dh0, dc0: ``(N, H)`` the initial state's tangent.
+      reset: ``None`` or ``(mask (T, N), c_r (N, H))``; dreset: then the restored state's tangent ``(dh_r, dc_r)``.
     """
     # The coefficients of the linear tangent recurrence, for all steps at once (time-parallel), so the
     # loop below is purely linear: JAX then transposes it into one dot and one fusion per step.
     i, f, g, o = jnp.split(acts, 4, axis=-1)
     tc = jnp.tanh(cs)
-    k = jnp.concatenate([i * (1 - i) * g, f * (1 - f) * previous(c0, cs), i * (1 - g * g), o * (1 - o) * tc], -1)
+    k = jnp.concatenate(
+        [i * (1 - i) * g, f * (1 - f) * previous(c0, cs, reset=reset), i * (1 - g * g), o * (1 - o) * tc], -1
+    )
     b = o * (1 - tc * tc)
 
     def body(carry, inputs):
-        dh, dc = carry
-        da, k_t, f_t, b_t = inputs
+        (dh, dc), ((da, k_t, f_t, b_t), m) = carry, inputs
+        if m is not None:
+            dh, dc = restored(m, dh, dreset[0]), restored(m, dc, dreset[1])
         k_i, k_f, k_g, k_o = jnp.split(k_t * (da + dh @ w_h), 4, axis=-1)
         dc_new = k_i + k_f + k_g + f_t * dc
         dh_new = k_o + b_t * dc_new
         return (dh_new, dc_new), (dh_new, dc_new)
 
-    return jax.lax.scan(body, (dh0, dc0), (dpre, k, f, b), unroll=unroll)[1]
+    return jax.lax.scan(body, (dh0, dc0), _with_mask((dpre, k, f, b), reset), unroll=unroll)[1]
 
 
 def _project(w_i: Array, b: Array, xs: Array) -> Array:
     return seq_matmul(xs, w_i) + b
 
 
-def _project_in_chunks(loop, w_i: Array, b: Array, xs: Array, carry: Any, chunk: int | None):
-    """``loop(xs @ w_i + b, carry)`` (every state over time, leaves ``(T, N, ...)``), projecting ``chunk`` steps
-    at a time (:data:`recurrax.backends.tuning.PROJECTION_CHUNK`; ``None``: all at once).
+def _project_in_chunks(loop, w_i: Array, b: Array, xs: Array, carry: Any, chunk: int | None, mask: Array | None):
+    """``loop(xs @ w_i + b, carry, mask)`` (every state over time, leaves ``(T, N, ...)``), projecting ``chunk``
+    steps at a time (:data:`recurrax.backends.tuning.PROJECTION_CHUNK`; ``None``: all at once).
 
-    The state entering each chunk is the last of the previous chunk's states.
+    The state entering each chunk is the last of the previous chunk's states; ``mask: (T, N)`` (or ``None``) is
+    cut into the same chunks.
     """
     steps, rows = xs.shape[0], xs.shape[1]
     if chunk is None or steps < 2 * chunk or rows * chunk < tuning.PROJECTION_CHUNK_MIN_ROWS:
-        return loop(_project(w_i, b, xs), carry)
+        return loop(_project(w_i, b, xs), carry, mask)
     main = steps - steps % chunk
 
-    def run(carry, x):
-        out = loop(_project(w_i, b, x), carry)
+    def run(carry, inputs):
+        x, m = inputs
+        out = loop(_project(w_i, b, x), carry, m)
         return jax.tree.map(lambda o: o[-1], out), out
 
-    carry, out = jax.lax.scan(run, carry, xs[:main].reshape(main // chunk, chunk, *xs.shape[1:]))
+    cut = lambda a: None if a is None else a[:main].reshape(main // chunk, chunk, *a.shape[1:])  # noqa: E731
+    carry, out = jax.lax.scan(run, carry, (cut(xs), cut(mask)))
     out = jax.tree.map(lambda o: o.reshape(main, *o.shape[2:]), out)
     if main < steps:
-        out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, run(carry, xs[main:])[1])
+        rest = (xs[main:], None if mask is None else mask[main:])
+        out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, run(carry, rest)[1])
     return out
 
 
@@ -218,7 +284,15 @@ def projection_tangent(w_i: Array, xs: Array, dw_i: Any, db: Any, dxs: Any, batc
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7))
 def lstm_sequence(
-    w_i: Array, b: Array, w_h: Array, xs: Array, h0: Array, c0: Array, unroll: int = 1, chunk: int | None = None
+    w_i: Array,
+    b: Array,
+    w_h: Array,
+    xs: Array,
+    h0: Array,
+    c0: Array,
+    unroll: int = 1,
+    chunk: int | None = None,
+    reset: tuple | None = None,
 ) -> tuple[Array, Array]:
     """:func:`lstm_recurrence` of the projected inputs ``xs @ w_i + b``.
 
@@ -228,21 +302,26 @@ def lstm_sequence(
       h0, c0: ``(N, H)`` initial state.
       unroll: steps per loop iteration.
       chunk: steps projected together without differentiation (``None``: the whole sequence first).
+      reset: ``None`` or ``(mask (T, N), h_r, c_r (N, H))``, as :func:`lstm_recurrence`'s.
 
     Returns:
       ``(hs, cs)``, each ``(T, N, H)``. Evaluated without differentiation, it projects ``chunk`` steps at a time
       inside the loop; differentiated, it projects the whole sequence first and follows :func:`lstm_recurrence`'s
       derivative.
     """
-    return _project_in_chunks(lambda zs, s: lstm_scan(w_h, zs, *s, unroll, keep=False), w_i, b, xs, (h0, c0), chunk)
+
+    def loop(zs, s, m):
+        return lstm_scan(w_h, zs, *s, unroll, keep=False, reset=None if reset is None else (m, *reset[1:]))
+
+    return _project_in_chunks(loop, w_i, b, xs, (h0, c0), chunk, None if reset is None else reset[0])
 
 
 @functools.partial(lstm_sequence.defjvp, symbolic_zeros=True)
 def _lstm_sequence_jvp(unroll, chunk, primals, tangents):
-    w_i, b, w_h, xs, h0, c0 = primals
-    dw_i, db, dw_h, dxs, dh0, dc0 = tangents
+    w_i, b, w_h, xs, h0, c0, reset = primals
+    dw_i, db, dw_h, dxs, dh0, dc0, dreset = tangents
     dzs = projection_tangent(w_i, xs, dw_i, db, dxs)
-    return _lstm_tangents(unroll, w_h, _project(w_i, b, xs), h0, c0, dw_h, dzs, dh0, dc0)
+    return _lstm_tangents(unroll, w_h, _project(w_i, b, xs), h0, c0, dw_h, dzs, dh0, dc0, reset, dreset)
 
 
 # ------------------------------------------------------------------------------------------------ GRU
@@ -253,11 +332,14 @@ def blocks(a: Array, num: int) -> tuple[Array, ...]:
     return tuple(jnp.split(a, num, axis=-1))
 
 
-def gru_scan(w_h: Array, b_hn: Array, zs: Array, h0: Array, unroll: int, keep: bool):
-    """The GRU (reset-after) forward loop; the same equations as ``recurrax.gru``'s transition."""
+def gru_scan(w_h: Array, b_hn: Array, zs: Array, h0: Array, unroll: int, keep: bool, reset: tuple | None = None):
+    """The GRU (reset-after) forward loop; the same equations as ``recurrax.gru``'s transition (``reset``: ``None``
+    or ``(mask (T, N), h_r (N, H))``, as the LSTM's)."""
 
-    def body(h, z):
-        z_r, z_z, z_n = z
+    def body(h, inputs):
+        (z_r, z_z, z_n), m = inputs
+        if m is not None:
+            h = restored(m, h, reset[1])
         h_r, h_z, h_n = jnp.split(h @ w_h, 3, axis=-1)
         r = jax.nn.sigmoid(z_r + h_r)
         u = jax.nn.sigmoid(z_z + h_z)
@@ -266,11 +348,11 @@ def gru_scan(w_h: Array, b_hn: Array, zs: Array, h0: Array, unroll: int, keep: b
         h_new = (1.0 - u) * n + u * h
         return h_new, ((h_new, r, u, n, h_n) if keep else h_new)
 
-    return jax.lax.scan(body, h0, blocks(zs, 3), unroll=unroll)[1]
+    return jax.lax.scan(body, h0, _with_mask(blocks(zs, 3), reset), unroll=unroll)[1]
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
-def gru_recurrence(w_h: Array, b_hn: Array, zs: Array, h0: Array, unroll: int = 1) -> Array:
+def gru_recurrence(w_h: Array, b_hn: Array, zs: Array, h0: Array, unroll: int = 1, reset: tuple | None = None) -> Array:
     """Runs the reset-after GRU recurrence over projected inputs.
 
     Args:
@@ -279,24 +361,30 @@ def gru_recurrence(w_h: Array, b_hn: Array, zs: Array, h0: Array, unroll: int = 
       zs: ``(T, N, 3H)`` projected inputs ``x W_i + b``.
       h0: ``(N, H)`` initial state.
       unroll: steps per loop iteration.
+      reset: ``None`` or ``(mask (T, N), h_r (N, H))``: where the state is restored before a step.
 
     Returns:
       ``hs: (T, N, H)``, the state after every step.
     """
-    return gru_scan(w_h, b_hn, zs, h0, unroll, keep=False)
+    return gru_scan(w_h, b_hn, zs, h0, unroll, keep=False, reset=reset)
 
 
 @functools.partial(gru_recurrence.defjvp, symbolic_zeros=True)
 def _gru_jvp(unroll, primals, tangents):
-    w_h, b_hn, zs, h0 = primals
-    dw_h, db_hn, dzs, dh0 = tangents
-    hs, r, u, n, h_n = gru_scan(w_h, b_hn, zs, h0, unroll, keep=True)
+    w_h, b_hn, zs, h0, reset = primals
+    dw_h, db_hn, dzs, dh0, dreset = tangents
+    hs, r, u, n, h_n = gru_scan(w_h, b_hn, zs, h0, unroll, keep=True, reset=reset)
     dzs = None if isinstance(dzs, SymbolicZero) else dzs
-    da, dhn = gru_weight_tangents(h0, hs, dzs, dw_h, db_hn)
-    return hs, gru_tangent_scan(w_h, (r, u, n, h_n), hs, h0, da, dhn, dense(dh0, h0), unroll)
+    da, dhn = gru_weight_tangents(h0, hs, dzs, dw_h, db_hn, reset=reset)
+    dhs = gru_tangent_scan(
+        w_h, (r, u, n, h_n), hs, h0, da, dhn, dense(dh0, h0), unroll, *reset_tangents(reset, dreset, read=1)
+    )
+    return hs, dhs
 
 
-def gru_weight_tangents(h0: Array, hs: Array, dzs: Array | None, dw_h: Any, db_hn: Any, time_axis: int = 0):
+def gru_weight_tangents(
+    h0: Array, hs: Array, dzs: Array | None, dw_h: Any, db_hn: Any, time_axis: int = 0, reset: tuple | None = None
+):
     """``(da, dhn)`` for :func:`gru_tangent_scan` (``None`` where zero): ``da`` adds to the input side's
     tangent ``dzs`` that of ``h_{t-1} W_hr`` and ``h_{t-1} W_hz`` from the weights; ``dhn`` is the tangent of
     ``h_{t-1} W_hn + b_hn`` from the weights.
@@ -307,7 +395,7 @@ def gru_weight_tangents(h0: Array, hs: Array, dzs: Array | None, dw_h: Any, db_h
     """
     da, dhn = dzs, None
     if not isinstance(dw_h, SymbolicZero):
-        hidden, hs_prev = dw_h.shape[0], previous(h0, hs, time_axis)
+        hidden, hs_prev = dw_h.shape[0], previous(h0, hs, time_axis, reset)
         keep_rz = jnp.concatenate([jnp.ones((2 * hidden,), dw_h.dtype), jnp.zeros((hidden,), dw_h.dtype)])
         da = _hoisted(da, hs_prev, dw_h * keep_rz, batch_major=time_axis == 1)
         dhn = seq_matmul(hs_prev, dw_h[:, 2 * hidden :], batch_major=time_axis == 1)
@@ -326,6 +414,8 @@ def gru_tangent_scan(
     dhn: Array | None,
     dh0: Array,
     unroll: int = 1,
+    reset: tuple[Array, Array] | None = None,
+    dreset: tuple[Array] | None = None,
 ) -> Array:
     """The reset-after GRU's tangent recurrence: ``dhs: (T, N, H)``.
 
@@ -336,9 +426,10 @@ def gru_tangent_scan(
         through the state, or ``None`` for zero.
       dhn: ``(T, N, H)`` the tangent of ``h_n`` not flowing through the state, or ``None``.
       dh0: ``(N, H)`` the initial state's tangent.
+      reset: ``None`` or ``(mask (T, N), h_r (N, H))``; dreset: then ``(dh_r,)``, the restored state's tangent.
     """
     r, u, n, h_n = (*jnp.split(acts[0], 3, axis=-1), acts[1]) if len(acts) == 2 else acts
-    hs_prev = previous(h0, hs)
+    hs_prev = previous(h0, hs, reset=reset)
     # Time-parallel coefficients of the linear tangent recurrence
     #   dh' = e + k_r * g_r + k_z * g_z + k_n * g_n + u * dh,  g = dh @ W_h,
     # so the loop holds one dot and one fusion. They stay separate arrays per gate block, so each step
@@ -354,12 +445,14 @@ def gru_tangent_scan(
         e[2] = e[2] + k_g[2] * dhn
 
     def body(dh, inputs):
-        e_t, k_t, u_t = inputs
+        (e_t, k_t, u_t), m = inputs
+        if m is not None:
+            dh = restored(m, dh, dreset[0])
         g_r, g_z, g_n = jnp.split(dh @ w_h, 3, axis=-1)
         dh_new = sum(e_i + k_i * g_i for e_i, k_i, g_i in zip(e_t, k_t, (g_r, g_z, g_n))) + u_t * dh
         return dh_new, dh_new
 
-    return jax.lax.scan(body, dh0, (tuple(e), k_g, u), unroll=unroll)[1]
+    return jax.lax.scan(body, dh0, _with_mask((tuple(e), k_g, u), reset), unroll=unroll)[1]
 
 
 # --------------------------------------------------------------------------------------------- backends
@@ -377,37 +470,41 @@ def gate_params(kind: str, params: Params) -> tuple[Array, ...]:
 def gated_run(kind: str, sequence):
     """A backend's ``run`` for the plain LSTM or GRU, from ``sequence(weights, xs, state, req) -> states``.
 
-    ``sequence`` sees :func:`gate_params`, ``xs: (T, N, I)`` and the state's leaves ``(N, H)``, the batch dims
-    flattened into ``N`` (the leading one first, so a sharded batch axis stays sharded), and returns the state's
-    leaves after every step, each ``(T, N, H)``.
+    ``sequence`` sees :func:`gate_params`, ``xs: (T, N, I)``, the state's leaves ``(N, H)`` and the resets
+    (``None`` or ``(mask (T, N), *restored leaves (N, H))``), the batch dims flattened into ``N`` (the leading one
+    first, so a sharded batch axis stays sharded), and returns the state's leaves after every step, each
+    ``(T, N, H)``.
     """
     make = LSTMState if kind == "lstm" else RNNState
 
-    def run(cell: Cell, params: Params, xs: Array, state: State, lengths: Array | None, req: Request):
+    def run(
+        cell: Cell, params: Params, xs: Array, state: State, lengths: Array | None, resets: Resets | None, req: Request
+    ):
         steps, batch = xs.shape[0], xs.shape[1:-1]
         rows = math.prod(batch)
 
-        def go(weights, xs, leaves):
-            return sequence(weights, xs.reshape(steps, rows, xs.shape[-1]), leaves, req)
+        def go(weights, xs, leaves, reset):
+            return sequence(weights, xs.reshape(steps, rows, xs.shape[-1]), leaves, req, reset)
 
-        leaves = tuple(leaf.reshape(rows, leaf.shape[-1]) for leaf in state)
-        out = checkpointed(go, req.remat)(gate_params(kind, params), xs, leaves)
+        flat = lambda st: tuple(leaf.reshape(rows, leaf.shape[-1]) for leaf in st)  # noqa: E731
+        reset = None if resets is None else (resets.mask.reshape(steps, rows), *flat(resets.state))
+        out = checkpointed(go, req.remat)(gate_params(kind, params), xs, flat(state), reset)
         states = make(*(a.reshape(steps, *batch, a.shape[-1]) for a in out))
         return from_states(cell, states, state, lengths, req)
 
     return run
 
 
-def _lstm(weights, xs, state, req: Request):
+def _lstm(weights, xs, state, req: Request, reset):
     w_i, b, w_h = weights
     unroll = tuning.sequence_unroll(req.unroll, req.num_steps, req.platform)
-    return lstm_sequence(w_i, b, w_h, xs, *state, unroll, tuning.PROJECTION_CHUNK.get(req.platform))
+    return lstm_sequence(w_i, b, w_h, xs, *state, unroll, tuning.PROJECTION_CHUNK.get(req.platform), reset)
 
 
-def _gru(weights, xs, state, req: Request):
+def _gru(weights, xs, state, req: Request, reset):
     w_i, b, w_h, b_hn = weights
     unroll = tuning.sequence_unroll(req.unroll, req.num_steps, req.platform)
-    return (gru_recurrence(w_h, b_hn, _project(w_i, b, xs), state[0], unroll),)
+    return (gru_recurrence(w_h, b_hn, _project(w_i, b, xs), state[0], unroll, reset),)
 
 
 LSTM = Backend(

@@ -15,7 +15,15 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.backends import tuning
-from recurrax.backends.base import Backend, Request, first_reason, needs_kind, needs_one_dtype, needs_platform
+from recurrax.backends.base import (
+    Backend,
+    Request,
+    first_reason,
+    needs_kind,
+    needs_one_dtype,
+    needs_platform,
+    refuses_resets,
+)
 from recurrax.backends.cpu import gru as native_gru
 from recurrax.backends.cpu import lstm as native_lstm
 from recurrax.backends.cpu._primitives import HIDDEN_MULTIPLE, swap
@@ -124,13 +132,13 @@ def _padded(weights: tuple[Array, ...], leaves: tuple[Array, ...], gates: int):
     return weights, tuple(pad(leaf, 1) for leaf in leaves), hidden
 
 
-def _lstm(weights, xs, state, req: Request):
+def _lstm(weights, xs, state, req: Request, reset):
     (w_i, b, w_h), (h0, c0), hidden = _padded(weights, state, 4)
     unroll = tuning.sequence_unroll(req.unroll, req.num_steps, req.platform)
     return tuple(a[..., :hidden] for a in lstm_sequence(w_i, b, w_h, xs, h0, c0, unroll))
 
 
-def _gru(weights, xs, state, req: Request):
+def _gru(weights, xs, state, req: Request, reset):
     (w_i, b, w_h, b_hn), (h0,), hidden = _padded(weights, state, 3)
     unroll = tuning.sequence_unroll(req.unroll, req.num_steps, req.platform)
     return (gru_sequence(w_i, b, w_h, b_hn, xs, h0, unroll)[..., :hidden],)
@@ -142,6 +150,7 @@ def _supports(kind: str, name: str):
             needs_kind(req, kind, name),
             needs_platform(req, "cpu", name),
             needs_one_dtype(req, name, ("float32",)),
+            refuses_resets(req, name, "not yet in the kernels"),
             None if load() is not None else f"{name!r}: the native kernels could not be built here (see the warning)",
         )
 

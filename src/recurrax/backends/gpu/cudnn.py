@@ -17,11 +17,13 @@ import jax.numpy as jnp
 from recurrax.backends.base import (
     Backend,
     Request,
+    Resets,
     checkpointed,
     first_reason,
     needs_kind,
     needs_one_dtype,
     needs_platform,
+    refuses_resets,
     valid_mask,
     where_valid,
 )
@@ -46,7 +48,16 @@ def cudnn_lstm(xs: Array, h0: Array, c0: Array, weights: Array, lengths: Array) 
     return ys, h[0], c[0]
 
 
-def run(cell: Cell, params: Params, xs: Array, state: State, lengths: Array | None, req: Request, lstm=cudnn_lstm):
+def run(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    state: State,
+    lengths: Array | None,
+    resets: Resets | None,
+    req: Request,
+    lstm=cudnn_lstm,
+):
     """The backend's run; ``lstm`` is :func:`cudnn_lstm` (the tests pass ``lstm_ref`` in its layout on CPU)."""
     steps, batch = xs.shape[0], xs.shape[1:-1]
     rows = math.prod(batch)
@@ -73,6 +84,7 @@ def _supports(req: Request) -> str | None:
         needs_kind(req, "lstm", "cudnn_lstm"),
         needs_platform(req, "gpu", "cudnn_lstm"),
         needs_one_dtype(req, "cudnn_lstm", ("float32",)),
+        refuses_resets(req, "cudnn_lstm", "cuDNN's RNN has no input that restores the state inside a sequence"),
         "'cudnn_lstm' cannot serve return_states: cuDNN returns no cell state c over time"
         if req.return_states
         else None,
