@@ -149,6 +149,12 @@ def define_recurrence(
     return prims
 
 
+def no_resets(like: Array, fields: int) -> tuple[Array, ...]:
+    """The resets operands of a call without resets: ``resets`` and ``fields`` restored leaves, all ``(N, 0)``."""
+    rows = like.shape[0]
+    return (jnp.zeros((rows, 0), jnp.bool_), *(jnp.zeros((rows, 0), like.dtype) for _ in range(fields)))
+
+
 def projected(xs: Array, w_i: Array, b: Array, zs: Array) -> Array:
     """``b + zs + xs @ w_i``, the forward kernels' input side (``zs: (N, T, 0)`` for none), in JAX."""
     z = xs @ w_i + b

@@ -22,11 +22,10 @@ from recurrax.backends.base import (
     needs_kind,
     needs_one_dtype,
     needs_platform,
-    refuses_resets,
 )
 from recurrax.backends.cpu import gru as native_gru
 from recurrax.backends.cpu import lstm as native_lstm
-from recurrax.backends.cpu._primitives import HIDDEN_MULTIPLE, swap
+from recurrax.backends.cpu._primitives import HIDDEN_MULTIPLE, no_resets, swap
 from recurrax.backends.cpu.build import load
 from recurrax.backends.xla import (
     dense,
@@ -50,59 +49,85 @@ def _operands(xs: Array, w_i: Array) -> tuple[Array, Array, Array | None]:
     return xs[..., :0], w_i[:0], seq_matmul(xs, w_i, batch_major=True)
 
 
+def _kernel_resets(reset: tuple | None, like: Array, fields: int) -> tuple[Array, ...]:
+    """The kernels' resets operands from ``reset = (mask (T, N), *restored (N, H))``: the mask batch-major;
+    :func:`~recurrax.backends.cpu._primitives.no_resets` for ``None``."""
+    if reset is None:
+        return no_resets(like, fields)
+    return (reset[0].T, *reset[1:])
+
+
+def _restored_tangents(reset: tuple | None, dreset: tuple | None, like: Array, fields: int) -> tuple[Array, ...]:
+    """The restored state's tangents for a tangent primitive (``(N, 0)`` without resets)."""
+    if reset is None:
+        return no_resets(like, fields)[1:]
+    return tuple(dense(d, r) for d, r in zip(dreset[1:], reset[1:]))
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
-def lstm_sequence(w_i: Array, b: Array, w_h: Array, xs: Array, h0: Array, c0: Array, unroll: int = 1):
+def lstm_sequence(
+    w_i: Array, b: Array, w_h: Array, xs: Array, h0: Array, c0: Array, unroll: int = 1, reset: tuple | None = None
+):
     """The plain LSTM over ``xs: (T, N, I)`` in the native kernel: ``(hs, cs)``, each ``(T, N, H)``.
 
     Args:
       w_i: ``(I, 4H)``; b: ``(4H,)``; w_h: ``(H, 4H)`` (gate order i, f, g, o), ``H`` a multiple of
         :data:`~recurrax.backends.cpu._primitives.HIDDEN_MULTIPLE`; h0, c0: ``(N, H)``.
       unroll: steps per loop iteration of the forward-mode tangent scan.
+      reset: ``None`` or ``(mask (T, N), h_r, c_r (N, H))``: the state restored before the steps it marks.
 
     Reverse mode runs the native backward pass; forward mode, :func:`recurrax.backends.xla.lstm_tangent_scan`.
     """
     xs, w_i, zs = _operands(*swap(xs), w_i)
-    return swap(*native_lstm.forward(xs, w_i, b, w_h, h0, c0, zs)[:2])
+    return swap(*native_lstm.forward(xs, w_i, b, w_h, h0, c0, zs, _kernel_resets(reset, h0, 2))[:2])
 
 
 @functools.partial(lstm_sequence.defjvp, symbolic_zeros=True)
 def _lstm_sequence_jvp(unroll, primals, tangents):
-    w_i, b, w_h, xs, h0, c0 = primals
-    dw_i, db, dw_h, dxs, dh0, dc0 = tangents
+    w_i, b, w_h, xs, h0, c0, reset = primals
+    dw_i, db, dw_h, dxs, dh0, dc0, dreset = tangents
     xs, dxs = swap(xs, dxs)
     xs_k, w_i_k, zs = _operands(xs, w_i)
-    hs, cs, acts = native_lstm.forward(xs_k, w_i_k, b, w_h, h0, c0, zs, keep_acts=True)
+    resets, h_r, c_r = _kernel_resets(reset, h0, 2)
+    hs, cs, acts = native_lstm.forward(xs_k, w_i_k, b, w_h, h0, c0, zs, (resets, h_r, c_r), keep_acts=True)
     dzs = projection_tangent(w_i, xs, dw_i, db, dxs, batch_major=True)
-    dpre = gate_tangent(dzs, h0, hs, dw_h, acts, time_axis=1)
-    dhs, dcs = native_lstm.tangent(w_h, acts, cs, c0, dpre, dense(dh0, h0), dense(dc0, c0), unroll)
+    dpre = gate_tangent(dzs, h0, hs, dw_h, acts, time_axis=1, reset=None if reset is None else (resets, h_r))
+    linear = (dpre, dense(dh0, h0), dense(dc0, c0), *_restored_tangents(reset, dreset, h0, 2))
+    dhs, dcs = native_lstm.tangent(w_h, acts, cs, c0, resets, c_r, *linear, unroll)
     return swap(hs, cs), swap(dhs, dcs)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
-def gru_sequence(w_i: Array, b: Array, w_h: Array, b_hn: Array, xs: Array, h0: Array, unroll: int = 1) -> Array:
+def gru_sequence(
+    w_i: Array, b: Array, w_h: Array, b_hn: Array, xs: Array, h0: Array, unroll: int = 1, reset: tuple | None = None
+) -> Array:
     """The reset-after GRU over ``xs: (T, N, I)`` in the native kernel: ``hs: (T, N, H)``.
 
     Args:
       w_i: ``(I, 3H)``; b: ``(3H,)``; w_h: ``(H, 3H)``; b_hn: ``(H,)`` (gate order r, z, n); h0: ``(N, H)``.
       unroll: steps per loop iteration of the forward-mode tangent scan.
+      reset: ``None`` or ``(mask (T, N), h_r (N, H))``: the state restored before the steps it marks.
 
     Reverse mode runs the native backward pass; forward mode, :func:`recurrax.backends.xla.gru_tangent_scan`.
     """
     xs, w_i, zs = _operands(*swap(xs), w_i)
-    return swap(native_gru.forward(xs, w_i, b, w_h, b_hn, h0, zs)[0])[0]
+    return swap(native_gru.forward(xs, w_i, b, w_h, b_hn, h0, zs, _kernel_resets(reset, h0, 1))[0])[0]
 
 
 @functools.partial(gru_sequence.defjvp, symbolic_zeros=True)
 def _gru_sequence_jvp(unroll, primals, tangents):
-    w_i, b, w_h, b_hn, xs, h0 = primals
-    dw_i, db, dw_h, db_hn, dxs, dh0 = tangents
+    w_i, b, w_h, b_hn, xs, h0, reset = primals
+    dw_i, db, dw_h, db_hn, dxs, dh0, dreset = tangents
     xs, dxs = swap(xs, dxs)
     xs_k, w_i_k, zs = _operands(xs, w_i)
-    hs, acts, hn = native_gru.forward(xs_k, w_i_k, b, w_h, b_hn, h0, zs, keep_acts=True)
+    resets, h_r = _kernel_resets(reset, h0, 1)
+    hs, acts, hn = native_gru.forward(xs_k, w_i_k, b, w_h, b_hn, h0, zs, (resets, h_r), keep_acts=True)
     dzs = projection_tangent(w_i, xs, dw_i, db, dxs, batch_major=True)
-    da, dhn = gru_weight_tangents(h0, hs, dzs, dw_h, db_hn, time_axis=1)
+    prev_reset = None if reset is None else (resets, h_r)
+    da, dhn = gru_weight_tangents(h0, hs, dzs, dw_h, db_hn, time_axis=1, reset=prev_reset)
     da, dhn = (jnp.zeros_like(a) if d is None else d for a, d in ((acts, da), (hn, dhn)))
-    dhs = native_gru.tangent(w_h, acts, hn, hs, h0, da, dhn, dense(dh0, h0), unroll)
+    linear = (da, dhn, dense(dh0, h0), *_restored_tangents(reset, dreset, h0, 1))
+    dhs = native_gru.tangent(w_h, acts, hn, hs, h0, resets, h_r, *linear, unroll)
     return swap(hs)[0], swap(dhs)[0]
 
 
@@ -122,26 +147,29 @@ def pad_units(a: Array, blocks: int, *, hidden: int, padded: int, axis: int = -1
     return jnp.pad(a, widths).reshape(*a.shape[:axis], blocks * padded, *a.shape[axis + 2 :])
 
 
-def _padded(weights: tuple[Array, ...], leaves: tuple[Array, ...], gates: int):
-    """The weights and state leaves with every block of ``H`` units padded to a multiple of ``HIDDEN_MULTIPLE``."""
+def _padded(weights: tuple[Array, ...], leaves: tuple[Array, ...], reset: tuple | None, gates: int):
+    """The weights, state leaves and restored leaves with every block of ``H`` units padded to a multiple of
+    ``HIDDEN_MULTIPLE``."""
     hidden = weights[2].shape[0]
     padded = -(-hidden // HIDDEN_MULTIPLE) * HIDDEN_MULTIPLE
     pad = functools.partial(pad_units, hidden=hidden, padded=padded)
     w_i, b, w_h, *b_hn = weights
     weights = (pad(w_i, gates), pad(b, gates), pad(pad(w_h, gates), 1, axis=0), *(pad(x, 1) for x in b_hn))
-    return weights, tuple(pad(leaf, 1) for leaf in leaves), hidden
+    if reset is not None:
+        reset = (reset[0], *(pad(leaf, 1) for leaf in reset[1:]))
+    return weights, tuple(pad(leaf, 1) for leaf in leaves), reset, hidden
 
 
 def _lstm(weights, xs, state, req: Request, reset):
-    (w_i, b, w_h), (h0, c0), hidden = _padded(weights, state, 4)
+    (w_i, b, w_h), (h0, c0), reset, hidden = _padded(weights, state, reset, 4)
     unroll = tuning.sequence_unroll(req.unroll, req.num_steps, req.platform)
-    return tuple(a[..., :hidden] for a in lstm_sequence(w_i, b, w_h, xs, h0, c0, unroll))
+    return tuple(a[..., :hidden] for a in lstm_sequence(w_i, b, w_h, xs, h0, c0, unroll, reset))
 
 
 def _gru(weights, xs, state, req: Request, reset):
-    (w_i, b, w_h, b_hn), (h0,), hidden = _padded(weights, state, 3)
+    (w_i, b, w_h, b_hn), (h0,), reset, hidden = _padded(weights, state, reset, 3)
     unroll = tuning.sequence_unroll(req.unroll, req.num_steps, req.platform)
-    return (gru_sequence(w_i, b, w_h, b_hn, xs, h0, unroll)[..., :hidden],)
+    return (gru_sequence(w_i, b, w_h, b_hn, xs, h0, unroll, reset)[..., :hidden],)
 
 
 def _supports(kind: str, name: str):
@@ -150,7 +178,6 @@ def _supports(kind: str, name: str):
             needs_kind(req, kind, name),
             needs_platform(req, "cpu", name),
             needs_one_dtype(req, name, ("float32",)),
-            refuses_resets(req, name, "not yet in the kernels"),
             None if load() is not None else f"{name!r}: the native kernels could not be built here (see the warning)",
         )
 

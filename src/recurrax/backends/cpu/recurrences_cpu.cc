@@ -14,6 +14,11 @@
 // Batch-major is the layout of the callers' arrays, so no transposes surround the calls; a tile's rows
 // are then T rows apart in a sequence.
 //
+// Resets (recurrax.scan's `resets`): resets (N, T) bool and a restored state (N, H) per field, or all three
+// empty. Step t of row n reads the restored state instead of its previous one where resets[n, t]; backward,
+// the cotangent that reaches that previous state goes to the restored state's instead (accumulated over the
+// row's resets), and nothing flows further back.
+//
 // Work is split into tiles per step (see Schedule); the calling thread takes tiles too, so it never
 // waits on a helper that has not started, and a helper that starts late finds nothing left.
 
@@ -225,15 +230,52 @@ inline void row_pointers(const float* (&ptr)[R], const float* base, int64_t stri
 inline int64_t seq_row(int64_t T, int64_t t, int64_t n) { return n * T + t; }
 
 // Row pointers to the state before step t for the rows r0..: `first` (N, width) at t = 0, else step t-1
-// of `seq` (N, T, width).
+// of `seq` (N, T, width); where resets[n, t] (resets (N, T), or null for none), row n of `restored` instead.
 template <int R>
 inline void previous_rows(const float* (&ptr)[R], const float* first, const float* seq, int64_t T, int64_t t,
-                          int64_t r0, int64_t width) {
+                          int64_t r0, int64_t width, const bool* resets = nullptr, const float* restored = nullptr) {
   if (t == 0) {
     row_pointers<R>(ptr, first + r0 * width, width);
   } else {
     row_pointers<R>(ptr, seq + seq_row(T, t - 1, r0) * width, T * width);
   }
+  if (resets) {
+    for (int r = 0; r < R; ++r)
+      if (resets[seq_row(T, t, r0 + r)]) ptr[r] = restored + (r0 + r) * width;
+  }
+}
+
+// Whether row n resets before step t (never for t outside [0, T) or without resets).
+inline bool resets_at(const bool* resets, int64_t T, int64_t t, int64_t n) {
+  return resets && t >= 0 && t < T && resets[seq_row(T, t, n)];
+}
+
+// Where row r0 + r resets before step s + 1, the NU vectors of v[r] are a cotangent of the restored state: they
+// are added to `into` (N, H) at units u0.. and cleared, so nothing flows to the state before the reset.
+template <int R, int NU>
+inline void divert_at_resets(vf (&v)[R][NU], const bool* resets, int64_t T, int64_t s, int64_t r0, int64_t u0,
+                             int64_t H, float* into) {
+  for (int r = 0; r < R; ++r) {
+    if (!resets_at(resets, T, s + 1, r0 + r)) continue;
+    for (int j = 0; j < NU; ++j) {
+      float* at = into + (r0 + r) * H + u0 + j * VW;
+      store(at, load(at) + v[r][j]);
+      v[r][j] = vf{};
+    }
+  }
+}
+
+// Buffers of the resets operands: (resets, restored...) as pointers, all null when the call has none.
+inline const bool* resets_data(ffi::Buffer<ffi::PRED>& resets) {
+  return resets.element_count() ? resets.typed_data() : nullptr;
+}
+
+ffi::Error check_resets(ffi::Buffer<ffi::PRED>& resets, int64_t N, int64_t T, int64_t restored_elements, int64_t H) {
+  if (!resets.element_count()) return ffi::Error::Success();
+  auto d = resets.dimensions();
+  if (d.size() != 2 || d[0] != N || d[1] != T || restored_elements != N * H)
+    return ffi::Error::InvalidArgument("recurrax kernel: resets must be (N, T) with a restored state of (N, H)");
+  return ffi::Error::Success();
 }
 
 // gh[r][v] += sum_k d[r][k] * panel[k][v], d's rows `stride` apart: one step's gate gradients times
@@ -339,6 +381,8 @@ struct Forward {
   const float *xs, *b, *h0, *c0, *zs, *panels;
   float *hs, *cs, *acts;  // acts may be null
   int64_t T, I, H;
+  const bool* resets;  // (N, T), or null
+  const float *h_r, *c_r;  // the restored state (N, H)
 };
 
 template <int R>
@@ -354,8 +398,8 @@ void forward_tile(const Forward& p, int64_t t, int64_t r0, int64_t u) {
   clear_partials<R>(acc);
   const float *x[R], *h[R], *c[R];
   row_pointers<R>(x, p.xs + seq_row(p.T, t, r0) * I, p.T * I);
-  previous_rows<R>(h, p.h0, p.hs, p.T, t, r0, H);
-  previous_rows<R>(c, p.c0, p.cs, p.T, t, r0, H);
+  previous_rows<R>(h, p.h0, p.hs, p.T, t, r0, H, p.resets, p.h_r);
+  previous_rows<R>(c, p.c0, p.cs, p.T, t, r0, H, p.resets, p.c_r);
   accumulate<R, 0, 1, 2, 3>(acc, x, I, panel);
   accumulate<R, 0, 1, 2, 3>(acc, h, H, panel + I * 4 * VW);
   reduce<R>(acc);
@@ -377,16 +421,20 @@ void forward_tile(const Forward& p, int64_t t, int64_t r0, int64_t u) {
 
 ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_i,
                        ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> h0,
-                       ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> zs, ffi::ResultBuffer<ffi::F32> hs,
+                       ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> zs, ffi::Buffer<ffi::PRED> resets,
+                       ffi::Buffer<ffi::F32> h_r, ffi::Buffer<ffi::F32> c_r, ffi::ResultBuffer<ffi::F32> hs,
                        ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> acts, bool keep_acts) {
   auto xd = xs.dimensions(), hd = h0.dimensions();
   const int64_t N = xd[0], T = xd[1], I = xd[2], H = hd[1];
   if (auto e = check_sizes(H, 4 * H, w_h.dimensions()[1]); e.failure()) return e;
+  if (auto e = check_resets(resets, N, T, std::min(h_r.element_count(), c_r.element_count()), H); e.failure())
+    return e;
   if (T == 0 || N == 0) return ffi::Error::Success();
   std::vector<float> panels = pack_forward(w_i.typed_data(), w_h.typed_data(), I, H, 4);
   Forward p{xs.typed_data(),  b.typed_data(),  h0.typed_data(), c0.typed_data(),
             zs.element_count() ? zs.typed_data() : nullptr, panels.data(),
-            hs->typed_data(), cs->typed_data(), keep_acts ? acts->typed_data() : nullptr, T, I, H};
+            hs->typed_data(), cs->typed_data(), keep_acts ? acts->typed_data() : nullptr, T, I, H,
+            resets_data(resets), h_r.typed_data(), c_r.typed_data()};
   run_forward(pool, T, N, H, 8.0 * N * H * (I + H), panels, [&p](auto R, int64_t t, int64_t r0, int64_t u) {
     forward_tile<decltype(R)::value>(p, t, r0, u);
   });
@@ -401,6 +449,9 @@ struct Backward {
   const float *acts, *cs, *c0, *ct_hs, *ct_cs, *panels;  // ct_hs, ct_cs: null for zero
   float *dpre, *carry_c, *dh0;  // carry_c: (N, H), the cotangent of c flowing to the previous step
   int64_t T, H;
+  const bool* resets;  // (N, T), or null
+  const float* c_r;  // the restored c (N, H)
+  float *dh_r, *dc_r;  // the restored state's cotangents (N, H), accumulated
 };
 
 // For rows r0.. and NU * VW hidden units from u0: the cotangent reaching h_s from step s+1
@@ -414,13 +465,22 @@ void backward_tile(const Backward& p, int64_t s, int64_t r0, int64_t u0) {
     for (int v = 0; v < NU; ++v) gh[r][v] = vf{};
   if (s + 1 < p.T)
     accumulate_backward<R, NU>(gh, p.dpre + seq_row(p.T, s + 1, r0) * G, p.T * G, G, p.panels + u0 * G);
+  if (p.resets) {
+    divert_at_resets<R, NU>(gh, p.resets, p.T, s, r0, u0, H, p.dh_r);
+    vf cc[R][NU];
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < NU; ++v) cc[r][v] = load(p.carry_c + (r0 + r) * H + u0 + v * VW);
+    divert_at_resets<R, NU>(cc, p.resets, p.T, s, r0, u0, H, p.dc_r);
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < NU; ++v) store(p.carry_c + (r0 + r) * H + u0 + v * VW, cc[r][v]);
+  }
   if (s < 0) {
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < NU; ++v) store(p.dh0 + (r0 + r) * H + u0 + v * VW, gh[r][v]);
     return;
   }
   const float* cprev[R];
-  previous_rows<R>(cprev, p.c0, p.cs, p.T, s, r0, H);
+  previous_rows<R>(cprev, p.c0, p.cs, p.T, s, r0, H, p.resets, p.c_r);
   for (int r = 0; r < R; ++r) {
     for (int v = 0; v < NU; ++v) {
       const int64_t row = seq_row(p.T, s, r0 + r), unit = u0 + v * VW, at = (r0 + r) * H + unit;
@@ -442,12 +502,18 @@ void backward_tile(const Backward& p, int64_t s, int64_t r0, int64_t u0) {
 }
 
 ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
-                        ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> ct_hs,
-                        ffi::Buffer<ffi::F32> ct_cs, ffi::ResultBuffer<ffi::F32> dpre,
-                        ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0) {
+                        ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::PRED> resets,
+                        ffi::Buffer<ffi::F32> c_r, ffi::Buffer<ffi::F32> ct_hs, ffi::Buffer<ffi::F32> ct_cs,
+                        ffi::ResultBuffer<ffi::F32> dpre, ffi::ResultBuffer<ffi::F32> dh0,
+                        ffi::ResultBuffer<ffi::F32> dc0, ffi::ResultBuffer<ffi::F32> dh_r,
+                        ffi::ResultBuffer<ffi::F32> dc_r) {
   auto cd = cs.dimensions();
   const int64_t N = cd[0], T = cd[1], H = cd[2];
   if (auto e = check_sizes(H, 4 * H, w_h.dimensions()[1]); e.failure()) return e;
+  if (auto e = check_resets(resets, N, T, std::min(c_r.element_count(), dh_r->element_count()), H); e.failure())
+    return e;
+  std::fill(dh_r->typed_data(), dh_r->typed_data() + dh_r->element_count(), 0.0f);
+  std::fill(dc_r->typed_data(), dc_r->typed_data() + dc_r->element_count(), 0.0f);
   if (N == 0) return ffi::Error::Success();
   float* carry_c = dc0->typed_data();  // the running cotangent of c ends as the initial state's
   std::fill(carry_c, carry_c + N * H, 0.0f);
@@ -460,7 +526,8 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Bu
   const float* ct_h = ct_hs.element_count() ? ct_hs.typed_data() : nullptr;
   const float* ct_c = ct_cs.element_count() ? ct_cs.typed_data() : nullptr;
   Backward p{acts.typed_data(), cs.typed_data(), c0.typed_data(), ct_h, ct_c,
-             panels.data(), dpre->typed_data(), carry_c, dh0->typed_data(), T, H};
+             panels.data(), dpre->typed_data(), carry_c, dh0->typed_data(), T, H,
+             resets_data(resets), c_r.typed_data(), dh_r->typed_data(), dc_r->typed_data()};
   run_backward(pool, T, N, H, 8.0 * N * H * H, panels, [&p](auto R, auto NU, int64_t s, int64_t r0, int64_t u0) {
     backward_tile<decltype(R)::value, decltype(NU)::value>(p, s, r0, u0);
   });
@@ -480,6 +547,8 @@ struct GruForward {
   const float *xs, *b, *b_hn, *h0, *zs, *panels;  // zs: as in Forward (the LSTM's)
   float *hs, *acts, *hn;  // acts, hn: null unless kept
   int64_t T, I, H;
+  const bool* resets;  // (N, T), or null
+  const float* h_r;  // the restored state (N, H)
 };
 
 template <int R>
@@ -505,7 +574,7 @@ void gru_forward_tile(const GruForward& p, int64_t t, int64_t r0, int64_t u) {
   clear_partials<R>(acc);
   const float *x[R], *h[R];
   row_pointers<R>(x, p.xs + seq_row(p.T, t, r0) * I, p.T * I);
-  previous_rows<R>(h, p.h0, p.hs, p.T, t, r0, H);
+  previous_rows<R>(h, p.h0, p.hs, p.T, t, r0, H, p.resets, p.h_r);
   accumulate<R, 0, 1, 2>(acc, x, I, panel);
   accumulate<R, 0, 1, 3>(acc, h, H, panel + I * 3 * VW);
   reduce<R>(acc);
@@ -527,17 +596,19 @@ void gru_forward_tile(const GruForward& p, int64_t t, int64_t r0, int64_t u) {
 
 ffi::Error GruForwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_i,
                           ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b_hn,
-                          ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> zs, ffi::ResultBuffer<ffi::F32> hs,
+                          ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> zs, ffi::Buffer<ffi::PRED> resets,
+                          ffi::Buffer<ffi::F32> h_r, ffi::ResultBuffer<ffi::F32> hs,
                           ffi::ResultBuffer<ffi::F32> acts, ffi::ResultBuffer<ffi::F32> hn, bool keep_acts) {
   auto xd = xs.dimensions(), hd = h0.dimensions();
   const int64_t N = xd[0], T = xd[1], I = xd[2], H = hd[1];
   if (auto e = check_sizes(H, 3 * H, w_h.dimensions()[1]); e.failure()) return e;
+  if (auto e = check_resets(resets, N, T, h_r.element_count(), H); e.failure()) return e;
   if (T == 0 || N == 0) return ffi::Error::Success();
   std::vector<float> panels = pack_forward(w_i.typed_data(), w_h.typed_data(), I, H, 3);
   GruForward p{xs.typed_data(), b.typed_data(), b_hn.typed_data(), h0.typed_data(),
                zs.element_count() ? zs.typed_data() : nullptr, panels.data(),
                hs->typed_data(), keep_acts ? acts->typed_data() : nullptr, keep_acts ? hn->typed_data() : nullptr,
-               T, I, H};
+               T, I, H, resets_data(resets), h_r.typed_data()};
   run_forward(pool, T, N, H, 6.0 * N * H * (I + H), panels, [&p](auto R, int64_t t, int64_t r0, int64_t u) {
     gru_forward_tile<decltype(R)::value>(p, t, r0, u);
   });
@@ -552,6 +623,9 @@ struct GruBackward {
   const float *acts, *hn, *hs, *h0, *ct_hs, *panels;  // ct_hs: null for zero
   float *dzs, *dhn, *carry;  // carry: (N, H), the cotangent reaching h_s directly (u h_s), ends as dh0
   int64_t T, H;
+  const bool* resets;  // (N, T), or null
+  const float* h_r;  // the restored state (N, H)
+  float* dh_r;  // its cotangent (N, H), accumulated
 };
 
 // For rows r0.. and NU * VW units from u0: the cotangent reaching h_s through step s+1's gates
@@ -567,13 +641,14 @@ void gru_backward_tile(const GruBackward& p, int64_t s, int64_t r0, int64_t u0) 
     accumulate_backward<R, NU>(gh, p.dzs + seq_row(p.T, s + 1, r0) * G, p.T * G, 2 * H, panel);
     accumulate_backward<R, NU>(gh, p.dhn + seq_row(p.T, s + 1, r0) * H, p.T * H, H, panel + 2 * H * NU * VW);
   }
+  if (p.resets) divert_at_resets<R, NU>(gh, p.resets, p.T, s, r0, u0, H, p.dh_r);
   if (s < 0) {
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < NU; ++v) store(p.carry + (r0 + r) * H + u0 + v * VW, gh[r][v]);
     return;
   }
   const float* hprev[R];
-  previous_rows<R>(hprev, p.h0, p.hs, p.T, s, r0, H);
+  previous_rows<R>(hprev, p.h0, p.hs, p.T, s, r0, H, p.resets, p.h_r);
   for (int r = 0; r < R; ++r) {
     for (int v = 0; v < NU; ++v) {
       const int64_t row = seq_row(p.T, s, r0 + r), unit = u0 + v * VW, at = (r0 + r) * H + unit;
@@ -594,11 +669,15 @@ void gru_backward_tile(const GruBackward& p, int64_t s, int64_t r0, int64_t u0) 
 
 ffi::Error GruBackwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
                            ffi::Buffer<ffi::F32> hn, ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> h0,
-                           ffi::Buffer<ffi::F32> ct_hs, ffi::ResultBuffer<ffi::F32> dzs,
-                           ffi::ResultBuffer<ffi::F32> dhn, ffi::ResultBuffer<ffi::F32> dh0) {
+                           ffi::Buffer<ffi::PRED> resets, ffi::Buffer<ffi::F32> h_r, ffi::Buffer<ffi::F32> ct_hs,
+                           ffi::ResultBuffer<ffi::F32> dzs, ffi::ResultBuffer<ffi::F32> dhn,
+                           ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dh_r) {
   auto hd = hs.dimensions();
   const int64_t N = hd[0], T = hd[1], H = hd[2];
   if (auto e = check_sizes(H, 3 * H, w_h.dimensions()[1]); e.failure()) return e;
+  if (auto e = check_resets(resets, N, T, std::min(h_r.element_count(), dh_r->element_count()), H); e.failure())
+    return e;
+  std::fill(dh_r->typed_data(), dh_r->typed_data() + dh_r->element_count(), 0.0f);
   if (N == 0) return ffi::Error::Success();
   float* carry = dh0->typed_data();
   std::fill(carry, carry + N * H, 0.0f);
@@ -606,7 +685,8 @@ ffi::Error GruBackwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi:
   std::vector<float> panels = pack_backward(w_h.typed_data(), H, 3);
   GruBackward p{acts.typed_data(), hn.typed_data(), hs.typed_data(), h0.typed_data(),
                 ct_hs.element_count() ? ct_hs.typed_data() : nullptr, panels.data(),
-                dzs->typed_data(), dhn->typed_data(), carry, T, H};
+                dzs->typed_data(), dhn->typed_data(), carry, T, H,
+                resets_data(resets), h_r.typed_data(), dh_r->typed_data()};
   run_backward(pool, T, N, H, 6.0 * N * H * H, panels, [&p](auto R, auto NU, int64_t s, int64_t r0, int64_t u0) {
     gru_backward_tile<decltype(R)::value, decltype(NU)::value>(p, s, r0, u0);
   });
@@ -625,6 +705,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxLstmForward, LstmForward,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
                                   .Arg<ffi::Buffer<ffi::F32>>()  // c0
                                   .Arg<ffi::Buffer<ffi::F32>>()  // zs ((N, T, 0): none)
+                                  .Arg<ffi::Buffer<ffi::PRED>>()  // resets ((N, 0): none)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h_r ((N, 0): none)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c_r ((N, 0): none)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // hs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // cs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // acts ((0, 0, 0) unless keep_acts)
@@ -637,11 +720,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxLstmBackward, LstmBackward,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // acts
                                   .Arg<ffi::Buffer<ffi::F32>>()  // cs
                                   .Arg<ffi::Buffer<ffi::F32>>()  // c0
+                                  .Arg<ffi::Buffer<ffi::PRED>>()  // resets ((N, 0): none)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c_r ((N, 0): none)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ct_hs
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ct_cs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dpre (N, T, 4H)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dh0
-                                  .Ret<ffi::Buffer<ffi::F32>>()); // dc0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dc0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dh_r ((N, 0): no resets)
+                                  .Ret<ffi::Buffer<ffi::F32>>()); // dc_r
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxGruForward, GruForwardCall,
                               ffi::Ffi::Bind()
@@ -653,6 +740,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxGruForward, GruForwardCall,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b_hn
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
                                   .Arg<ffi::Buffer<ffi::F32>>()  // zs ((N, T, 0): none)
+                                  .Arg<ffi::Buffer<ffi::PRED>>()  // resets ((N, 0): none)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h_r ((N, 0): none)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // hs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // acts: r, u, n ((N, T, 0) unless keep_acts)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // hn: h_n ((N, T, 0) unless keep_acts)
@@ -666,7 +755,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxGruBackward, GruBackwardCall,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // hn (N, T, H)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // hs
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::PRED>>()  // resets ((N, 0): none)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h_r ((N, 0): none)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ct_hs ((N, T, 0) for zero)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dzs (N, T, 3H), in acts' buffer
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dhn (N, T, H), in hn's buffer
-                                  .Ret<ffi::Buffer<ffi::F32>>()); // dh0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dh0
+                                  .Ret<ffi::Buffer<ffi::F32>>()); // dh_r ((N, 0): no resets)
