@@ -5,13 +5,15 @@ and over its steps, one (compiled) call of ``cell.step`` per step, written from 
 ``lengths`` right-pad the sequences (the state stays frozen after the last valid step, padded outputs are zero);
 ``reverse`` runs each sequence's valid part from its last step to its first, outputs in the original order;
 ``states[t]`` is the state after consuming ``xs[t]`` (at padded positions the frozen final state forward, the
-initial state in reverse); ``include_initial`` adds the initial state at index 0 (forward) or ``T`` (reverse). Its
+initial state in reverse); ``include_initial`` adds the initial state at index 0 (forward) or ``T`` (reverse);
+``resets[t]`` replaces the state by the reset state before ``xs[t]`` is consumed forward, and before ``xs[t - 1]``
+in reverse (a reversed run starts each segment at its end), only within the length. Its
 gradients are back-propagated through that loop by hand, one ``jax.vjp`` of ``cell.step`` per step, and its
 ``jvp`` pushed forward one ``jax.jvp`` per step.
 
 For each (cell, backend) pair that ``recurrax.backends.available`` says can run the call (others are skipped
 with its reason: ``cudnn_lstm`` off a GPU), the suite checks outputs, final states, states over time and the
-gradients of a scalar loss (w.r.t. params, inputs and initial state) under four combined option sets, streaming
+gradients of a scalar loss (w.r.t. params, inputs, initial and reset state) under six combined option sets, streaming
 in chunks, ``vmap``, jit against eager, ``jax.jvp`` and a Hessian-vector product. Last, the errors of a backend
 named for a call it cannot run, and that a cell whose ``transition`` was replaced runs the replacement.
 """
@@ -63,6 +65,7 @@ class OptionSet(NamedTuple):
     lengths: list | None = None
     random_state: bool = False  # else the zero state (the default), passed explicitly to differentiate it
     options: dict[str, Any] = {}  # noqa: RUF012  (a NamedTuple default, never mutated)
+    resets: list | None = None  # batch-major (*batch, T); with them, a random reset state of batch shape ()
 
 
 OPTION_SETS = {
@@ -81,9 +84,33 @@ OPTION_SETS = {
         random_state=True,
         options=dict(remat=jax.checkpoint_policies.nothing_saveable, unroll=1, reverse=True, return_states=True),
     ),
+    # Resets at the first step, inside segments, at a sequence's last valid step and past its length.
+    "resets_padded_states": OptionSet(
+        batch=(3,),
+        lengths=[T, 4, 0],
+        random_state=True,
+        resets=[[1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 1, 1], [1, 0, 0, 0, 0, 1]],
+        options=dict(return_states=True),
+    ),
+    "resets_reverse_time_major": OptionSet(
+        batch=(2, 3),
+        lengths=[[T, 3, 1], [0, T, 5]],
+        random_state=True,
+        resets=[
+            [[0, 1, 0, 0, 1, 1], [1, 0, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]],
+            [[1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 0, 0], [0, 1, 0, 0, 1, 1]],
+        ],
+        options=dict(reverse=True, time_major=True, return_states=True, include_initial=True, unroll=2),
+    ),
 }
-PROBLEMS = {**OPTION_SETS, "streaming": OptionSet(batch=(3,), random_state=True)}
+PROBLEMS = {
+    **OPTION_SETS,
+    "streaming": OptionSet(
+        batch=(3,), random_state=True, resets=[[0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 1, 0]]
+    ),
+}
 JVP_LENGTHS = np.asarray([T, 2, 0])
+RESETS = jnp.asarray([[0, 1, 0, 0, 1, 0], [1, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 1]], bool)  # vmap, jit and hvp
 
 
 # ------------------------------------------------------------------------------------------ problems
@@ -95,6 +122,8 @@ class Problem(NamedTuple):
     xs: jax.Array  # batch-major (*batch, T, I)
     state: Any
     lengths: jax.Array | None
+    resets: jax.Array | None = None  # batch-major (*batch, T)
+    reset_state: Any = None  # batch shape ()
 
 
 def _normal_like(tree, seed: int, scale: float = 1.0):
@@ -121,7 +150,10 @@ def problem(cell_name: str, set_name: str) -> Problem:
     if spec.random_state:
         state = _normal_like(state, seed + 2, scale=0.5)
     lengths = None if spec.lengths is None else jnp.asarray(spec.lengths, jnp.int32)
-    return Problem(cell, params, xs, state, lengths)
+    if spec.resets is None:
+        return Problem(cell, params, xs, state, lengths)
+    reset_state = _normal_like(cell.initial_state(params, ()), seed + 3, scale=0.5)
+    return Problem(cell, params, xs, state, lengths, jnp.asarray(spec.resets, bool), reset_state)
 
 
 @pytest.fixture(autouse=True)
@@ -134,8 +166,13 @@ def _float32_matmuls():
 def skip_unless_available(prob: Problem, backend: str, **options) -> None:
     """Skips the test, with ``available``'s reason, if ``backend`` cannot run this call."""
     options = {k: v for k, v in options.items() if k != "include_initial"}
-    xs = jnp.moveaxis(prob.xs, -2, 0) if options.get("time_major") else prob.xs
-    reason = backends.available(prob.cell, prob.params, xs, prob.state, lengths=prob.lengths, **options)[backend]
+    time_major = options.get("time_major")
+    xs = jnp.moveaxis(prob.xs, -2, 0) if time_major else prob.xs
+    resets = options.pop("resets", prob.resets)
+    resets = resets if resets is None or not time_major else jnp.moveaxis(resets, -1, 0)
+    reason = backends.available(prob.cell, prob.params, xs, prob.state, lengths=prob.lengths, resets=resets, **options)[
+        backend
+    ]
     if reason is not None:
         pytest.skip(reason)
 
@@ -169,13 +206,18 @@ def step_functions(cell: rx.Cell) -> StepFunctions:
     )
 
 
-def _run_sequence(cell, params, xs, s0, length: int, reverse: bool):
-    """One sequence ``xs: (T, I)``: ``[(t, state before, state after, output)]`` in the order it consumes them."""
+def _run_sequence(cell, params, xs, s0, length: int, reverse: bool, resets=None, reset_state=None):
+    """One sequence ``xs: (T, I)``: ``[(t, state before, state after, output, reset)]`` in the order it consumes
+    them, ``reset`` whether the state before was the reset state (``resets: (T,)`` or ``None``)."""
     forward = step_functions(cell).forward
     steps, state = [], s0
     for t in reversed(range(length)) if reverse else range(length):
+        marker = t + 1 if reverse else t  # reversed, a segment is entered at its last step
+        reset = resets is not None and marker < length and bool(resets[marker])
+        if reset:
+            state = reset_state
         new, output = forward(params, state, xs[t])
-        steps.append((t, state, new, output))
+        steps.append((t, state, new, output, reset))
         state = new
     return steps
 
@@ -185,7 +227,7 @@ def _sequence_result(cell, s0, steps, num_steps: int, reverse: bool, include_ini
     final = steps[-1][2] if steps else s0
     outputs = [np.zeros_like(np.asarray(cell.output(s0)))] * num_steps  # padded outputs are zero
     states = [s0 if reverse else final] * num_steps  # padding: nothing consumed yet in reverse, frozen forward
-    for t, _, new, output in steps:
+    for t, _, new, output, _ in steps:
         outputs[t], states[t] = output, new
     if include_initial:
         states = [*states, s0] if reverse else [s0, *states]
@@ -194,7 +236,8 @@ def _sequence_result(cell, s0, steps, num_steps: int, reverse: bool, include_ini
 
 def _sequence_grads(cell, params, xs, s0, steps, weights, reverse: bool, include_initial: bool):
     """Back-propagation through time of ``loss(result, weights)`` for one sequence, one ``vjp`` of the step at a
-    time: ``(d_params, d_xs (T, I), d_s0)``. For ``loss``, a leaf's cotangent is its weight."""
+    time: ``(d_params, d_xs (T, I), d_s0, d_reset_state)``. For ``loss``, a leaf's cotangent is its weight; at a
+    reset the cotangent of the state before goes to the reset state, and none further back."""
     vjp = step_functions(cell).vjp
     w_final, w_outputs, w_states = weights
     num_steps, length = len(xs), len(steps)
@@ -208,49 +251,59 @@ def _sequence_grads(cell, params, xs, s0, steps, weights, reverse: bool, include
                 d_s0 = _add(d_s0, _at(w_states, t))
             else:
                 ct = _add(ct, _at(w_states, t))
-    d_params, d_xs = _zeros(params), np.zeros(np.shape(xs), np.float32)
-    for t, before, _, _ in reversed(steps):
+    d_params, d_xs, d_reset = _zeros(params), np.zeros(np.shape(xs), np.float32), _zeros(s0)
+    for t, before, _, _, reset in reversed(steps):
         if w_states is not None:
             ct = _add(ct, _at(w_states, t))
         ct_params, ct, d_xs[t] = vjp(params, before, xs[t], (ct, w_outputs[t]))
         d_params = _add(d_params, ct_params)
-    return d_params, d_xs, _add(d_s0, ct)
+        if reset:
+            d_reset, ct = _add(d_reset, ct), _zeros(ct)
+    return d_params, d_xs, _add(d_s0, ct), d_reset
 
 
-def _elements(xs, state, lengths):
-    """``(index, xs (T, I), initial state, length)`` of each sequence of ``xs: (*batch, T, I)``."""
+def _elements(xs, state, lengths, resets=None):
+    """``(index, xs (T, I), initial state, length, resets (T,) or None)`` of each sequence of ``xs: (*batch, T, I)``."""
     xs = np.asarray(xs)
     for idx in np.ndindex(*xs.shape[:-2]):
         length = xs.shape[-2] if lengths is None else int(np.asarray(lengths)[idx])
-        yield idx, xs[idx], _at(state, idx), length
+        yield idx, xs[idx], _at(state, idx), length, None if resets is None else np.asarray(resets)[idx]
 
 
-def reference(cell, params, xs, state, lengths=None, *, reverse=False, include_initial=False, **_):
+def reference(
+    cell, params, xs, state, lengths=None, resets=None, reset_state=None, *, reverse=False, include_initial=False, **_
+):
     """``(final, outputs, states)`` of an eager loop of ``cell.step`` over each sequence of ``xs`` alone.
 
-    Batch-major like ``xs: (*batch, T, I)``; ``states`` always returned (with ``include_initial``, ``T + 1``
-    positions). Options that must not change values (``unroll``, ``remat``, ``time_major``) are ignored.
+    Batch-major like ``xs: (*batch, T, I)`` and ``resets: (*batch, T)``; ``states`` always returned (with
+    ``include_initial``, ``T + 1`` positions). Options that must not change values (``unroll``, ``remat``,
+    ``time_major``) are ignored.
     """
     results = []
-    for _, seq, s0, length in _elements(xs, state, lengths):
-        steps = _run_sequence(cell, params, seq, s0, length, reverse)
+    for _, seq, s0, length, marks in _elements(xs, state, lengths, resets):
+        steps = _run_sequence(cell, params, seq, s0, length, reverse, marks, reset_state)
         results.append(_sequence_result(cell, s0, steps, len(seq), reverse, include_initial))
     batch = np.shape(xs)[:-2]
     return tuple(_merge(list(component), batch) for component in zip(*results))
 
 
-def reference_grads(cell, params, xs, state, lengths, weights, *, reverse=False, include_initial=False, **_):
-    """The gradients of ``loss(reference(...), weights)`` w.r.t. params, ``xs`` and the initial state
-    (``weights[2]`` is ``None`` where the states are not part of the loss)."""
+def reference_grads(
+    cell, params, xs, state, lengths, resets, reset_state, weights, *, reverse=False, include_initial=False, **_
+):
+    """The gradients of ``loss(reference(...), weights)`` w.r.t. params, ``xs``, the initial state and the reset
+    state (``None`` without resets; ``weights[2]`` is ``None`` where the states are not part of the loss)."""
     w_final, w_outputs, w_states = weights
     d_params, d_xs, d_states = _zeros(params), np.zeros(np.shape(xs), np.float32), []
-    for idx, seq, s0, length in _elements(xs, state, lengths):
-        steps = _run_sequence(cell, params, seq, s0, length, reverse)
+    d_reset = None if reset_state is None else _zeros(reset_state)
+    for idx, seq, s0, length, marks in _elements(xs, state, lengths, resets):
+        steps = _run_sequence(cell, params, seq, s0, length, reverse, marks, reset_state)
         w = (_at(w_final, idx), np.asarray(w_outputs)[idx], None if w_states is None else _at(w_states, idx))
-        dp, d_xs[idx], ds0 = _sequence_grads(cell, params, seq, s0, steps, w, reverse, include_initial)
+        dp, d_xs[idx], ds0, dr = _sequence_grads(cell, params, seq, s0, steps, w, reverse, include_initial)
         d_params = _add(d_params, dp)
         d_states.append(ds0)
-    return d_params, d_xs, _merge(d_states, np.shape(xs)[:-2])
+        if d_reset is not None:
+            d_reset = _add(d_reset, dr)  # the reset state is broadcast over the batch
+    return d_params, d_xs, _merge(d_states, np.shape(xs)[:-2]), d_reset
 
 
 def reference_jvp(cell, params, xs, state, lengths, tangents):
@@ -258,7 +311,7 @@ def reference_jvp(cell, params, xs, state, lengths, tangents):
     jvp = step_functions(cell).jvp
     d_params, d_xs, d_state = tangents
     results = []
-    for idx, seq, s0, length in _elements(xs, state, lengths):
+    for idx, seq, s0, length, _ in _elements(xs, state, lengths):
         s, ds = s0, _at(d_state, idx)
         outputs = np.zeros((len(seq), *np.shape(cell.output(s0))), np.float32)
         d_outputs = np.zeros_like(outputs)
@@ -290,14 +343,17 @@ def _merge(trees, batch):
     return jax.tree.map(lambda leaf: leaf.reshape(*batch, *leaf.shape[1:]), _stack(trees))
 
 
-def run_scan(cell, params, xs, state, lengths, *, backend, **options):
-    """``scan`` on batch-major ``xs``, returning ``(final, outputs, states or None)`` batch-major whatever the
-    layout ``options`` ask for."""
+def run_scan(cell, params, xs, state, lengths, reset_state=None, *, resets=None, backend, **options):
+    """``scan`` on batch-major ``xs`` (and ``resets``), returning ``(final, outputs, states or None)`` batch-major
+    whatever the layout ``options`` ask for."""
     num_batch = xs.ndim - 2
     time_major = options.get("time_major", False)
     if time_major:
         xs = jnp.moveaxis(xs, -2, 0)
-    final, outputs, *states = rx.scan(cell, params, xs, state, lengths=lengths, backend=backend, **options)
+        resets = None if resets is None else jnp.moveaxis(resets, -1, 0)
+    final, outputs, *states = rx.scan(
+        cell, params, xs, state, lengths=lengths, resets=resets, reset_state=reset_state, backend=backend, **options
+    )
     states = states[0] if states else None
     if time_major:
         outputs = jnp.moveaxis(outputs, 0, -2)
@@ -316,14 +372,16 @@ def loss(result, weights) -> jax.Array:
 
 
 def with_grads(fn, weights):
-    """``(params, xs, state, lengths) -> (result, grads w.r.t. params, xs, state)`` of ``loss(fn(...))``."""
+    """``(params, xs, state, lengths, reset_state) -> (result, grads w.r.t. params, xs, state, reset_state)`` of
+    ``loss(fn(...))``."""
 
-    def objective(params, xs, state, lengths):
-        result = fn(params, xs, state, lengths)
+    def objective(params, xs, state, lengths, reset_state):
+        result = fn(params, xs, state, lengths, reset_state)
         return loss(result, weights), result
 
-    def run(params, xs, state, lengths):
-        (_, result), grads = jax.value_and_grad(objective, argnums=(0, 1, 2), has_aux=True)(params, xs, state, lengths)
+    def run(params, xs, state, lengths, reset_state):
+        grad = jax.value_and_grad(objective, argnums=(0, 1, 2, 4), has_aux=True)
+        (_, result), grads = grad(params, xs, state, lengths, reset_state)
         return result, grads
 
     return run
@@ -334,7 +392,7 @@ def reference_with_grads(cell_name: str, set_name: str):
     """The reference's ``(final, outputs, states or None)`` for the option set, the weights of its loss, and
     the gradients of that loss w.r.t. params, inputs and initial state."""
     prob, options = problem(cell_name, set_name), OPTION_SETS[set_name].options
-    args = (prob.cell, prob.params, prob.xs, prob.state, prob.lengths)
+    args = (prob.cell, prob.params, prob.xs, prob.state, prob.lengths, prob.resets, prob.reset_state)
     expected = reference(*args, **options)
     if not options.get("return_states"):
         expected = (*expected[:2], None)
@@ -367,29 +425,38 @@ def test_values_and_gradients_match_the_reference(set_name, cell_name, backend):
     skip_unless_available(prob, backend, **spec.options)
     expected, weights, expected_grads = reference_with_grads(cell_name, set_name)
 
-    fn = functools.partial(run_scan, prob.cell, backend=backend, **spec.options)
-    result, grads = jit(with_grads(fn, weights))(prob.params, prob.xs, prob.state, prob.lengths)
+    fn = functools.partial(run_scan, prob.cell, resets=prob.resets, backend=backend, **spec.options)
+    result, grads = jit(with_grads(fn, weights))(prob.params, prob.xs, prob.state, prob.lengths, prob.reset_state)
 
     assert_results_close(result, expected)
-    for name, got, want in zip(("d/dparams", "d/dxs", "d/dstate"), grads, expected_grads):
+    for name, got, want in zip(("d/dparams", "d/dxs", "d/dstate", "d/dreset_state"), grads, expected_grads):
         assert_trees_close(got, want, GRAD_TOL, name)
 
 
 @every_backend
 @every_cell
 def test_streaming_in_chunks_equals_one_call(cell_name, backend):
+    """Without resets, and with them (a reset at the first step of the second chunk included)."""
     prob = problem(cell_name, "streaming")
     skip_unless_available(prob, backend)
 
     @jit
-    def one_call_and_chunks(params, xs, state):
-        whole = rx.scan(prob.cell, params, xs, state, backend=backend)
-        mid, first = rx.scan(prob.cell, params, xs[..., :3, :], state, backend=backend)
-        final, second = rx.scan(prob.cell, params, xs[..., 3:, :], mid, backend=backend)
+    def one_call_and_chunks(params, xs, state, resets):
+        whole = rx.scan(prob.cell, params, xs, state, resets=resets, backend=backend)
+        mid, first = rx.scan(prob.cell, params, xs[..., :3, :], state, resets=resets[..., :3], backend=backend)
+        final, second = rx.scan(prob.cell, params, xs[..., 3:, :], mid, resets=resets[..., 3:], backend=backend)
         return whole, (final, jnp.concatenate([first, second], axis=-2))
 
-    whole, streamed = one_call_and_chunks(prob.params, prob.xs, prob.state)
+    whole, streamed = one_call_and_chunks(prob.params, prob.xs, prob.state, jnp.zeros_like(prob.resets))
     final, outputs, _ = reference(prob.cell, prob.params, prob.xs, prob.state)
+    assert_results_close(whole, (final, outputs))
+    assert_results_close(streamed, whole)
+
+    skip_unless_available(prob, backend, resets=prob.resets)
+    whole, streamed = one_call_and_chunks(prob.params, prob.xs, prob.state, prob.resets)
+    final, outputs, _ = reference(
+        prob.cell, prob.params, prob.xs, prob.state, None, prob.resets, prob.cell.initial_state(prob.params, ())
+    )
     assert_results_close(whole, (final, outputs))
     assert_results_close(streamed, whole)
 
@@ -400,8 +467,8 @@ def jitted_scan_with_lengths(cell_name: str, backend: str):
     return jit(functools.partial(scan_with_lengths, cell_name, backend))
 
 
-def scan_with_lengths(cell_name: str, backend: str, params, xs, lengths):
-    return rx.scan(CELLS[cell_name][0], params, xs, lengths=lengths, backend=backend)
+def scan_with_lengths(cell_name: str, backend: str, params, xs, lengths, resets):
+    return rx.scan(CELLS[cell_name][0], params, xs, lengths=lengths, resets=resets, backend=backend)
 
 
 @every_backend
@@ -410,11 +477,14 @@ def test_vmap_equals_a_loop_of_calls(cell_name, backend):
     prob = problem(cell_name, "defaults")
     xs = jnp.stack([prob.xs, prob.xs[::-1] * 0.5])  # a leading axis of two problems
     lengths = jnp.asarray([[T, 2, 0], [1, T, 3]], jnp.int32)
-    skip_unless_available(prob._replace(lengths=lengths[0]), backend)
+    resets = jnp.stack([RESETS, RESETS[::-1]])
+    skip_unless_available(prob._replace(lengths=lengths[0]), backend, resets=RESETS)
 
     one_call = functools.partial(scan_with_lengths, cell_name, backend)
-    mapped = jit(jax.vmap(one_call, in_axes=(None, 0, 0)))(prob.params, xs, lengths)
-    looped = [jitted_scan_with_lengths(cell_name, backend)(prob.params, xs[i], lengths[i]) for i in range(len(xs))]
+    mapped = jit(jax.vmap(one_call, in_axes=(None, 0, 0, 0)))(prob.params, xs, lengths, resets)
+    looped = [
+        jitted_scan_with_lengths(cell_name, backend)(prob.params, xs[i], lengths[i], resets[i]) for i in range(len(xs))
+    ]
     assert_trees_close(mapped, jax.tree.map(lambda *leaves: jnp.stack(leaves), *looped), VALUE_TOL, "vmap")
 
 
@@ -423,9 +493,9 @@ def test_vmap_equals_a_loop_of_calls(cell_name, backend):
 def test_jit_equals_eager(cell_name, backend):
     prob = problem(cell_name, "defaults")
     lengths = jnp.asarray([T, 2, 0], jnp.int32)
-    skip_unless_available(prob._replace(lengths=lengths), backend)
-    jitted = jitted_scan_with_lengths(cell_name, backend)(prob.params, prob.xs, lengths)
-    eager = rx.scan(prob.cell, prob.params, prob.xs, lengths=lengths, backend=backend)
+    skip_unless_available(prob._replace(lengths=lengths), backend, resets=RESETS)
+    jitted = jitted_scan_with_lengths(cell_name, backend)(prob.params, prob.xs, lengths, RESETS)
+    eager = rx.scan(prob.cell, prob.params, prob.xs, lengths=lengths, resets=RESETS, backend=backend)
     assert_trees_close(jitted, eager, VALUE_TOL, "jit")
 
 
@@ -466,12 +536,13 @@ def test_only_cudnn_lacks_forward_mode():
 
 @functools.cache
 def _hvp(cell_name: str, backend: str):
-    """The Hessian-vector product of a loss of ``scan``'s ``(final, outputs)``, in the direction of the tangents."""
+    """The Hessian-vector product of a loss of ``scan``'s ``(final, outputs)`` with :data:`RESETS`, in the
+    direction of the tangents."""
     prob = problem(cell_name, "defaults")
     weights = loss_weights(jax.eval_shape(lambda: rx.scan(prob.cell, prob.params, prob.xs, prob.state)))
 
     def objective(params, xs, state):
-        return loss(rx.scan(prob.cell, params, xs, state, backend=backend), weights)
+        return loss(rx.scan(prob.cell, params, xs, state, resets=RESETS, backend=backend), weights)
 
     @jit
     def hvp(primals, tangents):
@@ -484,7 +555,7 @@ def _hvp(cell_name: str, backend: str):
 @every_cell
 def test_hessian_vector_product_matches_sequential(cell_name, backend):
     prob = problem(cell_name, "defaults")
-    skip_unless_available(prob, backend)
+    skip_unless_available(prob, backend, resets=RESETS)
     skip_without_forward_mode(backend)
     if backend == "sequential":
         pytest.skip("'sequential' is the baseline of this check")
