@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from recurrax.backends.base import Backend, Remat
 from recurrax.core import Array, Cell, Params, PRNGKey, Shape, State
-from recurrax.scan import reverse_sequences, scan
+from recurrax.scan import reverse_sequences, reversed_resets, scan
 
 
 class ApplyFn(Protocol):
@@ -28,6 +28,8 @@ class ApplyFn(Protocol):
         state: State | None = None,
         *,
         lengths: Array | None = None,
+        resets: Array | None = None,
+        reset_state: State | None = None,
         key: PRNGKey | None = None,
         time_major: bool = False,
     ) -> tuple[State, Array]: ...
@@ -39,9 +41,10 @@ class Layer(NamedTuple):
     Attributes:
       init: ``(key, input_size) -> params``.
       initial_state: ``(params, batch_shape) -> state`` of zeros.
-      apply: ``(params, xs, state=None, *, lengths=None, key=None, time_major=False)
-        -> (final_state, outputs)``, with ``xs: (*batch, T, I)`` and ``outputs: (*batch, T, O)``.
-        ``key`` drives dropout; without it the layer is deterministic (evaluation mode).
+      apply: ``(params, xs, state=None, *, lengths=None, resets=None, reset_state=None, key=None,
+        time_major=False) -> (final_state, outputs)``, with ``xs: (*batch, T, I)`` and ``outputs: (*batch, T, O)``;
+        ``lengths``, ``resets`` and ``reset_state`` as in :func:`recurrax.scan` (``reset_state`` in the layer's
+        state structure). ``key`` drives dropout; without it the layer is deterministic (evaluation mode).
       name: a short name used in error messages.
     """
 
@@ -67,10 +70,20 @@ def as_layer(
     if not isinstance(cell, Cell):
         raise TypeError(f"as_layer: expected a recurrax.Cell or Layer, got {type(cell).__name__}.")
 
-    def apply(params, xs, state=None, *, lengths=None, key=None, time_major=False):
+    def apply(params, xs, state=None, *, lengths=None, resets=None, reset_state=None, key=None, time_major=False):
         del key  # a single cell has no dropout
         return scan(
-            cell, params, xs, state, lengths=lengths, time_major=time_major, unroll=unroll, remat=remat, backend=backend
+            cell,
+            params,
+            xs,
+            state,
+            lengths=lengths,
+            resets=resets,
+            reset_state=reset_state,
+            time_major=time_major,
+            unroll=unroll,
+            remat=remat,
+            backend=backend,
         )
 
     return Layer(init=cell.init, initial_state=cell.initial_state, apply=apply, name=cell.name)
@@ -129,16 +142,22 @@ def stacked(
     def initial_state(params, batch_shape):
         return tuple(layer.initial_state(p, batch_shape) for layer, p in zip(parts, params))
 
-    def apply(params, xs, state=None, *, lengths=None, key=None, time_major=False):
+    def apply(params, xs, state=None, *, lengths=None, resets=None, reset_state=None, key=None, time_major=False):
         _check_tuple(name, "params", params, len(parts))
         if state is not None:
             _check_tuple(name, "state", state, len(parts))
+        if reset_state is not None:
+            _check_tuple(name, "reset_state", reset_state, len(parts))
         ys = jnp.asarray(xs) if time_major else jnp.moveaxis(jnp.asarray(xs), -2, 0)
+        resets = _time_major(resets, time_major)
         keys = [None] * len(parts) if key is None else list(jax.random.split(key, len(parts)))
         finals = []
         for i, (layer, p) in enumerate(zip(parts, params)):
             s = None if state is None else state[i]
-            final, out = layer.apply(p, ys, s, lengths=lengths, key=keys[i], time_major=True)
+            r = None if reset_state is None else reset_state[i]
+            final, out = layer.apply(
+                p, ys, s, lengths=lengths, resets=resets, reset_state=r, key=keys[i], time_major=True
+            )
             if residual and i > 0:
                 out = out + ys
             if dropout and key is not None and i < len(parts) - 1:
@@ -172,7 +191,8 @@ def bidirectional(
 
     The backward direction reverses only each sequence's valid part when ``lengths`` is given, and
     its outputs are returned in the original time order, so ``outputs[t]`` of both directions
-    refer to the same ``xs[t]``.
+    refer to the same ``xs[t]``. With ``resets``, each direction runs each segment on its own (the
+    backward one from the segment's end, as :func:`recurrax.scan` with ``reverse=True``).
 
     Args:
       forward, backward: cells or layers.
@@ -206,18 +226,37 @@ def bidirectional(
             fwd.initial_state(params["forward"], batch_shape), bwd.initial_state(params["backward"], batch_shape)
         )
 
-    def apply(params, xs, state=None, *, lengths=None, key=None, time_major=False):
+    def apply(params, xs, state=None, *, lengths=None, resets=None, reset_state=None, key=None, time_major=False):
         xs_tm = jnp.asarray(xs) if time_major else jnp.moveaxis(jnp.asarray(xs), -2, 0)
         s_f, s_b = (None, None) if state is None else state
+        r_f, r_b = (None, None) if reset_state is None else reset_state
         k_f, k_b = (None, None) if key is None else jax.random.split(key)
-        final_f, ys_f = fwd.apply(params["forward"], xs_tm, s_f, lengths=lengths, key=k_f, time_major=True)
+        resets_f = _time_major(resets, time_major)
+        resets_b = None if resets is None else reversed_resets(jnp.asarray(resets_f), lengths)
+        final_f, ys_f = fwd.apply(
+            params["forward"], xs_tm, s_f, lengths=lengths, resets=resets_f, reset_state=r_f, key=k_f, time_major=True
+        )
         final_b, ys_b = bwd.apply(
-            params["backward"], reverse_sequences(xs_tm, lengths), s_b, lengths=lengths, key=k_b, time_major=True
+            params["backward"],
+            reverse_sequences(xs_tm, lengths),
+            s_b,
+            lengths=lengths,
+            resets=resets_b,
+            reset_state=r_b,
+            key=k_b,
+            time_major=True,
         )
         ys = merge_fn(ys_f, reverse_sequences(ys_b, lengths))
         return BidirectionalState(final_f, final_b), (ys if time_major else jnp.moveaxis(ys, 0, -2))
 
     return Layer(init=init, initial_state=initial_state, apply=apply, name=name)
+
+
+def _time_major(resets: Array | None, time_major: bool) -> Array | None:
+    """``resets`` in the time-major layout (``(*batch, T)`` moved to ``(T, *batch)`` unless already time-major)."""
+    if resets is None or time_major:
+        return resets
+    return jnp.moveaxis(jnp.asarray(resets), -1, 0)
 
 
 def _check_tuple(name: str, arg: str, value: Any, n: int) -> None:

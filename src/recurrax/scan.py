@@ -171,17 +171,27 @@ def _resets(
         what = "(T, *batch)" if time_major else "(*batch, T)"
         raise ValueError(f"{name}: `resets` must have shape {what} = {layout}, got {tuple(resets.shape)}.")
     mask = resets if time_major else jnp.moveaxis(resets, -1, 0)
-    if lengths is not None:
-        mask = mask & valid_mask(num_steps, lengths)
-    if reverse:
-        # Forward order: the state is reset before xs[t] where resets[t + 1] (the end of a segment).
-        mask = jnp.concatenate([mask[1:], jnp.zeros_like(mask[:1])])
-        mask = reverse_sequences(mask, lengths)
+    mask = reversed_resets(mask, lengths) if reverse else _within(mask, lengths)
     if reset_state is None:
         restored = cell.initial_state(params, batch_shape)
     else:
         restored = _broadcast_state(name, cell, params, reset_state, batch_shape)
     return Resets(mask=mask, state=restored)
+
+
+def _within(resets: Array, lengths: Array | None) -> Array:
+    return resets if lengths is None else resets & valid_mask(resets.shape[0], lengths)
+
+
+def reversed_resets(resets: Array, lengths: Array | None = None) -> Array:
+    """The time-major ``resets: (T, *batch)`` of a sequence for a run over it reversed (:func:`reverse_sequences`).
+
+    Reversed, a segment is entered at its last step: the run resets before ``xs[t]`` where ``resets[t + 1]``
+    (within the length), so each segment is again run on its own. Returned in the reversed run's order.
+    """
+    resets = _within(resets, lengths)
+    ends = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
+    return reverse_sequences(ends, lengths)
 
 
 def _broadcast_state(name: str, cell: Cell, params: Params, reset_state: State, batch_shape) -> State:

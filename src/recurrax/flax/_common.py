@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from recurrax.core import Array, Cell, Params, PRNGKey, State
 from recurrax.layers import Layer
-from recurrax.scan import reverse_sequences, scan
+from recurrax.scan import reverse_sequences, reversed_resets, scan
 
 
 def check_cell(adapter: str, cell: Any, unroll: int | bool | None, remat: Any) -> None:
@@ -33,6 +33,17 @@ def unbatched_initial_state(cell: Cell | Layer, params: Params) -> State:
     return cell.initial_state(params, ())
 
 
+def check_carry(name: str, cell: Cell | Layer, params: Params, carry: State, batch: tuple[int, ...]) -> None:
+    """Raises unless a kept state (``stateful``) has the batch shape of this call's inputs."""
+    want = jax.eval_shape(lambda p: cell.initial_state(p, batch), params)
+    if [leaf.shape for leaf in jax.tree.leaves(carry)] != [leaf.shape for leaf in jax.tree.leaves(want)]:
+        held = tuple(jax.tree.leaves(carry)[0].shape)
+        raise ValueError(
+            f"{name}: `stateful=True` keeps a state for one batch shape; it holds a state of shape {held}, the "
+            f"inputs have batch shape {tuple(batch)}. Reset the carry (see the docstring) to change it."
+        )
+
+
 def broadcast_state(state: State, shape: tuple[int, ...]) -> State:
     """Broadcasts an unbatched state to the batch ``shape``."""
     return jax.tree.map(lambda s: jnp.broadcast_to(s, (*shape, *s.shape)), state)
@@ -45,6 +56,8 @@ def run(
     state: State | None,
     *,
     lengths: Array | None,
+    resets: Array | None = None,
+    reset_state: State | None = None,
     reverse: bool,
     time_major: bool,
     unroll: int | bool | None,
@@ -53,16 +66,32 @@ def run(
 ) -> tuple[State, Array]:
     """``recurrax.scan`` for a Cell, ``layer.apply`` for a Layer (``key`` drives its dropout).
 
-    A layer has no ``reverse`` of its own, so it is given the valid part of each sequence reversed
-    and its outputs are flipped back, which is what ``scan(..., reverse=True)`` means for a cell.
+    A layer has no ``reverse`` of its own, so it is given the valid part of each sequence reversed (and its
+    resets, as :func:`recurrax.scan.reversed_resets`) and its outputs are flipped back, which is what
+    ``scan(..., reverse=True)`` means for a cell.
     """
+    segments = dict(resets=resets, reset_state=reset_state)
     if isinstance(cell, Cell):
         return scan(
-            cell, params, xs, state, lengths=lengths, reverse=reverse, time_major=time_major, unroll=unroll, remat=remat
+            cell,
+            params,
+            xs,
+            state,
+            lengths=lengths,
+            **segments,
+            reverse=reverse,
+            time_major=time_major,
+            unroll=unroll,
+            remat=remat,
         )
     if not reverse:
-        return cell.apply(params, xs, state, lengths=lengths, key=key, time_major=time_major)
+        return cell.apply(params, xs, state, lengths=lengths, **segments, key=key, time_major=time_major)
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
-    final, ys = cell.apply(params, reverse_sequences(xs_tm, lengths), state, lengths=lengths, key=key, time_major=True)
+    if resets is not None:
+        resets_tm = jnp.asarray(resets) if time_major else jnp.moveaxis(jnp.asarray(resets), -1, 0)
+        segments["resets"] = reversed_resets(resets_tm, lengths)
+    final, ys = cell.apply(
+        params, reverse_sequences(xs_tm, lengths), state, lengths=lengths, **segments, key=key, time_major=True
+    )
     ys = reverse_sequences(ys, lengths)
     return final, (ys if time_major else jnp.moveaxis(ys, 0, -2))

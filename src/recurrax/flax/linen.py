@@ -24,6 +24,9 @@ from recurrax.core import Array, Cell, State
 from recurrax.flax import _common
 from recurrax.layers import Layer
 
+CARRY = "carry"
+"""The variable collection a ``stateful`` :class:`RNN` keeps its state in (variable ``"state"``)."""
+
 
 class RNN(nn.Module):
     """Runs a recurrax :class:`~recurrax.Cell` (or :class:`~recurrax.Layer`) over a sequence.
@@ -42,8 +45,13 @@ class RNN(nn.Module):
       return_state: return ``(final_state, ys)`` instead of ``ys``.
       learnable_initial_state: learn the initial state as a second param, ``"initial_state"``
         (zeros at init, unbatched, broadcast over the batch); used when no ``initial_state`` is
-        passed (Flax issue #868).
+        passed (Flax issue #868), and as the state ``resets`` restore unless a ``reset_state`` is given.
       input_size: when set, ``xs`` must have this many features (checked at init and apply).
+      stateful: keep the final state across calls, as Keras's ``stateful=True``: it is the variable
+        ``"state"`` of the collection :data:`CARRY` and the next call's initial state (unless one is
+        passed). The batch shape must stay the same; call ``apply(..., mutable=[CARRY])``. To start
+        over, drop the collection from the variables (it is re-created from the initial state), or
+        mark the rows to reset at their first step with ``resets``.
     """
 
     cell: Cell | Layer
@@ -53,6 +61,7 @@ class RNN(nn.Module):
     return_state: bool = False
     learnable_initial_state: bool = False
     input_size: int | None = None
+    stateful: bool = False
 
     @nn.compact
     def __call__(
@@ -61,6 +70,8 @@ class RNN(nn.Module):
         *,
         initial_state: State | None = None,
         lengths: Array | None = None,
+        resets: Array | None = None,
+        reset_state: State | None = None,
         reverse: bool = False,
         deterministic: bool = True,
     ) -> Array | tuple[State, Array]:
@@ -68,8 +79,12 @@ class RNN(nn.Module):
 
         Args:
           xs: ``(*batch, T, I)`` (``(T, *batch, I)`` with ``time_major``).
-          initial_state: a state with batch shape ``batch``; zeros (or the learned one) when None.
+          initial_state: a state with batch shape ``batch``; zeros (or the learned one, or the kept
+            one when ``stateful``) when None.
           lengths: integer ``(*batch,)`` valid lengths of right-padded sequences.
+          resets: boolean ``(*batch, T)``, where a new segment (episode) starts; see :func:`recurrax.scan`.
+          reset_state: the state ``resets`` restore (batch shape ``()`` or ``batch``); default the learned
+            initial state with ``learnable_initial_state``, else zeros.
           reverse: run from each sequence's last valid step to its first; outputs keep time order.
           deterministic: no dropout when True; else a Layer's dropout uses the ``"dropout"`` rng.
 
@@ -88,9 +103,20 @@ class RNN(nn.Module):
         if self.has_variable("params", "cell"):
             _check_params_fit(name, self.cell, self.get_variable("params", "cell"), features)
         params = self.param("cell", lambda key: self.cell.init(key, features))
-        if initial_state is None and self.learnable_initial_state:
-            initial_state = self.param("initial_state", lambda _: _common.unbatched_initial_state(self.cell, params))
-            initial_state = _common.broadcast_state(initial_state, _common.batch_shape(xs, self.time_major))
+        batch = _common.batch_shape(xs, self.time_major)
+        start = None  # the state a sequence starts from when none is passed
+        if self.learnable_initial_state:
+            learned = self.param("initial_state", lambda _: _common.unbatched_initial_state(self.cell, params))
+            start = _common.broadcast_state(learned, batch)
+            if resets is not None and reset_state is None:
+                reset_state = learned
+        if self.stateful:
+            fresh = start if start is not None else self.cell.initial_state(params, batch)
+            carry = self.variable(CARRY, "state", lambda: fresh)
+            _common.check_carry(name, self.cell, params, carry.value, batch)
+            start = carry.value
+        if initial_state is None:
+            initial_state = start
         key = None if deterministic or isinstance(self.cell, Cell) else self.make_rng("dropout")
         final, ys = _common.run(
             self.cell,
@@ -98,12 +124,21 @@ class RNN(nn.Module):
             xs,
             initial_state,
             lengths=lengths,
+            resets=resets,
+            reset_state=reset_state,
             reverse=reverse,
             time_major=self.time_major,
             unroll=self.unroll,
             remat=self.remat,
             key=key,
         )
+        if self.stateful and not self.is_initializing():  # `init` leaves the carry at the initial state
+            if not self.is_mutable_collection(CARRY):
+                raise ValueError(
+                    f"{name}: `stateful=True` keeps the final state in the {CARRY!r} collection; call "
+                    f"`apply(..., mutable=[{CARRY!r}])` (and keep the returned variables)."
+                )
+            carry.value = final
         return (final, ys) if self.return_state else ys
 
 

@@ -24,6 +24,11 @@ from recurrax.flax import _common
 from recurrax.layers import Layer
 
 
+class Carry(nnx.Variable):
+    """The state a ``stateful`` :class:`RNN` keeps between calls (not a param: optimisers over ``nnx.Param``
+    leave it alone; ``nnx.state(model, Carry)`` selects it)."""
+
+
 class RNN(nnx.Module):
     """Runs a recurrax :class:`~recurrax.Cell` (or :class:`~recurrax.Layer`) over a sequence.
 
@@ -38,8 +43,13 @@ class RNN(nnx.Module):
       rngs: ``rngs.params()`` initialises the params; a Layer's dropout draws from
         ``rngs["dropout"]`` (a fork is kept) unless a ``rngs`` is passed to the call.
       time_major, unroll, remat, return_state: as in :class:`recurrax.flax.linen.RNN`.
-      learnable_initial_state: hold the (unbatched) initial state as ``nnx.Param`` s, ``self.initial_state``.
+      learnable_initial_state: hold the (unbatched) initial state as ``nnx.Param`` s, ``self.initial_state``;
+        also the state ``resets`` restore unless a ``reset_state`` is passed.
       deterministic: default of the call's ``deterministic`` (``model.train()`` / ``model.eval()`` set it).
+      stateful: keep the final state between calls in ``self.carry`` (:class:`Carry` variables), as Keras's
+        ``stateful=True``; the next call starts from it unless given an ``initial_state``. Needs ``batch_shape``;
+        :meth:`reset_carry` starts over (or mark rows to reset at their first step with ``resets``).
+      batch_shape: the batch shape of every call, with ``stateful``.
     """
 
     def __init__(
@@ -54,6 +64,8 @@ class RNN(nnx.Module):
         return_state: bool = False,
         learnable_initial_state: bool = False,
         deterministic: bool = True,
+        stateful: bool = False,
+        batch_shape: tuple[int, ...] | None = None,
     ):
         self.name = f"recurrax.flax.nnx.RNN({getattr(cell, 'name', '?')})"
         _common.check_cell(self.name, cell, unroll, remat)
@@ -69,6 +81,22 @@ class RNN(nnx.Module):
         state0 = _common.unbatched_initial_state(cell, params) if learnable_initial_state else None
         self.initial_state = nnx.data(None if state0 is None else jax.tree.map(nnx.Param, state0))
         self.rngs = nnx.data(rngs["dropout"].fork() if isinstance(cell, Layer) else None)
+        if stateful and batch_shape is None:
+            raise ValueError(f"{self.name}: `stateful=True` needs `batch_shape`, the batch shape of every call.")
+        self.batch_shape = None if batch_shape is None else tuple(batch_shape)
+        self.carry = nnx.data(jax.tree.map(Carry, self._start()) if stateful else None)
+
+    def _start(self) -> State:
+        """The state of batch shape ``batch_shape`` a stateful module starts from (the learned one if any)."""
+        if self.initial_state is not None:
+            return _common.broadcast_state(_values(self.initial_state), self.batch_shape)
+        return self.cell.initial_state(self.cell_params(), self.batch_shape)
+
+    def reset_carry(self) -> None:
+        """Sets the kept state (``stateful``) back to the initial state."""
+        if self.carry is None:
+            raise ValueError(f"{self.name}: `reset_carry` needs a module built with `stateful=True`.")
+        jax.tree.map(lambda v, s: v.set_value(s), self.carry, self._start(), is_leaf=_is_variable)
 
     def cell_params(self) -> Params:
         """The params as the plain pytree ``cell.init`` returns (what :func:`recurrax.scan` takes)."""
@@ -80,6 +108,8 @@ class RNN(nnx.Module):
         *,
         initial_state: State | None = None,
         lengths: Array | None = None,
+        resets: Array | None = None,
+        reset_state: State | None = None,
         reverse: bool = False,
         deterministic: bool | None = None,
         rngs: nnx.Rngs | None = None,
@@ -90,8 +120,14 @@ class RNN(nnx.Module):
           ``ys: (*batch, T, O)``, or ``(final_state, ys)`` with ``return_state``.
         """
         deterministic = self.deterministic if deterministic is None else deterministic
+        batch = _common.batch_shape(xs, self.time_major)
+        if resets is not None and reset_state is None and self.initial_state is not None:
+            reset_state = _values(self.initial_state)
+        if self.carry is not None:
+            _common.check_carry(self.name, self.cell, self.cell_params(), _values(self.carry), batch)
+            if initial_state is None:
+                initial_state = _values(self.carry)
         if initial_state is None and self.initial_state is not None:
-            batch = _common.batch_shape(xs, self.time_major)
             initial_state = _common.broadcast_state(_values(self.initial_state), batch)
         key = None
         if not deterministic and isinstance(self.cell, Layer):
@@ -105,15 +141,23 @@ class RNN(nnx.Module):
             xs,
             initial_state,
             lengths=lengths,
+            resets=resets,
+            reset_state=reset_state,
             reverse=reverse,
             time_major=self.time_major,
             unroll=self.unroll,
             remat=self.remat,
             key=key,
         )
+        if self.carry is not None:
+            jax.tree.map(lambda v, s: v.set_value(s), self.carry, final, is_leaf=_is_variable)
         return (final, ys) if self.return_state else ys
+
+
+def _is_variable(v: Any) -> bool:
+    return isinstance(v, nnx.Variable)
 
 
 def _values(tree: Any) -> Any:
     """Replaces every ``nnx.Variable`` in ``tree`` by its value."""
-    return jax.tree.map(lambda v: v[...], tree, is_leaf=lambda v: isinstance(v, nnx.Variable))
+    return jax.tree.map(lambda v: v[...], tree, is_leaf=_is_variable)
