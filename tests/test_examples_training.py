@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -51,3 +52,20 @@ def test_long_memory_learns(tmp_path, monkeypatch, cell):
     assert history[-1]["train_mse"] < history[0]["train_mse"]
     assert m["baseline_mse"] == pytest.approx(1 / 6)
     assert {"lstm", "elman"} <= set(m)
+
+
+@pytest.mark.parametrize("cell", ["gru"])
+def test_ppo_memory_runs(tmp_path, monkeypatch, cell):
+    m = _run("ppo_memory", tmp_path, monkeypatch, "--cell", cell)
+    for name in ("recurrax", "flax", "mlp"):
+        r = m[name]
+        for key in ("return_last_updates", "success_last_updates", "ms_per_update", "max_replay_gap"):
+            assert math.isfinite(r[key]), (name, key, r[key])
+        assert -1.0 <= r["return_last_updates"] <= 1.0 and 0.0 <= r["success_last_updates"] <= 1.0
+        assert -1.0 <= r["greedy_eval"]["return"] <= 1.0 and 0.0 <= r["greedy_eval"]["success"] <= 1.0
+        assert r["ms_per_update"] > 0 and len(r["history"]) == 3
+        # Acting (cell.step + a hand-written reset) and training (scan with resets=) see the same policy.
+        assert r["max_replay_gap"] < 1e-3, (name, r["max_replay_gap"])
+    # The Flax twin starts from the same weights and random numbers: its first rollouts act the same.
+    assert m["same_actions_updates"] >= 1
+    assert m["recurrax_over_flax_ms"] > 0
