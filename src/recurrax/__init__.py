@@ -18,7 +18,7 @@ from recurrax.cells.lstm import lstm
 from recurrax.cells.mgu import mgu
 from recurrax.core import Cell, LinearRecurrence, LSTMState, RNNState, Structure, make_cell, structure_of
 from recurrax.layers import BidirectionalState, Layer, as_layer, bidirectional, output_size, stacked
-from recurrax.scan import reverse_sequences, scan
+from recurrax.scan import reset, reverse_sequences, scan
 
 __version__ = "0.1.0"
 
@@ -67,6 +67,7 @@ __all__ = [
     "min_gru",
     "min_lstm",
     "output_size",
+    "reset",
     "reverse_sequences",
     "scan",
     "stacked",

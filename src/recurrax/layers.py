@@ -155,9 +155,7 @@ def stacked(
         for i, (layer, p) in enumerate(zip(parts, params)):
             s = None if state is None else state[i]
             r = None if reset_state is None else reset_state[i]
-            final, out = layer.apply(
-                p, ys, s, lengths=lengths, resets=resets, reset_state=r, key=keys[i], time_major=True
-            )
+            final, out = layer.apply(p, ys, s, lengths=lengths, **segments(resets, r), key=keys[i], time_major=True)
             if residual and i > 0:
                 out = out + ys
             if dropout and key is not None and i < len(parts) - 1:
@@ -234,22 +232,23 @@ def bidirectional(
         resets_f = _time_major(resets, time_major)
         resets_b = None if resets is None else reversed_resets(jnp.asarray(resets_f), lengths)
         final_f, ys_f = fwd.apply(
-            params["forward"], xs_tm, s_f, lengths=lengths, resets=resets_f, reset_state=r_f, key=k_f, time_major=True
+            params["forward"], xs_tm, s_f, lengths=lengths, **segments(resets_f, r_f), key=k_f, time_major=True
         )
+        xs_b = reverse_sequences(xs_tm, lengths)
         final_b, ys_b = bwd.apply(
-            params["backward"],
-            reverse_sequences(xs_tm, lengths),
-            s_b,
-            lengths=lengths,
-            resets=resets_b,
-            reset_state=r_b,
-            key=k_b,
-            time_major=True,
+            params["backward"], xs_b, s_b, lengths=lengths, **segments(resets_b, r_b), key=k_b, time_major=True
         )
         ys = merge_fn(ys_f, reverse_sequences(ys_b, lengths))
         return BidirectionalState(final_f, final_b), (ys if time_major else jnp.moveaxis(ys, 0, -2))
 
     return Layer(init=init, initial_state=initial_state, apply=apply, name=name)
+
+
+def segments(resets: Array | None, reset_state: State | None) -> dict[str, Any]:
+    """The ``resets``/``reset_state`` keywords of a layer's ``apply``, only where given: a layer written before
+    resets existed (no such arguments) still runs every call without them."""
+    given = {"resets": resets, "reset_state": reset_state}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _time_major(resets: Array | None, time_major: bool) -> Array | None:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from recurrax import backends as _backends
-from recurrax.backends.base import Backend, Remat, Resets, valid_mask, where_valid
+from recurrax.backends.base import Backend, Remat, Resets, restore, valid_mask, where_valid
 from recurrax.core import Array, Cell, Params, State, check_state
 
 
@@ -141,6 +141,27 @@ def scan(
     return final, outputs, states
 
 
+def reset(cell: Cell, params: Params, state: State, resets: Array, reset_state: State | None = None) -> State:
+    """``state`` with the rows where ``resets`` replaced by the reset state: one step's reset, as :func:`scan`
+    applies it, for stepping a cell by hand (an agent acting in its environments).
+
+    Args:
+      cell, params: the cell and its params.
+      state: a state of batch shape ``batch``.
+      resets: boolean ``(*batch,)``: which rows start a new segment before the next step.
+      reset_state: as :func:`scan`'s (batch shape ``()`` or ``batch``; default ``cell.initial_state``).
+
+    Returns:
+      The state to give the next ``cell.step``; no gradient reaches the replaced rows of ``state``.
+    """
+    name = f"reset[{cell.name}]"
+    resets = jnp.asarray(resets)
+    batch_shape = tuple(resets.shape)
+    check_state(name, cell.initial_state, params, state, batch_shape)
+    mask = _resets(cell, params, resets[..., None], reset_state, batch_shape, 1, False, None, False, name=name)
+    return restore(mask.mask[0], state, mask.state)
+
+
 def _resets(
     cell: Cell,
     params: Params,
@@ -151,11 +172,13 @@ def _resets(
     time_major: bool,
     lengths: Array | None,
     reverse: bool,
+    *,
+    name: str | None = None,
 ) -> Resets | None:
     """Checks ``resets`` and ``reset_state`` and lays them out for a backend: the mask time-major, in the order
     the backend runs the steps (flipped and shifted by one for ``reverse``), false past each length; the state
     broadcast over the batch."""
-    name = f"scan[{cell.name}]"
+    name = name or f"scan[{cell.name}]"
     if resets is None:
         if reset_state is not None:
             raise ValueError(f"{name}: `reset_state` is only used with `resets`; pass both or neither.")
@@ -196,15 +219,23 @@ def reversed_resets(resets: Array, lengths: Array | None = None) -> Array:
 
 def _broadcast_state(name: str, cell: Cell, params: Params, reset_state: State, batch_shape) -> State:
     """``reset_state`` of batch shape ``()`` or ``batch_shape``, broadcast to ``batch_shape``."""
-    unbatched = jax.eval_shape(lambda p: cell.initial_state(p, ()), params)
-    leaves = jax.tree.leaves(reset_state)
-    unbatched_leaves = jax.tree.leaves(unbatched)
-    is_unbatched = len(leaves) == len(unbatched_leaves) and all(
-        np.shape(a) == b.shape for a, b in zip(leaves, unbatched_leaves)
-    )
-    check_state(name, cell.initial_state, params, reset_state, () if is_unbatched else batch_shape, arg="reset_state")
     target = jax.eval_shape(lambda p: cell.initial_state(p, tuple(batch_shape)), params)
-    return jax.tree.map(lambda s, t: jnp.broadcast_to(jnp.asarray(s, t.dtype), t.shape), reset_state, target)
+    unbatched = jax.eval_shape(lambda p: cell.initial_state(p, ()), params)
+    leaves, tree = jax.tree.flatten(reset_state)
+    if tree != jax.tree.structure(target):
+        check_state(name, cell.initial_state, params, reset_state, (), arg="reset_state")  # raises, naming both
+    shapes = [np.shape(leaf) for leaf in leaves]
+    if shapes != [t.shape for t in jax.tree.leaves(target)]:
+        paths = jax.tree_util.tree_flatten_with_path(unbatched)[0]
+        for (path, one), got, full in zip(paths, shapes, jax.tree.leaves(target)):
+            if got not in (one.shape, full.shape):
+                raise ValueError(
+                    f"{name}: `reset_state{jax.tree_util.keystr(path)}` must have shape {one.shape} (broadcast over "
+                    f"the batch) or {full.shape} (batch {tuple(batch_shape)}), got {got}."
+                )
+    full = jax.tree.map(lambda s, t: jnp.broadcast_to(s, t.shape), reset_state, target)
+    check_state(name, cell.initial_state, params, full, batch_shape, arg="reset_state")  # dtypes
+    return jax.tree.map(lambda s, t: s.astype(t.dtype), full, target)
 
 
 def _reversed_states(states: State, initial: State, lengths: Array) -> State:

@@ -9,7 +9,7 @@ backend        runs                                      platform     dtype    `
 ============== ========================================= ============ ======== ============================
 native_lstm    the plain LSTM (C++ kernels)              CPU          float32  from ``T * N = 128``
 native_gru     the plain reset-after GRU (C++ kernels)   CPU          float32  from ``T * N = 128``
-cudnn_lstm     the plain LSTM (cuDNN); no return_states  GPU          float32  always
+cudnn_lstm     the plain LSTM (cuDNN); see below         GPU          float32  always
 xla_lstm       the plain LSTM (XLA, sequence derivative) any          any      always
 xla_gru        the plain GRU (XLA, sequence derivative)  any          any      never (only when named)
 associative    linear recurrences (min_gru, lru, ...)    any          any      GPU/TPU (tuning.LINEAR_AUTO)
@@ -17,8 +17,9 @@ chunked        linear recurrences, chunked               any          any      w
 sequential     every cell: ``lax.scan`` of its functions any          any      always (the last resort)
 ============== ========================================= ============ ======== ============================
 
-Every backend takes every option of :func:`recurrax.scan` (lengths, reverse, time_major, batch dims, initial
-state, return_states, unroll, remat), except where its ``supports`` names one; ``cudnn_lstm`` has no forward mode.
+Every backend takes every option of :func:`recurrax.scan` (lengths, resets, reverse, time_major, batch dims,
+initial state, return_states, unroll, remat), except where its ``supports`` names one (``cudnn_lstm``: resets and
+return_states); ``cudnn_lstm`` has no forward mode.
 The conformance suite (``tests/backends/``) holds each to the results of ``sequential``.
 
 A new backend is its own module plus one entry in :data:`TABLE`.
@@ -92,8 +93,8 @@ def available(
     """For each backend of :data:`TABLE`, ``None`` if it can run ``scan(cell, params, xs, state, **options)``,
     else the reason it cannot.
 
-    ``options`` are :func:`recurrax.scan`'s ``time_major``, ``lengths``, ``reverse``, ``remat``, ``unroll`` and
-    ``return_states`` (``xs`` and ``lengths`` may be ``jax.ShapeDtypeStruct``).
+    ``options`` are :func:`recurrax.scan`'s ``time_major``, ``lengths``, ``resets``, ``reverse``, ``remat``,
+    ``unroll`` and ``return_states`` (``xs``, ``lengths`` and ``resets`` may be ``jax.ShapeDtypeStruct``).
     """
     req = request(cell, params, xs, state, **options)
     return {b.name: b.supports(req) for b in TABLE}

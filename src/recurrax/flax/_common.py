@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.core import Array, Cell, Params, PRNGKey, State
-from recurrax.layers import Layer
+from recurrax.layers import Layer, segments
 from recurrax.scan import reverse_sequences, reversed_resets, scan
 
 
@@ -70,7 +70,6 @@ def run(
     resets, as :func:`recurrax.scan.reversed_resets`) and its outputs are flipped back, which is what
     ``scan(..., reverse=True)`` means for a cell.
     """
-    segments = dict(resets=resets, reset_state=reset_state)
     if isinstance(cell, Cell):
         return scan(
             cell,
@@ -78,20 +77,24 @@ def run(
             xs,
             state,
             lengths=lengths,
-            **segments,
+            resets=resets,
+            reset_state=reset_state,
             reverse=reverse,
             time_major=time_major,
             unroll=unroll,
             remat=remat,
         )
     if not reverse:
-        return cell.apply(params, xs, state, lengths=lengths, **segments, key=key, time_major=time_major)
+        return cell.apply(
+            params, xs, state, lengths=lengths, **segments(resets, reset_state), key=key, time_major=time_major
+        )
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
     if resets is not None:
         resets_tm = jnp.asarray(resets) if time_major else jnp.moveaxis(jnp.asarray(resets), -1, 0)
-        segments["resets"] = reversed_resets(resets_tm, lengths)
+        resets = reversed_resets(resets_tm, lengths)
+    xs_rev = reverse_sequences(xs_tm, lengths)
     final, ys = cell.apply(
-        params, reverse_sequences(xs_tm, lengths), state, lengths=lengths, **segments, key=key, time_major=True
+        params, xs_rev, state, lengths=lengths, **segments(resets, reset_state), key=key, time_major=True
     )
     ys = reverse_sequences(ys, lengths)
     return final, (ys if time_major else jnp.moveaxis(ys, 0, -2))
