@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Sequence
 
 BASE_CELLS = ("lstm", "gru", "elman", "lstm2")
@@ -12,6 +13,8 @@ VARIANTS = {
     "ragged": "right-padded batch, `lengths` spread evenly over [T/2, T]",
     "equal": "`lengths` given, all equal to T",
     "remat": "`remat=True`",
+    "resets1": "`resets` at 1% of the steps (episode boundaries, drawn at random with a fixed seed)",
+    "resets10": "`resets` at 10% of the steps",
 }
 """Call options measured beside the plain call, as cells named ``<cell>:<variant>`` (e.g. ``lstm:ragged``)."""
 
@@ -36,6 +39,17 @@ def lengths(cell: str, batch: int, steps: int) -> list[int] | None:
     if kind == "ragged":
         return [steps - (steps // 2) * i // max(batch - 1, 1) for i in range(batch)]
     return None
+
+
+def resets(cell: str, batch: int, steps: int) -> list[list[bool]] | None:
+    """The ``resets`` a variant passes (``None``: none), ``(batch, steps)``: each step a reset with the
+    variant's probability, the same draw in every run."""
+    kind = variant(cell)
+    if kind is None or not kind.startswith("resets"):
+        return None
+    rate = int(kind.removeprefix("resets")) / 100
+    draw = random.Random(f"{kind}-{batch}-{steps}")
+    return [[draw.random() < rate for _ in range(steps)] for _ in range(batch)]
 
 
 MODES = ("fwd", "fwd+bwd", "step")

@@ -107,6 +107,22 @@ def _lengths(case: Case) -> tuple:
     return () if lengths is None else (jnp.asarray(lengths, jnp.int32),)
 
 
+def _resets(case: Case) -> tuple:
+    """``(resets,)`` for a variant that passes them, else ``()``."""
+    import jax.numpy as jnp
+
+    resets = _cases.resets(case.cell, case.size.batch, case.size.steps)
+    return () if resets is None else (jnp.asarray(resets, bool),)
+
+
+def _variant_args(case: Case) -> tuple[str | None, tuple]:
+    """The keyword of ``scan`` a variant passes at run time (``lengths`` or ``resets``) and its value, as extra."""
+    for name, values in (("lengths", _lengths(case)), ("resets", _resets(case))):
+        if values:
+            return name, values
+    return None, ()
+
+
 def _layer_inputs(case: Case) -> list[int]:
     return [case.size.inputs] + [case.size.hidden] * (case.layers - 1)
 
@@ -124,7 +140,7 @@ def _recurrax(path: str = "default") -> Callable[[Case, str], Prepared]:
         factory = {"lstm": rx.lstm, "lstm2": rx.lstm, "gru": rx.gru, "elman": rx.elman}[_cases.base(case.cell)]
         plain = path == "plain"
         options = {"remat": True} if _cases.variant(case.cell) == "remat" and not plain else {}
-        extra = () if plain else _lengths(case)
+        keyword, extra = (None, ()) if plain else _variant_args(case)
         cells = [factory(case.size.hidden) for _ in range(case.layers)]
         if path == "generic" or (path == "xla" and _cases.base(case.cell) == "gru"):
             options["backend"] = "sequential"
@@ -139,7 +155,7 @@ def _recurrax(path: str = "default") -> Callable[[Case, str], Prepared]:
         cell = cells[0]
         params = cell.init(key, case.size.inputs)
         model = JaxModel(
-            apply=lambda p, xs, *lengths: rx.scan(cell, p, xs, lengths=lengths[0] if lengths else None, **options)[1],
+            apply=lambda p, xs, *given: rx.scan(cell, p, xs, **dict(zip([keyword], given)), **options)[1],
             params=params,
             step=cell.step,
             state=cell.initial_state(params, (case.size.batch,)),
@@ -175,6 +191,40 @@ def _linen(cell_name: str) -> Callable[[Case, str], Prepared]:
                     return net.apply(p, xs, seq_lengths=lengths)
 
             model = JaxModel(apply, net.init(key, xs), extra=extra)
+        return _jax_prepared(model, case, mode)
+
+    return build
+
+
+def _linen_with_resets(cell_name: str) -> Callable[[Case, str], Prepared]:
+    """A Flax cell in ``nn.scan`` with the reset written by hand before each step, ``jnp.where(reset, initial
+    carry, carry)``: the ``ScannedRNN`` of purejaxrl and the RL libraries that copy it."""
+
+    def build(case: Case, mode: str) -> Prepared:
+        import functools
+
+        import flax.linen as nn
+        import jax
+        import jax.numpy as jnp
+
+        cls, hidden = getattr(nn, cell_name), case.size.hidden
+
+        class ScannedRNN(nn.Module):
+            @functools.partial(
+                nn.scan, variable_broadcast="params", in_axes=1, out_axes=1, split_rngs={"params": False}
+            )
+            @nn.compact
+            def __call__(self, carry, inputs):
+                x, reset = inputs
+                fresh = jax.tree.map(jnp.zeros_like, carry)
+                carry = jax.tree.map(lambda c0, c: jnp.where(reset[:, None], c0, c), fresh, carry)
+                return cls(hidden)(carry, x)
+
+        net = ScannedRNN()
+        xs, (resets,) = _inputs(case), _resets(case)
+        carry = cls(hidden).initialize_carry(jax.random.key(SEED), xs[:, 0].shape)
+        params = net.init(jax.random.key(SEED), carry, (xs, resets))
+        model = JaxModel(lambda p, xs, resets: net.apply(p, carry, (xs, resets))[1], params, extra=(resets,))
         return _jax_prepared(model, case, mode)
 
     return build
@@ -344,6 +394,20 @@ IMPLEMENTATIONS: tuple[Impl, ...] = (
         _linen("OptimizedLSTMCell"),
     ),
     Impl("flax.linen GRUCell", "flax", ("gru", "gru:ragged", "gru:equal"), _linen("GRUCell")),
+    Impl(
+        "flax.linen OptimizedLSTMCell (reset by hand)",
+        "flax",
+        ("lstm:resets1", "lstm:resets10"),
+        _linen_with_resets("OptimizedLSTMCell"),
+        ("fwd", "fwd+bwd"),
+    ),
+    Impl(
+        "flax.linen GRUCell (reset by hand)",
+        "flax",
+        ("gru:resets1", "gru:resets10"),
+        _linen_with_resets("GRUCell"),
+        ("fwd", "fwd+bwd"),
+    ),
     Impl("flax.linen SimpleCell", "flax", ("elman",), _linen("SimpleCell")),
     Impl("flax.nnx LSTMCell", "flax", ("lstm", "lstm2"), _nnx("LSTMCell")),
     Impl("flax.nnx GRUCell", "flax", ("gru",), _nnx("GRUCell")),
@@ -356,7 +420,8 @@ IMPLEMENTATIONS: tuple[Impl, ...] = (
 )
 """Every implementation, recurrax first. Equinox has no Elman cell; cuDNN's JAX binding has only the LSTM.
 ``recurrax (XLA loop)`` is recurrax without its native CPU kernels (their gain, in every run); ``recurrax (plain
-call)`` runs a variant's case without its option (``lengths``, ``remat``), so the option's cost is a ratio of one run;
+call)`` runs a variant's case without its option (``lengths``, ``remat``, ``resets``), so the option's cost is a ratio
+of one run; the Flax cells ``(reset by hand)`` are the RL pattern that ``resets`` replaces;
 ``recurrax (generic scan)`` (the plain per-step scan, for before/after comparisons) runs only when named."""
 
 REFERENCE = "recurrax"

@@ -181,8 +181,7 @@ def recurrax_agent(cell: rx.Cell, task: Task, hidden: int) -> Agent:
 
     def act(params, state, obs, done):
         # A new episode starts from the initial state: the same reset rx.scan applies at `resets` in training.
-        fresh = cell.initial_state(params["cell"], done.shape)
-        state = jax.tree.map(lambda s0, s: jnp.where(done[:, None], s0, s), fresh, state)
+        state = rx.reset(cell, params["cell"], state, done)
         state = cell.step(params["cell"], state, embed(params, obs))
         return state, *heads(params, cell.output(state))
 
