@@ -24,7 +24,7 @@ def test_flops_formula():
 def test_default_cpu_matrix_is_the_issues():
     labels = {c.label for c in cases.SUITES["cpu"]}
     assert "lstm/b32-t128-i256-h256" in labels and "elman/b1-t1000-i64-h64" in labels
-    assert "lstm2/b32-t100-i256-h256" in labels and len(labels) == 16 + 10  # + the options cases (cases.VARIANTS), lstm and gru
+    assert "lstm2/b32-t100-i256-h256" in labels and len(labels) == 16 + 2 * len(cases.VARIANTS)
     # The call options beside the plain calls: ragged and all-equal lengths, remat (issue 13).
     assert {f"{c}:{v}/b32-t128-i256-h256" for c in ("lstm", "gru") for v in cases.VARIANTS} <= labels
     assert cases.lengths("lstm:ragged", 4, 8) == [8, 7, 6, 4] and cases.lengths("lstm", 4, 8) is None
