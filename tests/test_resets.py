@@ -175,11 +175,18 @@ def test_the_native_kernels_keep_resets_on_the_fast_path():
 
 
 def test_gymnasium_dones_convert_to_resets_as_documented():
-    """``done[t]``: the episode ends with step t; the next step starts a new one."""
-    dones = np.array([[0, 0, 1, 0, 0, 1, 0]], bool)
-    last_done = np.array([[True]])  # the previous rollout ended with an episode
+    """``done[t]``: the episode ends with step t. Converted as ``scan``'s docstring says, the step after each done
+    (and the first, after a done in the previous rollout) starts from the zero state."""
+    cell, params, xs, s0, _ = _problem("gru", seed=4)
+    dones = np.zeros((B, T), bool)
+    dones[:, [2, 5]] = True
+    last_done = np.ones((B, 1), bool)  # the previous rollout ended with an episode
     resets = np.concatenate([last_done, dones[..., :-1]], axis=-1)
-    np.testing.assert_array_equal(resets, [[1, 0, 0, 1, 0, 0, 1]])
+    _, ys = rx.scan(cell, params, xs, s0, resets=jnp.asarray(resets))
+    zero = cell.initial_state(params, (B,))
+    for t in (0, 3, 6):  # the first steps of the episodes
+        np.testing.assert_allclose(ys[:, t], cell.output(cell.step(params, zero, xs[:, t])), **TOL)
+    assert not np.allclose(ys[:, 1], cell.output(cell.step(params, zero, xs[:, 1])), atol=1e-3)
 
 
 # ------------------------------------------------------------------------------------- layers

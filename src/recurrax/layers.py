@@ -149,7 +149,7 @@ def stacked(
         if reset_state is not None:
             _check_tuple(name, "reset_state", reset_state, len(parts))
         ys = jnp.asarray(xs) if time_major else jnp.moveaxis(jnp.asarray(xs), -2, 0)
-        resets = _time_major(resets, time_major)
+        resets = time_major_resets(resets, time_major)
         keys = [None] * len(parts) if key is None else list(jax.random.split(key, len(parts)))
         finals = []
         for i, (layer, p) in enumerate(zip(parts, params)):
@@ -229,7 +229,7 @@ def bidirectional(
         s_f, s_b = (None, None) if state is None else state
         r_f, r_b = (None, None) if reset_state is None else reset_state
         k_f, k_b = (None, None) if key is None else jax.random.split(key)
-        resets_f = _time_major(resets, time_major)
+        resets_f = time_major_resets(resets, time_major)
         resets_b = None if resets is None else reversed_resets(jnp.asarray(resets_f), lengths)
         final_f, ys_f = fwd.apply(
             params["forward"], xs_tm, s_f, lengths=lengths, **segments(resets_f, r_f), key=k_f, time_major=True
@@ -251,7 +251,7 @@ def segments(resets: Array | None, reset_state: State | None) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _time_major(resets: Array | None, time_major: bool) -> Array | None:
+def time_major_resets(resets: Array | None, time_major: bool) -> Array | None:
     """``resets`` in the time-major layout (``(*batch, T)`` moved to ``(T, *batch)`` unless already time-major)."""
     if resets is None or time_major:
         return resets

@@ -40,6 +40,7 @@ from recurrax.backends.base import (
     from_states,
     needs_kind,
     needs_one_dtype,
+    where_valid,
 )
 from recurrax.cells._common import matmul
 from recurrax.core import Array, Cell, LSTMState, Params, RNNState, State
@@ -84,12 +85,6 @@ def previous(first: Array, seq: Array, time_axis: int = 0, reset: tuple[Array, A
     return jnp.where(mask[..., None], jnp.expand_dims(restored, time_axis), prev)
 
 
-def restored(mask: Array | None, value: Array, reset_value: Array) -> Array:
-    """``value`` (``(N, H)``) with the rows where ``mask: (N,)`` replaced by ``reset_value``'s (``mask`` ``None``:
-    no reset)."""
-    return value if mask is None else jnp.where(mask[:, None], reset_value, value)
-
-
 def _with_mask(seq: Any, reset: tuple | None) -> tuple:
     """A scan's inputs ``(seq, mask)``, the mask ``None`` without resets."""
     return seq, None if reset is None else reset[0]
@@ -122,7 +117,7 @@ def lstm_scan(w_h: Array, zs: Array, h0: Array, c0: Array, unroll: int, keep: bo
     def body(carry, inputs):
         (h, c), (z, m) = carry, inputs
         if m is not None:
-            h, c = restored(m, h, reset[1]), restored(m, c, reset[2])
+            h, c = where_valid(m, reset[1], h), where_valid(m, reset[2], c)
         a = z + h @ w_h
         # Both functions over the whole gate vector, then one select: one contiguous fusion instead of
         # four strided ones (measured 1.3-1.5x faster loop on CPU); the values are bit-identical.
@@ -230,7 +225,7 @@ def lstm_tangent_scan(
     def body(carry, inputs):
         (dh, dc), ((da, k_t, f_t, b_t), m) = carry, inputs
         if m is not None:
-            dh, dc = restored(m, dh, dreset[0]), restored(m, dc, dreset[1])
+            dh, dc = where_valid(m, dreset[0], dh), where_valid(m, dreset[1], dc)
         k_i, k_f, k_g, k_o = jnp.split(k_t * (da + dh @ w_h), 4, axis=-1)
         dc_new = k_i + k_f + k_g + f_t * dc
         dh_new = k_o + b_t * dc_new
@@ -339,7 +334,7 @@ def gru_scan(w_h: Array, b_hn: Array, zs: Array, h0: Array, unroll: int, keep: b
     def body(h, inputs):
         (z_r, z_z, z_n), m = inputs
         if m is not None:
-            h = restored(m, h, reset[1])
+            h = where_valid(m, reset[1], h)
         h_r, h_z, h_n = jnp.split(h @ w_h, 3, axis=-1)
         r = jax.nn.sigmoid(z_r + h_r)
         u = jax.nn.sigmoid(z_z + h_z)
@@ -447,7 +442,7 @@ def gru_tangent_scan(
     def body(dh, inputs):
         (e_t, k_t, u_t), m = inputs
         if m is not None:
-            dh = restored(m, dh, dreset[0])
+            dh = where_valid(m, dreset[0], dh)
         g_r, g_z, g_n = jnp.split(dh @ w_h, 3, axis=-1)
         dh_new = sum(e_i + k_i * g_i for e_i, k_i, g_i in zip(e_t, k_t, (g_r, g_z, g_n))) + u_t * dh
         return dh_new, dh_new

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.core import Array, Cell, Params, PRNGKey, State
-from recurrax.layers import Layer, segments
+from recurrax.layers import Layer, segments, time_major_resets
 from recurrax.scan import reverse_sequences, reversed_resets, scan
 
 
@@ -90,8 +90,7 @@ def run(
         )
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
     if resets is not None:
-        resets_tm = jnp.asarray(resets) if time_major else jnp.moveaxis(jnp.asarray(resets), -1, 0)
-        resets = reversed_resets(resets_tm, lengths)
+        resets = reversed_resets(time_major_resets(resets, time_major), lengths)
     xs_rev = reverse_sequences(xs_tm, lengths)
     final, ys = cell.apply(
         params, xs_rev, state, lengths=lengths, **segments(resets, reset_state), key=key, time_major=True
