@@ -12,7 +12,18 @@ from recurrax.backends.linear import (
     compose,
     compose_log,
     linear_scan,
+    segmented,
     states,
 )
 
-__all__ = ["BACKENDS", "PARALLEL", "apply_affine", "choose", "compose", "compose_log", "linear_scan", "states"]
+__all__ = [
+    "BACKENDS",
+    "PARALLEL",
+    "apply_affine",
+    "choose",
+    "compose",
+    "compose_log",
+    "linear_scan",
+    "segmented",
+    "states",
+]

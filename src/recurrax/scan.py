@@ -46,7 +46,9 @@ def scan(
       xs: inputs ``(*batch, T, I)`` (or ``(T, *batch, I)`` with ``time_major``); ``(T, I)`` unbatched.
       state: the initial state (batch shape ``batch``); zeros when ``None``.
       lengths: integer ``(*batch,)``, the number of valid steps of each right-padded sequence. The
-        state stops changing after a sequence's last valid step and padded outputs are zero.
+        state stops changing after a sequence's last valid step and padded outputs are zero; what the padded
+        steps of ``xs`` hold (even NaN) reaches neither the outputs nor the gradients. Concrete values must lie
+        in ``[0, T]``; traced ones (under ``jit``), which cannot be checked, are clamped to ``[0, T]``.
       resets: boolean ``(*batch, T)`` (``(T, *batch)`` with ``time_major``): ``True`` where ``xs[t]`` is the
         first input of a new segment (an episode). Before such a step the state is replaced by
         ``reset_state``, and no gradient flows back across it into the previous segment::
@@ -119,6 +121,10 @@ def scan(
     chosen = _backends.select(req, backend, name=name)
     if not num_steps:
         chosen = _backends.get("sequential")  # nothing to execute: every backend's answer is the initial state
+    if lengths is not None:
+        # Padded steps run on zeros: their states are discarded, but a NaN or an infinity in them would still
+        # reach the gradients (the cotangent there is 0, and 0 times a NaN partial derivative is NaN).
+        xs_tm = where_valid(valid_mask(num_steps, lengths), xs_tm, jnp.zeros_like(xs_tm))
     xs_run = reverse_sequences(xs_tm, lengths) if reverse else xs_tm
     final, outputs, states = chosen.run(cell, params, xs_run, state, lengths, segments, req)
 
@@ -251,13 +257,22 @@ def _reversed_states(states: State, initial: State, lengths: Array) -> State:
 def reverse_sequences(xs: Array, lengths: Array | None = None) -> Array:
     """Reverses each sequence of a time-major ``xs: (T, *batch, ...)`` along time.
 
-    With ``lengths: (*batch,)`` only each sequence's valid part ``[0, length)`` is reversed and the
-    padding stays where it is. Applying it twice gives ``xs`` back.
+    With integer ``lengths: (*batch,)`` only each sequence's valid part ``[0, length)`` is reversed and the
+    padding stays where it is. Applying it twice gives ``xs`` back. Lengths must lie in ``[0, T]`` (traced ones
+    are clamped to it, as in :func:`scan`).
     """
     xs = jnp.asarray(xs)
     if lengths is None:
         return jnp.flip(xs, axis=0)
     lengths = jnp.asarray(lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"reverse_sequences: `lengths` must be an integer array, got dtype {lengths.dtype}.")
+    if xs.ndim < lengths.ndim + 1 or tuple(xs.shape[1 : 1 + lengths.ndim]) != tuple(lengths.shape):
+        raise ValueError(
+            f"reverse_sequences: `lengths` must have the batch shape of the time-major `xs: (T, *batch, ...)`, "
+            f"got lengths {tuple(lengths.shape)} for xs {tuple(xs.shape)}."
+        )
+    lengths = checked_lengths("reverse_sequences", lengths, xs.shape[0])
     t = jnp.arange(xs.shape[0]).reshape((xs.shape[0],) + (1,) * lengths.ndim)
     order = jnp.where(t < lengths, lengths - 1 - t, t)  # (T, *batch)
     order = order.reshape(order.shape + (1,) * (xs.ndim - order.ndim))
@@ -293,13 +308,18 @@ def _check_lengths(name: str, lengths: Any, batch_shape, num_steps: int) -> Arra
             f"scan[{name}]: `lengths` must have the batch shape of `xs`, {tuple(batch_shape)}, "
             f"got {tuple(lengths.shape)}."
         )
+    return checked_lengths(f"scan[{name}]", lengths, num_steps)
+
+
+def checked_lengths(name: str, lengths: Array, num_steps: int) -> Array:
+    """``lengths`` checked to lie in ``[0, num_steps]`` when concrete; clamped to it when traced (under ``jit``
+    the values cannot be checked, and every path then reads an out-of-range length the same way)."""
     try:
         concrete = np.asarray(lengths)
     except jax.errors.TracerArrayConversionError:
-        return lengths  # traced under jit: the values cannot be checked here
+        return jnp.clip(lengths, 0, num_steps)
     if concrete.size and (concrete.min() < 0 or concrete.max() > num_steps):
         raise ValueError(
-            f"scan[{name}]: `lengths` must lie in [0, T={num_steps}], "
-            f"got values in [{concrete.min()}, {concrete.max()}]."
+            f"{name}: `lengths` must lie in [0, T={num_steps}], got values in [{concrete.min()}, {concrete.max()}]."
         )
     return lengths

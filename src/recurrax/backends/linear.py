@@ -55,6 +55,7 @@ def linear_scan(
     backend: str = "auto",
     chunk_size: int | None = None,
     log_space: bool = False,
+    cuts: Array | None = None,
 ) -> Array:
     """Every state of ``s_t = a_t * s_{t-1} + b_t`` (time-major), starting from ``s_{-1} = s0``.
 
@@ -66,6 +67,8 @@ def linear_scan(
       chunk_size: steps per chunk for ``"chunked"`` (default: the measured choice, else
         :data:`recurrax.backends.tuning.DEFAULT_CHUNK`).
       log_space: whether ``a`` and ``b`` are logarithms.
+      cuts: boolean ``(T, *batch)``: where ``True`` the state before is dropped, ``s_t = b_t`` (``exp(b_t)``),
+        so nothing of it reaches ``s_t``, not even a NaN or an infinity (``0 * s_{t-1}`` would pass those on).
 
     Returns:
       ``s: (T, *batch, S)``, ``s[t]`` the state after step ``t``, in the dtype of ``s0`` and the coefficients.
@@ -78,23 +81,32 @@ def linear_scan(
         )
     if backend not in BACKENDS:
         raise ValueError(f"linear_scan: `backend` must be one of {BACKENDS}, got {backend!r}.")
+    if cuts is None:
+        cuts = jnp.zeros(a.shape[:-1], bool)
+    cuts = jnp.asarray(cuts)
+    if cuts.dtype != jnp.bool_ or cuts.shape != a.shape[:-1]:
+        raise ValueError(
+            f"linear_scan: `cuts` must be a boolean array of shape (T, *batch) = {tuple(a.shape[:-1])}, got "
+            f"{cuts.dtype} {tuple(cuts.shape)}."
+        )
+    cuts = cuts[..., None]
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"linear_scan: `chunk_size` must be a positive int, got {chunk_size!r}.")
     if backend == "auto":
         backend, auto_chunk = choose(a.shape[0])
         chunk_size = chunk_size or auto_chunk
     if backend == "sequential":
-        return _sequential(a, b, s0, log_space)
-    return _parallel(a, b, s0, backend, chunk_size or tuning.DEFAULT_CHUNK, log_space)
+        return _sequential(a, b, s0, cuts, log_space)
+    return _parallel(a, b, s0, cuts, backend, chunk_size or tuning.DEFAULT_CHUNK, log_space)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5))
-def _parallel(a: Array, b: Array, s0: Array, backend: str, chunk: int, log_space: bool) -> Array:
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5, 6))
+def _parallel(a: Array, b: Array, s0: Array, cuts: Array, backend: str, chunk: int, log_space: bool) -> Array:
     """The associative or chunked scan, with its derivative written as another linear scan (see below)."""
-    combine = compose_log if log_space else compose
+    combine = segmented(compose_log if log_space else compose)
     if backend == "associative":
-        return apply_affine(jax.lax.associative_scan(combine, (a, b), axis=0), s0, log_space)
-    return _chunked(combine, a, b, s0, chunk, log_space)
+        return apply_affine(jax.lax.associative_scan(combine, (a, b, cuts), axis=0), s0, log_space)
+    return _chunked(combine, a, b, s0, cuts, chunk, log_space)
 
 
 @_parallel.defjvp
@@ -102,17 +114,18 @@ def _parallel_jvp(backend, chunk, log_space, primals, tangents):
     # The tangent of s_t = a_t s_{t-1} + b_t is the linear recurrence ds_t = a_t ds_{t-1} + (da_t s_{t-1} + db_t),
     # run by the same backend. Differentiating through the associative operator instead would also
     # differentiate every partial product of a (slower, and slow to compile); this form is linear in the
-    # tangents, so JAX transposes it into the reverse-time scan of the backward pass.
-    a, b, s0 = primals
-    da, db, ds0 = tangents
-    s = _parallel(a, b, s0, backend, chunk, log_space)
+    # tangents, so JAX transposes it into the reverse-time scan of the backward pass. At a cut s_t = b_t, so
+    # ds_t = db_t, selected rather than multiplied (s_{t-1} may be a NaN the cut keeps out).
+    a, b, s0, cuts = primals
+    da, db, ds0, _ = tangents
+    s = _parallel(a, b, s0, cuts, backend, chunk, log_space)
     s_prev = jnp.concatenate([s0[None].astype(s.dtype), s[:-1]])
     if log_space:
         a = jnp.exp(a)
-        rhs = a * s_prev * da + jnp.exp(b) * db
+        rhs = jnp.where(cuts, 0, a * s_prev * da) + jnp.exp(b) * db
     else:
-        rhs = da * s_prev + db
-    return s, _parallel(a, rhs, ds0.astype(rhs.dtype), backend, chunk, False)
+        rhs = jnp.where(cuts, 0, da * s_prev) + db
+    return s, _parallel(a, rhs, ds0.astype(rhs.dtype), cuts, backend, chunk, False)
 
 
 def states(
@@ -158,16 +171,16 @@ def states(
 def _with_resets(scan, a: Array, b: Array, s0: Array, mask: Array, restored: Array, log_space: bool) -> Array:
     """``scan`` of ``s_t = a_t * (restored if mask_t else s_{t-1}) + b_t``, ``mask: (T, *batch)``.
 
-    A reset is the step ``s_t = 0 * s_{t-1} + (a_t * restored + b_t)``. In log space the restored state may have
-    either sign, so it cannot join ``log b``; its share is ``u_t * restored`` with ``u_t``, the product of ``a``
-    since the last reset (0 before the first), a second log-space recurrence run in the same scan.
+    A reset is the cut ``s_t = a_t * restored + b_t`` (``cuts`` of :func:`linear_scan`). In log space the restored
+    state may have either sign, so it cannot join ``log b``; its share is ``u_t * restored`` with ``u_t``, the
+    product of ``a`` since the last reset (0 before the first), a second log-space recurrence run in the same scan.
     """
     m = mask[..., None]
     if not log_space:
-        return scan(jnp.where(m, jnp.zeros_like(a), a), jnp.where(m, a * restored + b, b), s0)
-    cut = jnp.where(m, -jnp.inf, a)
+        return scan(a, jnp.where(m, a * restored + b, b), s0, cuts=mask)
     since = jnp.where(m, a, -jnp.inf)  # log u_t = log a_t + log u_{t-1}, started at log a_t by a reset
-    s = scan(jnp.stack([cut, cut], 1), jnp.stack([b, since], 1), jnp.stack([s0, jnp.zeros_like(s0)]))
+    both = jnp.stack([mask, mask], 1)
+    s = scan(jnp.stack([a, a], 1), jnp.stack([b, since], 1), jnp.stack([s0, jnp.zeros_like(s0)]), cuts=both)
     return s[:, 0] + s[:, 1] * restored
 
 
@@ -207,21 +220,37 @@ def compose_log(first: tuple[Array, Array], second: tuple[Array, Array]) -> tupl
     return la1 + la2, jnp.logaddexp(la2 + lb1, lb2)
 
 
-def apply_affine(coeffs: tuple[Array, Array], s: Array, log_space: bool) -> Array:
-    """``A s + B`` for composed coefficients ``(A, B)`` (logarithms with ``log_space``)."""
-    a, b = coeffs
-    return jnp.exp(a) * s + jnp.exp(b) if log_space else a * s + b
+def segmented(combine: Any) -> Any:
+    """``combine`` on ``(a, b, cut)`` triples: where the second map holds a cut, the composition is the second
+    map alone (a ``where``, so no NaN of the first reaches it); the cut flags accumulate."""
+
+    def op(first: tuple[Array, Array, Array], second: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
+        a, b = combine(first[:2], second[:2])
+        a2, b2, cut2 = second
+        return jnp.where(cut2, a2, a), jnp.where(cut2, b2, b), first[2] | cut2
+
+    return op
 
 
-def _sequential(a: Array, b: Array, s0: Array, log_space: bool) -> Array:
-    def body(s, ab):
-        s = apply_affine(ab, s, log_space)
+def apply_affine(coeffs: tuple[Array, ...], s: Array, log_space: bool) -> Array:
+    """``A s + B`` for composed coefficients ``(A, B)`` (logarithms with ``log_space``); with a third, cut, flag
+    ``B`` alone where it is set."""
+    a, b = coeffs[:2]
+    if log_space:
+        a, b = jnp.exp(a), jnp.exp(b)
+    out = a * s + b
+    return out if len(coeffs) == 2 else jnp.where(coeffs[2], b.astype(out.dtype), out)
+
+
+def _sequential(a: Array, b: Array, s0: Array, cuts: Array, log_space: bool) -> Array:
+    def body(s, abc):
+        s = apply_affine(abc, s, log_space)
         return s, s
 
-    return jax.lax.scan(body, s0, (a, b))[1]
+    return jax.lax.scan(body, s0, (a, b, cuts))[1]
 
 
-def _chunked(combine: Any, a: Array, b: Array, s0: Array, chunk: int, log_space: bool) -> Array:
+def _chunked(combine: Any, a: Array, b: Array, s0: Array, cuts: Array, chunk: int, log_space: bool) -> Array:
     """Associative scans within chunks of ``chunk`` steps; a sequential pass carries the state across chunks."""
     steps = a.shape[0]
     chunk = min(chunk, steps)
@@ -232,13 +261,13 @@ def _chunked(combine: Any, a: Array, b: Array, s0: Array, chunk: int, log_space:
         ones, zeros = (0.0, -jnp.inf) if log_space else (1.0, 0.0)
         a = jnp.concatenate([a, jnp.full((pad, *a.shape[1:]), ones, a.dtype)])
         b = jnp.concatenate([b, jnp.full((pad, *b.shape[1:]), zeros, b.dtype)])
-    a = a.reshape(num, chunk, *a.shape[1:])
-    b = b.reshape(num, chunk, *b.shape[1:])
-    a, b = jax.lax.associative_scan(combine, (a, b), axis=1)  # within each chunk, from its start
+        cuts = jnp.concatenate([cuts, jnp.zeros((pad, *cuts.shape[1:]), bool)])
+    a, b, cuts = (v.reshape(num, chunk, *v.shape[1:]) for v in (a, b, cuts))
+    a, b, cuts = jax.lax.associative_scan(combine, (a, b, cuts), axis=1)  # within each chunk, from its start
 
-    def carry(s, ab):
-        return apply_affine(ab, s, log_space), s
+    def carry(s, abc):
+        return apply_affine(abc, s, log_space), s
 
-    _, starts = jax.lax.scan(carry, s0, (a[:, -1], b[:, -1]))  # the state entering each chunk
-    s = apply_affine((a, b), starts[:, None], log_space)
+    _, starts = jax.lax.scan(carry, s0, (a[:, -1], b[:, -1], cuts[:, -1]))  # the state entering each chunk
+    s = apply_affine((a, b, cuts), starts[:, None], log_space)
     return s.reshape(num * chunk, *s.shape[2:])[:steps]

@@ -53,10 +53,11 @@ inline vf load(const float* p) { return *reinterpret_cast<const vfu*>(p); }
 inline void store(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
 inline vf splat(float x) { return x - vf{}; }
 
-// exp as in Cephes' expf (relative error ~2 ulp on [-87, 88]).
+// exp as in Cephes' expf (relative error ~2 ulp on [-87, 88]). The clamp is written so a NaN fails both
+// comparisons and passes through (NaN in, NaN out, as XLA's exp), instead of becoming a large finite value.
 inline vf vexp(vf x) {
-  x = x < splat(88.3762626647949f) ? x : splat(88.3762626647949f);
-  x = x > splat(-88.3762626647949f) ? x : splat(-88.3762626647949f);
+  x = x > splat(88.3762626647949f) ? splat(88.3762626647949f) : x;
+  x = x < splat(-88.3762626647949f) ? splat(-88.3762626647949f) : x;
   const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
   vf n = (x * splat(1.44269504088896341f) + magic) - magic;
   vf r = x - n * splat(0.693359375f);
