@@ -167,8 +167,9 @@ def test_unknown_init_scheme(factory):
 
 
 def test_bad_chrono_arguments():
-    with pytest.raises(ValueError, match=_m("`t_max`", "> 2", "2.0")):
-        rx.lstm(H, chrono_t_max=2.0).init(jax.random.key(0), I)
+    for bad in (2.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=_m("`chrono_t_max`", "> 2", repr(bad))):
+            rx.lstm(H, chrono_t_max=bad)  # at construction, not at init
     with pytest.raises(ValueError, match=_m("`chrono_t_max`", "use_bias=True")):
         rx.gru(H, chrono_t_max=10.0, use_bias=False)
 

@@ -14,6 +14,7 @@ A recurrent cell is a bundle of pure functions (in the spirit of
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -139,20 +140,37 @@ def make_cell(
 ) -> Cell:
     """Builds a :class:`Cell`, adding the argument checks every cell shares.
 
-    ``project`` is wrapped to check the input's feature size and dtype, and ``step`` is derived as
-    ``transition . project`` with the state checked against ``initial_state``'s shapes, so no cell
-    writes either by hand. ``structure`` declares what ``project`` and ``transition`` compute (default: nothing
-    a backend may substitute, so the cell runs on the backends that call its functions).
+    ``project`` is wrapped to check the params against the shapes ``init`` gives for their ``input_size`` and the
+    input's feature size and dtype, and ``step`` is derived as ``transition . project`` with the state checked
+    against ``initial_state``'s shapes and dtypes, so no cell writes either by hand. ``structure`` declares what
+    ``project`` and ``transition`` compute (default: nothing a backend may substitute, so the cell runs on the
+    backends that call its functions).
     """
+
+    @functools.cache
+    def expected_params(size: int) -> Any:
+        return jax.eval_shape(lambda key: init(key, size), jax.eval_shape(jax.random.key, 0))
+
+    def checked_input_size(params: Params) -> int:
+        try:
+            size = input_size(params)
+        except (KeyError, IndexError, TypeError, AttributeError) as err:
+            keys = _param_paths(expected_params(1))
+            raise ValueError(
+                f"{name}: `params` must be this cell's params (keys {keys}, from `cell.init`), got "
+                f"{_param_paths(params) or type(params).__name__}."
+            ) from err
+        check_params(name, expected_params(int(size)), params)
+        return int(size)
 
     def checked_project(params: Params, x: Array) -> Array:
         x = jnp.asarray(x)
-        check_input(name, x, input_size(params), arg="x")
+        check_input(name, x, checked_input_size(params), arg="x")
         return project(params, x)
 
     def step(params: Params, state: State, x: Array) -> State:
         x = jnp.asarray(x)
-        check_input(name, x, input_size(params), arg="x")
+        check_input(name, x, checked_input_size(params), arg="x")
         check_state(name, initial_state, params, state, x.shape[:-1])
         return transition(params, state, project(params, x))
 
@@ -176,13 +194,38 @@ def make_cell(
     )
 
 
-def check_input(name: str, x: Array, input_size: int, *, arg: str = "x") -> None:
-    """Raises unless ``x`` is a floating array whose last axis has ``input_size`` features."""
-    if not jnp.issubdtype(x.dtype, jnp.inexact):
-        raise TypeError(
-            f"{name}: `{arg}` must be a floating-point array, got dtype {x.dtype} "
-            f"(cast integer data, or embed token ids first)."
+def _param_paths(params: Any) -> str:
+    return ", ".join(jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0])
+
+
+def check_params(name: str, expected: Any, params: Params) -> None:
+    """Raises unless ``params`` has the keys and leaf shapes of ``expected`` (``init``'s, as shapes)."""
+    want = {jax.tree_util.keystr(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(expected)[0]}
+    got = {jax.tree_util.keystr(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+    missing, extra = [k for k in want if k not in got], [k for k in got if k not in want]
+    if missing or extra:
+        raise ValueError(
+            f"{name}: `params` must have the keys {', '.join(want)} (as `cell.init` makes them); "
+            f"missing: {', '.join(missing) or 'none'}, unexpected: {', '.join(extra) or 'none'}."
         )
+    for key, leaf in want.items():
+        shape = tuple(np.shape(got[key]))
+        if shape != tuple(leaf.shape):
+            raise ValueError(f"{name}: `params{key}` must have shape {tuple(leaf.shape)}, got {shape}.")
+        dtype = jnp.result_type(got[key])
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(f"{name}: `params{key}` must be floating-point, got dtype {dtype}.")
+
+
+def check_input(name: str, x: Array, input_size: int, *, arg: str = "x") -> None:
+    """Raises unless ``x`` is a real floating array whose last axis has ``input_size`` features."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        hint = (
+            "split a complex signal into its real and imaginary parts as features"
+            if jnp.issubdtype(x.dtype, jnp.complexfloating)
+            else "cast integer data, or embed token ids first"
+        )
+        raise TypeError(f"{name}: `{arg}` must be a real floating-point array, got dtype {x.dtype} ({hint}).")
     if x.ndim < 1 or x.shape[-1] != input_size:
         raise ValueError(
             f"{name}: `{arg}` must have shape (..., {input_size}) to match the params "
@@ -220,3 +263,14 @@ def check_state(
         got_dtype = jnp.result_type(got)
         if not jnp.issubdtype(got_dtype, jnp.inexact):
             raise TypeError(f"{name}: `{where}` must be floating-point, got dtype {got_dtype}.")
+        # Complex where the cell is real (or the reverse) would drop a part; a narrower float than the cell's
+        # would run the recurrence in it, silently.
+        complex_want = jnp.issubdtype(want.dtype, jnp.complexfloating)
+        if jnp.issubdtype(got_dtype, jnp.complexfloating) != complex_want or (
+            jnp.promote_types(got_dtype, want.dtype) != got_dtype
+        ):
+            kind = "complex" if complex_want else "real floating-point"
+            raise TypeError(
+                f"{name}: `{where}` must be {kind} of at least the precision of {want.dtype} (the dtype "
+                f"`initial_state` gives these params), got dtype {got_dtype}."
+            )

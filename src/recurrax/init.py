@@ -92,6 +92,6 @@ def chrono_bias(key: jax.Array, hidden_size: int, t_max: float, dtype=jnp.float3
 
     Returns: ``(hidden_size,)``.
     """
-    if t_max <= 2:
+    if not (isinstance(t_max, (int, float)) and math.isfinite(t_max) and t_max > 2):
         raise ValueError(f"chrono_bias: `t_max` must be > 2 (the longest expected dependency), got {t_max}.")
     return jnp.log(jax.random.uniform(key, (hidden_size,), dtype, 1.0, t_max - 1.0))

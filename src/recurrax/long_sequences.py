@@ -57,7 +57,7 @@ def checkpointed_scan(
       ``(final_state, outputs)``, ``outputs: (*batch, T, O)``, equal to :func:`recurrax.scan`'s.
     """
     num_steps = _num_steps("checkpointed_scan", xs, time_major)
-    size = math.ceil(math.sqrt(num_steps)) if segment_size is None else segment_size
+    size = max(1, math.ceil(math.sqrt(num_steps))) if segment_size is None else segment_size
     return _segmented(cell, params, xs, state, size, "segment_size", True, False, lengths, time_major, unroll, backend)
 
 

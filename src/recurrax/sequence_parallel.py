@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from recurrax import linear_scan as _ls
 from recurrax.core import Array, Cell, Params, State, check_state, structure_of
+from recurrax.scan import scan
 
 
 def sequence_parallel_scan(
@@ -83,6 +84,8 @@ def sequence_parallel_scan(
         state = cell.initial_state(params, batch_shape)
     else:
         check_state(cell.name, cell.initial_state, params, state, batch_shape)
+    if not num_steps:
+        return scan(cell, params, xs, state, time_major=time_major)  # no steps to split: the initial state
     batch_dim = None if batch_axis is None else (1 if time_major else 0)
     if batch_axis is not None and xs.shape[batch_dim] % mesh.shape[batch_axis]:
         raise ValueError(

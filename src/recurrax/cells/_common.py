@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from recurrax import init as _init
 
@@ -18,6 +20,37 @@ def check_size(cell: str, arg: str, value: Any, *, allow_none: bool = False) -> 
         return
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{cell}: `{arg}` must be a positive int, got {value!r}.")
+
+
+def check_number(cell: str, arg: str, value: Any, *, above: float | None = None, allow_none: bool = False) -> None:
+    """Raises unless ``value`` is a finite real number (``> above`` where given; ``None`` where allowed)."""
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or (above is not None and not value > above):
+        bound = "" if above is None else f" > {above}"
+        raise ValueError(f"{cell}: `{arg}` must be a finite number{bound}, got {value!r}.")
+
+
+def check_options(
+    cell: str, *, param_dtype: Any, dtype: Any | None = None, chrono_t_max: Any = None, use_bias: bool = True
+) -> None:
+    """The construction checks of the options most cells share: dtypes and the chrono initialisation."""
+    for arg, value in (("param_dtype", param_dtype), ("dtype", dtype)):
+        if value is None and arg == "dtype":
+            continue
+        try:
+            floating = jnp.issubdtype(jnp.dtype(value), jnp.floating)
+        except TypeError:
+            floating = False
+        if not floating:
+            raise ValueError(
+                f"{cell}: `{arg}` must be a real floating-point dtype (float32, bfloat16, ...), got {value!r}."
+            )
+    # The chrono bias draws from U(1, t_max - 1): t_max must exceed 2 (recurrax.init.chrono_bias).
+    check_number(cell, "chrono_t_max", chrono_t_max, above=2, allow_none=True)
+    if chrono_t_max is not None and not use_bias:
+        raise ValueError(f"{cell}: `chrono_t_max` initialises the gate bias, so it needs use_bias=True.")
 
 
 def matmul(x: Array, w: Array, dtype: Any | None) -> Array:

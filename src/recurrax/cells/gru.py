@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax import init as _init
-from recurrax.cells._common import check_size, gate_params, matmul, zeros_state
+from recurrax.cells._common import check_options, check_size, gate_params, matmul, zeros_state
 from recurrax.core import Cell, RNNState, Structure, make_cell
 
 
@@ -45,9 +45,8 @@ def gru(
     """
     name = "gru"
     check_size(name, "hidden_size", hidden_size)
+    check_options(name, param_dtype=param_dtype, dtype=dtype, chrono_t_max=chrono_t_max, use_bias=use_bias)
     H = hidden_size
-    if chrono_t_max is not None and not use_bias:
-        raise ValueError(f"{name}: `chrono_t_max` initialises the gate bias, so it needs use_bias=True.")
     scheme = _init.resolve(init, H)
 
     def init_fn(key, input_size: int):

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax import init as _init
-from recurrax.cells._common import check_size, matmul, zeros_state
+from recurrax.cells._common import check_options, check_size, matmul, zeros_state
 from recurrax.core import Array, Cell, LinearRecurrence, RNNState, Structure, make_cell
 
 
@@ -45,10 +45,9 @@ def _min_rnn(
 ) -> Cell:
     """A minimal RNN whose ``num_gates`` input projections give ``h' = a * h + b`` (minGRU, minLSTM)."""
     check_size(name, "hidden_size", hidden_size)
+    check_options(name, param_dtype=param_dtype, dtype=dtype, chrono_t_max=chrono_t_max, use_bias=use_bias)
     if not isinstance(log_space, bool):
         raise TypeError(f"{name}: `log_space` must be a bool, got {log_space!r}.")
-    if chrono_t_max is not None and not use_bias:
-        raise ValueError(f"{name}: `chrono_t_max` initialises the gate bias, so it needs use_bias=True.")
     H = hidden_size
     scheme = _init.resolve(init, H)
 
@@ -252,6 +251,7 @@ def lru(
     name = "lru"
     check_size(name, "hidden_size", hidden_size)
     check_size(name, "state_size", state_size)
+    check_options(name, param_dtype=param_dtype)
     if not (0.0 <= r_min <= r_max <= 1.0 and r_min < 1.0):
         raise ValueError(
             f"{name}: the initial ring must satisfy 0 <= r_min <= r_max <= 1 and r_min < 1, so that every "

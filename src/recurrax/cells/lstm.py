@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from recurrax import init as _init
 from recurrax.cells import _common
-from recurrax.cells._common import check_size, gate_params, matmul, zeros_state
+from recurrax.cells._common import check_number, check_options, check_size, gate_params, matmul, zeros_state
 from recurrax.core import Cell, LSTMState, Structure, make_cell
 
 
@@ -64,10 +64,9 @@ def lstm(
     name = "lstm"
     check_size(name, "hidden_size", hidden_size)
     check_size(name, "proj_size", proj_size, allow_none=True)
-    if cell_clip is not None and not cell_clip > 0:
-        raise ValueError(f"{name}: `cell_clip` must be > 0 or None, got {cell_clip!r}.")
-    if chrono_t_max is not None and not use_bias:
-        raise ValueError(f"{name}: `chrono_t_max` initialises the gate bias, so it needs use_bias=True.")
+    check_number(name, "forget_bias", forget_bias)
+    check_number(name, "cell_clip", cell_clip, above=0, allow_none=True)
+    check_options(name, param_dtype=param_dtype, dtype=dtype, chrono_t_max=chrono_t_max, use_bias=use_bias)
     H = hidden_size
     P = proj_size or hidden_size
     scheme = _init.resolve(init, H)

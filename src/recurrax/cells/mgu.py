@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax import init as _init
-from recurrax.cells._common import check_size, gate_params, matmul, zeros_state
+from recurrax.cells._common import check_options, check_size, gate_params, matmul, zeros_state
 from recurrax.core import Cell, RNNState, Structure, make_cell
 
 
@@ -36,6 +36,7 @@ def mgu(
     """
     name = "mgu"
     check_size(name, "hidden_size", hidden_size)
+    check_options(name, param_dtype=param_dtype, dtype=dtype, chrono_t_max=chrono_t_max)
     H = hidden_size
     scheme = _init.resolve(init, H)
 
