@@ -160,10 +160,16 @@ def test_gru_without_bias_and_streaming_chunks():
 
 def test_mixed_dtypes_are_refused_by_name_and_auto_runs_sequential():
     on, p, xs = _setup("lstm")
-    state = jax.tree.map(lambda s: s.astype(jnp.bfloat16), on.cell.initial_state(p, (B,)))
-    with pytest.raises(ValueError, match="one dtype, got bfloat16, float32"):
-        _scan(on, p, xs, state)
-    assert rx.backends.which(on.cell, p, xs, state) == "sequential"
+    # A state narrower than the params is refused by every backend (the recurrence would run in it).
+    narrow = jax.tree.map(lambda s: s.astype(jnp.bfloat16), on.cell.initial_state(p, (B,)))
+    with pytest.raises(TypeError, match="`state.h` must be real floating-point of at least the precision of"):
+        _scan(on, p, xs, narrow)
+    # bfloat16 params with a float32 state is a valid call, but not one dtype.
+    p = jax.tree.map(lambda w: w.astype(jnp.bfloat16), p)
+    state = on.cell.initial_state(jax.tree.map(lambda w: w.astype(jnp.float32), p), (B,))
+    with pytest.raises(ValueError, match="one dtype"):
+        _scan(on, p, xs.astype(jnp.bfloat16), state)
+    assert rx.backends.which(on.cell, p, xs.astype(jnp.bfloat16), state) == "sequential"
 
 
 @pytest.mark.parametrize("steps", [32, 37])  # whole chunks only; and a remainder after them
