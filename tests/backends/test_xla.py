@@ -162,7 +162,7 @@ def test_mixed_dtypes_are_refused_by_name_and_auto_runs_sequential():
     on, p, xs = _setup("lstm")
     # A state narrower than the params is refused by every backend (the recurrence would run in it).
     narrow = jax.tree.map(lambda s: s.astype(jnp.bfloat16), on.cell.initial_state(p, (B,)))
-    with pytest.raises(TypeError, match="`state.h` must be real floating-point of at least the precision of"):
+    with pytest.raises(TypeError, match=r"`state\.h` must be real floating-point of at least the precision of"):
         _scan(on, p, xs, narrow)
     # bfloat16 params with a float32 state is a valid call, but not one dtype.
     p = jax.tree.map(lambda w: w.astype(jnp.bfloat16), p)
