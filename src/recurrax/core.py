@@ -217,6 +217,24 @@ def check_params(name: str, expected: Any, params: Params) -> None:
             raise TypeError(f"{name}: `params{key}` must be floating-point, got dtype {dtype}.")
 
 
+def check_param_leaves(name: str, params: Params) -> None:
+    """Raises unless every leaf of ``params`` is an array JAX can read (a torch tensor, say, is not)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if isinstance(leaf, jax.Array | np.ndarray | np.generic | int | float | jax.ShapeDtypeStruct):
+            continue
+        if hasattr(leaf, "__jax_array__"):
+            continue
+        hint = (
+            " (convert a torch module with recurrax.interop.torch.from_torch)"
+            if "torch" in type(leaf).__module__
+            else ""
+        )
+        raise TypeError(
+            f"{name}: `params{jax.tree_util.keystr(path)}` must be a JAX or NumPy array, got "
+            f"{type(leaf).__module__}.{type(leaf).__name__}{hint}."
+        )
+
+
 def check_input(name: str, x: Array, input_size: int, *, arg: str = "x") -> None:
     """Raises unless ``x`` is a real floating array whose last axis has ``input_size`` features."""
     if not jnp.issubdtype(x.dtype, jnp.floating):

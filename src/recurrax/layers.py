@@ -225,6 +225,15 @@ def bidirectional(
         )
 
     def apply(params, xs, state=None, *, lengths=None, resets=None, reset_state=None, key=None, time_major=False):
+        if not (isinstance(params, dict) and set(params) == {"forward", "backward"}):
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise TypeError(f"{name}: `params` must be a dict with keys ['backward', 'forward'], got {got}.")
+        for arg, value in (("state", state), ("reset_state", reset_state)):
+            if value is not None and not isinstance(value, BidirectionalState):
+                raise TypeError(
+                    f"{name}: `{arg}` must be a BidirectionalState(forward, backward) (as `initial_state` "
+                    f"gives), got {type(value).__name__}."
+                )
         xs_tm = jnp.asarray(xs) if time_major else jnp.moveaxis(jnp.asarray(xs), -2, 0)
         s_f, s_b = (None, None) if state is None else state
         r_f, r_b = (None, None) if reset_state is None else reset_state
@@ -238,6 +247,11 @@ def bidirectional(
         final_b, ys_b = bwd.apply(
             params["backward"], xs_b, s_b, lengths=lengths, **segments(resets_b, r_b), key=k_b, time_major=True
         )
+        if merge in ("sum", "mul", "ave") and ys_f.shape[-1] != ys_b.shape[-1]:
+            raise ValueError(
+                f"{name}: `merge` {merge!r} needs both directions' outputs of one size, got "
+                f"{ys_f.shape[-1]} (forward) and {ys_b.shape[-1]} (backward); use merge='concat'."
+            )
         ys = merge_fn(ys_f, reverse_sequences(ys_b, lengths))
         return BidirectionalState(final_f, final_b), (ys if time_major else jnp.moveaxis(ys, 0, -2))
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from recurrax.core import Array, Cell, Params, State, check_state
-from recurrax.scan import scan
+from recurrax.scan import check_lengths, scan
 
 PyTree = Any
 
@@ -148,8 +148,9 @@ def tbptt(
         return jnp.moveaxis(x.reshape(_split_shape(x.shape, time_axis, num)), time_axis, 0)
 
     num = num_steps // chunk_size
-    main = jax.tree.map(chunks, data)
-    carry, losses = jax.lax.scan(update, (params, opt_state, state), main)
+    carry, losses = (params, opt_state, state), jnp.zeros((0,), jnp.float32)
+    if num:
+        carry, losses = jax.lax.scan(update, carry, jax.tree.map(chunks, data))
     if num * chunk_size < num_steps:
         carry, last = update(carry, jax.tree.map(lambda x: cut(x, num * chunk_size, num_steps), data))
         losses = jnp.concatenate([losses, last[None]])
@@ -182,6 +183,8 @@ def _segmented(
         state = cell.initial_state(params, batch_shape)
     else:
         check_state(cell.name, cell.initial_state, params, state, batch_shape)
+    if lengths is not None:
+        lengths = check_lengths(cell.name, lengths, batch_shape, num_steps)
     if num_steps == 0:
         return scan(cell, params, xs, state, lengths=lengths, time_major=time_major, backend=backend)
     size = min(size, num_steps)

@@ -15,7 +15,7 @@ import numpy as np
 
 from recurrax import backends as _backends
 from recurrax.backends.base import Backend, Remat, Resets, restore, valid_mask, where_valid
-from recurrax.core import Array, Cell, Params, State, check_state
+from recurrax.core import Array, Cell, Params, State, check_param_leaves, check_state
 
 
 def scan(
@@ -94,12 +94,13 @@ def scan(
         raise ValueError(f"{name}: `include_initial=True` needs `return_states=True`.")
     _check_unroll(name, unroll)
     _check_remat(name, remat)
+    check_param_leaves(name, params)
     # Trace-only check in the caller's layout, so an error shows the shape of `xs` as given.
     jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct(xs.shape, xs.dtype))
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
 
-    lengths = _check_lengths(cell.name, lengths, batch_shape, num_steps)
+    lengths = check_lengths(cell.name, lengths, batch_shape, num_steps)
     if state is None:
         state = cell.initial_state(params, batch_shape)
     else:
@@ -163,7 +164,20 @@ def reset(cell: Cell, params: Params, state: State, resets: Array, reset_state: 
     name = f"reset[{cell.name}]"
     resets = jnp.asarray(resets)
     batch_shape = tuple(resets.shape)
-    check_state(name, cell.initial_state, params, state, batch_shape)
+    try:
+        check_state(name, cell.initial_state, params, state, batch_shape)
+    except ValueError as err:
+        # Either may be wrong: say which batch each one has.
+        features = jax.tree.leaves(jax.eval_shape(lambda p: cell.initial_state(p, ()), params))
+        leaves = jax.tree.leaves(state)
+        if not (features and leaves):
+            raise
+        state_batch = tuple(np.shape(leaves[0]))[: max(0, np.ndim(leaves[0]) - len(features[0].shape))]
+        if state_batch == batch_shape:
+            raise
+        raise ValueError(
+            f"{name}: `resets` has batch shape {batch_shape}, `state` batch shape {state_batch}; {err}"
+        ) from err
     mask = _resets(cell, params, resets[..., None], reset_state, batch_shape, 1, False, None, False, name=name)
     return restore(mask.mask[0], state, mask.state)
 
@@ -296,7 +310,7 @@ def _check_remat(name: str, remat: Any) -> None:
         )
 
 
-def _check_lengths(name: str, lengths: Any, batch_shape, num_steps: int) -> Array | None:
+def check_lengths(name: str, lengths: Any, batch_shape, num_steps: int) -> Array | None:
     """Checks dtype, shape and (when not traced) range of ``lengths``."""
     if lengths is None:
         return None

@@ -64,6 +64,9 @@ def lstm(
     name = "lstm"
     check_size(name, "hidden_size", hidden_size)
     check_size(name, "proj_size", proj_size, allow_none=True)
+    if proj_size is not None and proj_size >= hidden_size:
+        # PyTorch's rule: a projection is a bottleneck; proj_size == H would silently add a free (H, H) map.
+        raise ValueError(f"lstm: `proj_size` must be smaller than hidden_size={hidden_size}, got {proj_size}.")
     check_number(name, "forget_bias", forget_bias)
     check_number(name, "cell_clip", cell_clip, above=0, allow_none=True)
     check_options(name, param_dtype=param_dtype, dtype=dtype, chrono_t_max=chrono_t_max, use_bias=use_bias)

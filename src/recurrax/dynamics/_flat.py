@@ -13,11 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from recurrax import core
 from recurrax.core import Array, Cell, Params, State
 
 
-def check_state(fn: str, state: State, arg: str = "state") -> None:
-    """Raises unless every leaf of ``state`` is a floating-point vector ``(n,)`` (one example)."""
+def check_state(fn: str, state: State, arg: str = "state", cell: Cell | None = None, params: Params = None) -> None:
+    """Raises unless every leaf of ``state`` is a floating-point vector ``(n,)`` (one example) and, given
+    ``cell`` and ``params``, has the structure, sizes and dtypes of the cell's state."""
     leaves = jax.tree_util.tree_leaves_with_path(state)
     if not leaves:
         raise TypeError(f"{fn}: `{arg}` has no array leaves.")
@@ -33,6 +35,8 @@ def check_state(fn: str, state: State, arg: str = "state") -> None:
                 f"{fn}: `{where}` must be one example's state, shape (n,), got {tuple(np.shape(leaf))}; "
                 f"use jax.vmap over batch dimensions."
             )
+    if cell is not None:
+        core.check_state(fn, cell.initial_state, params, state, (), arg=arg)
 
 
 def sizes(state: State) -> list[int]:
@@ -86,7 +90,7 @@ def check_inputs(fn: str, cell: Cell, params: Params, xs: Array, arg: str = "xs"
 
 def check_point(fn: str, cell: Cell, params: Params, state: State, x: Array) -> Array:
     """Checks one state (leaves ``(n,)``, float) and one input ``x: (I,)``; returns ``x`` as an array."""
-    check_state(fn, state)
+    check_state(fn, state, "state", cell, params)
     return check_inputs(fn, cell, params, x, "x", sequence=False)
 
 
@@ -102,7 +106,7 @@ def initial_state(fn: str, cell: Cell, params: Params, state: State | None) -> S
     """``state`` checked as one example's float state, or the cell's zero state when ``None``."""
     if state is None:
         state = cell.initial_state(params, ())
-    check_state(fn, state)
+    check_state(fn, state, "state", cell, params)
     return state
 
 
@@ -113,6 +117,21 @@ def step_fn(cell: Cell, params: Params, like: State):
         return flatten(cell.transition(params, unflatten(like, vec), z))
 
     return f
+
+
+def check_square(fn: str, matrix: Array, *, batched: bool) -> Array:
+    """``matrix`` as an array, checked to be square, ``(S, S)`` (``(..., S, S)`` when ``batched``)."""
+    matrix = jnp.asarray(matrix)
+    if (matrix.ndim < 2 if batched else matrix.ndim != 2) or matrix.shape[-1] != matrix.shape[-2]:
+        want = "(..., S, S)" if batched else "(S, S)"
+        raise ValueError(f"{fn}: `matrix` must be a square matrix {want}, got shape {tuple(matrix.shape)}.")
+    return matrix
+
+
+def check_count(fn: str, arg: str, value: Any, *, low: int) -> None:
+    """Raises unless ``value`` is an int (not a bool) of at least ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{fn}: `{arg}` must be an int >= {low}, got {value!r}.")
 
 
 def concrete(x: Any) -> Any:

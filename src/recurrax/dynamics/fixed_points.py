@@ -93,8 +93,10 @@ def minimize_speed(
     """
     fn = "dynamics.minimize_speed"
     x = _flat.check_inputs(fn, cell, params, x, "x", sequence=False)
+    _flat.check_count(fn, "num_steps", num_steps, low=0)
+    _flat.check_count(fn, "newton_steps", newton_steps, low=0)
     like = jax.tree.map(lambda s: s[0], states)
-    _flat.check_state(fn, like, "states[i]")
+    _flat.check_state(fn, like, "states[i]", cell, params)
     if optimizer is None:
         optimizer = optax.adam(optax.cosine_decay_schedule(1e-2, max(num_steps, 1), alpha=1e-3))
     f = _flat.step_fn(cell, params, like)
@@ -133,6 +135,7 @@ def linearize(cell: Cell, params: Params, state: State, x: Array) -> Linearizati
 
 def linearize_matrix(matrix: Array) -> Linearization:
     """:class:`Linearization` of a map's Jacobian ``matrix: (S, S)`` (e.g. ``StepJacobian.matrix``)."""
+    matrix = _flat.check_square("dynamics.linearize_matrix", matrix, batched=False)
     eigenvalues, eigenvectors = jnp.linalg.eig(matrix)
     order = jnp.argsort(-jnp.abs(eigenvalues))
     eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order]

@@ -115,6 +115,7 @@ def jacobian_product_norms(
     fn = "dynamics.jacobian_product_norms"
     if method not in ("auto", "explicit", "power"):
         raise ValueError(f"{fn}: `method` must be 'auto', 'explicit' or 'power', got {method!r}.")
+    _flat.check_count(fn, "num_iters", num_iters, low=1)
     states = trajectory(cell, params, xs, state)
     like = jax.tree.map(lambda s: s[0], states)
     size = sum(_flat.sizes(like))

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from recurrax.core import Array, Cell, Params, State
 from recurrax.dynamics import _flat
@@ -72,7 +73,9 @@ def lyapunov_spectrum(
     k = size if k is None else k
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= size:
         raise ValueError(f"{fn}: `k` must be an int in [1, S={size}] (the state size), got {k!r}.")
-    if not 0 <= burn_in < num_steps:
+    if num_steps == 0:
+        raise ValueError(f"{fn}: `xs` must have at least one step to average over, got T=0 (shape {xs.shape}).")
+    if isinstance(burn_in, bool) or not isinstance(burn_in, int | np.integer) or not 0 <= burn_in < num_steps:
         raise ValueError(f"{fn}: `burn_in` must lie in [0, T={num_steps}), got {burn_in!r}.")
     if on_nonfinite not in ("raise", "flag"):
         raise ValueError(f"{fn}: `on_nonfinite` must be 'raise' or 'flag', got {on_nonfinite!r}.")

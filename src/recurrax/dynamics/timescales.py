@@ -73,5 +73,6 @@ def gate_tau(gate: Array) -> Array:
 
 
 def jacobian_timescales(matrix: Array) -> Array:
-    """The time constants ``-1 / log |lambda|`` of a step Jacobian ``matrix: (S, S)``, slowest first."""
+    """The time constants ``-1 / log |lambda|`` of a step Jacobian ``matrix: (..., S, S)``, slowest first."""
+    matrix = _flat.check_square("dynamics.jacobian_timescales", matrix, batched=True)
     return -jnp.sort(-eigen_time_constants(jnp.linalg.eigvals(matrix)))

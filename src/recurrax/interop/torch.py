@@ -109,6 +109,11 @@ def _check_module(module: Any) -> str:
         raise TypeError(
             f"from_torch: expected a torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU, got {type(module).__name__}."
         )
+    if any(getattr(p, "is_meta", False) for p in module.parameters()):
+        raise ValueError(
+            f"from_torch: the {type(module).__name__}'s parameters are on the meta device and hold no values; "
+            "materialise them first (e.g. `module.to_empty(device='cpu')`, then initialise or load a state dict)."
+        )
     return mode
 
 
@@ -152,5 +157,9 @@ def _torch_dtype(module: Any):
 
 def _to_numpy(tensor: Any) -> np.ndarray:
     if hasattr(tensor, "detach"):
-        tensor = tensor.detach().cpu().numpy()
+        tensor = tensor.detach().cpu()
+        if str(tensor.dtype) == "torch.bfloat16":
+            # NumPy has no bfloat16; the float32 detour is exact both ways.
+            return tensor.float().numpy().astype(jnp.bfloat16)
+        tensor = tensor.numpy()
     return np.asarray(tensor)
