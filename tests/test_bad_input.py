@@ -8,6 +8,8 @@ class of bad input; sizes are tiny (B=2, T=4, I=3, H=5).
 
 import functools
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -443,6 +445,56 @@ class TestScanOptions:
     def test_scan_of_a_layer(self):
         with _raises(TypeError, "`cell`", "recurrax.Cell", "Layer"):
             rx.scan(rx.stacked([CELLS["gru"]]), (PARAMS["gru"],), XS)
+
+
+class TestKeys:
+    @pytest.mark.parametrize(
+        "key", [None, 3, np.zeros(3, np.uint32), np.float32(0.5)], ids=["none", "int", "u32x3", "f32"]
+    )
+    @pytest.mark.parametrize("name", ["gru", "lstm", "lru"])
+    def test_init_without_a_key(self, name, key):
+        with _raises(TypeError, "`key`", "PRNG key"):
+            CELLS[name].init(key, I)
+
+    def test_raw_and_typed_keys_agree(self):
+        raw, typed = CELLS["gru"].init(jax.random.PRNGKey(0), I), CELLS["gru"].init(jax.random.key(0), I)
+        _close(raw, typed, rtol=0, atol=0)
+
+
+# Run where a crash could happen: a kernel reading past its buffers would take pytest down with it.
+NATIVE_OPERANDS = """
+import jax.numpy as jnp
+from recurrax.backends.cpu import native
+from recurrax.backends.cpu.build import load
+if load() is None:
+    print("NO KERNELS"); raise SystemExit
+T, N, I, H = 3, 2, 4, 16
+z = lambda *s: jnp.zeros(s, jnp.float32)
+lstm = dict(w_i=z(I, 4 * H), b=z(4 * H), w_h=z(H, 4 * H), xs=z(T, N, I), h0=z(N, H), c0=z(N, H))
+gru = dict(w_i=z(I, 3 * H), b=z(3 * H), w_h=z(H, 3 * H), b_hn=z(H), xs=z(T, N, I), h0=z(N, H))
+cases = [(native.lstm_sequence, lstm, bad) for bad in (
+    dict(w_h=z(H, 3 * H)), dict(h0=z(N + 1, H)), dict(c0=z(N, H + 16)), dict(b=z(H)), dict(xs=z(T, N)),
+    dict(h0=z(N, 12), c0=z(N, 12)), dict(w_i=z(I, 4 * H).astype(jnp.float16)),
+)] + [(native.gru_sequence, gru, bad) for bad in (
+    dict(b_hn=z(2 * H)), dict(w_h=z(2 * H, 3 * H)), dict(xs=z(T, N + 1, I)),
+)]
+for fn, good, bad in cases:
+    try:
+        fn(**{**good, **bad})
+    except (ValueError, TypeError) as err:
+        assert any(f"`{k}`" in str(err) for k in ("xs", "h0", "c0", "w_i", "w_h", "b", "b_hn")), err
+    else:
+        raise AssertionError(f"accepted {list(bad)}")
+print("REFUSED", len(cases))
+"""
+
+
+def test_native_kernels_refuse_inconsistent_operands_without_crashing():
+    done = subprocess.run([sys.executable, "-c", NATIVE_OPERANDS], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if "NO KERNELS" in done.stdout:
+        pytest.skip("the native kernels could not be built here")
+    assert "REFUSED 10" in done.stdout, done.stdout
 
 
 # ================================================================================================ 6. lengths

@@ -163,6 +163,10 @@ def make_cell(
         check_params(name, expected_params(int(size)), params)
         return int(size)
 
+    def checked_init(key: PRNGKey, input_size: int) -> Params:
+        check_key(name, key)
+        return init(key, input_size)
+
     def checked_project(params: Params, x: Array) -> Array:
         x = jnp.asarray(x)
         check_input(name, x, checked_input_size(params), arg="x")
@@ -183,7 +187,7 @@ def make_cell(
             raise ValueError(f"{name}: a Structure has a `recurrence` exactly when its kind is 'linear'.")
         structure = structure._replace(of=(checked_project, transition))
     return Cell(
-        init=init,
+        init=checked_init,
         initial_state=initial_state,
         step=step,
         project=checked_project,
@@ -215,6 +219,17 @@ def check_params(name: str, expected: Any, params: Params) -> None:
         dtype = jnp.result_type(got[key])
         if not jnp.issubdtype(dtype, jnp.inexact):
             raise TypeError(f"{name}: `params{key}` must be floating-point, got dtype {dtype}.")
+
+
+def check_key(name: str, key: Any, arg: str = "key") -> None:
+    """Raises unless ``key`` is a PRNG key: a typed key (``jax.random.key``) or a raw ``uint32[2]`` one."""
+    dtype = getattr(key, "dtype", None)
+    if isinstance(key, jax.Array | np.ndarray) and (
+        jnp.issubdtype(dtype, jax.dtypes.prng_key) or (dtype == np.uint32 and np.shape(key)[-1:] == (2,))
+    ):
+        return
+    got = f"{type(key).__name__} of dtype {dtype}, shape {np.shape(key)}" if dtype is not None else repr(key)
+    raise TypeError(f"{name}: `{arg}` must be a PRNG key, e.g. jax.random.key(0), got {got}.")
 
 
 def check_param_leaves(name: str, params: Params) -> None:

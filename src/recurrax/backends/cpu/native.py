@@ -64,6 +64,29 @@ def _restored_tangents(reset: tuple | None, dreset: tuple | None, like: Array, f
     return tuple(dense(d, r) for d, r in zip(dreset[1:], reset[1:]))
 
 
+def _check_operands(fn: str, gates: int, xs: Array, h0: Array, reset: tuple | None, **named: Array) -> None:
+    """Raises unless the operands agree with ``xs: (T, N, I)`` and ``h0: (N, H)``: the kernels read their buffers
+    by these sizes, so a mismatch would read past them instead of failing."""
+    if jnp.ndim(xs) != 3 or jnp.ndim(h0) != 2:
+        raise ValueError(f"{fn}: `xs` must be (T, N, I) and `h0` (N, H), got {jnp.shape(xs)} and {jnp.shape(h0)}.")
+    (num_steps, rows, inputs), hidden = jnp.shape(xs), jnp.shape(h0)[1]
+    if hidden % HIDDEN_MULTIPLE or jnp.shape(h0)[0] != rows:
+        raise ValueError(
+            f"{fn}: `h0` must be (N={rows}, H) with H a multiple of {HIDDEN_MULTIPLE}, got {jnp.shape(h0)}."
+        )
+    want = {"w_i": (inputs, gates * hidden), "b": (gates * hidden,), "w_h": (hidden, gates * hidden)}
+    want |= {"c0": (rows, hidden), "b_hn": (hidden,)}
+    if reset is not None:
+        named = {**named, "reset[0]": reset[0], **{f"reset[{i}]": r for i, r in enumerate(reset[1:], 1)}}
+        want |= {"reset[0]": (num_steps, rows)} | {f"reset[{i}]": (rows, hidden) for i in range(1, len(reset))}
+    for arg, value in {"xs": xs, "h0": h0, **named}.items():
+        if arg in want and tuple(jnp.shape(value)) != want[arg]:
+            raise ValueError(f"{fn}: `{arg}` must have shape {want[arg]}, got {tuple(jnp.shape(value))}.")
+        dtype = jnp.result_type(value)
+        if not arg.startswith("reset[0") and dtype != jnp.float32:
+            raise TypeError(f"{fn}: `{arg}` must be float32 (the kernels' only dtype), got {dtype}.")
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
 def lstm_sequence(
     w_i: Array, b: Array, w_h: Array, xs: Array, h0: Array, c0: Array, unroll: int = 1, reset: tuple | None = None
@@ -78,6 +101,7 @@ def lstm_sequence(
 
     Reverse mode runs the native backward pass; forward mode, :func:`recurrax.backends.xla.lstm_tangent_scan`.
     """
+    _check_operands("native.lstm_sequence", 4, xs, h0, reset, w_i=w_i, b=b, w_h=w_h, c0=c0)
     xs, w_i, zs = _operands(*swap(xs), w_i)
     return swap(*native_lstm.forward(xs, w_i, b, w_h, h0, c0, zs, _kernel_resets(reset, h0, 2))[:2])
 
@@ -110,6 +134,7 @@ def gru_sequence(
 
     Reverse mode runs the native backward pass; forward mode, :func:`recurrax.backends.xla.gru_tangent_scan`.
     """
+    _check_operands("native.gru_sequence", 3, xs, h0, reset, w_i=w_i, b=b, w_h=w_h, b_hn=b_hn)
     xs, w_i, zs = _operands(*swap(xs), w_i)
     return swap(native_gru.forward(xs, w_i, b, w_h, b_hn, h0, zs, _kernel_resets(reset, h0, 1))[0])[0]
 
