@@ -162,8 +162,9 @@ class Case(NamedTuple):
     step: Callable[..., tuple]
 
 
-def _proj(H: int) -> int:
-    return max(1, H // 2)
+def _proj(H: int) -> int | None:
+    # PyTorch (and recurrax) need proj_size < hidden_size, so at H = 1 the case has no projection.
+    return H // 2 or None
 
 
 CLIP = 0.5
