@@ -14,6 +14,7 @@ xla_lstm       the plain LSTM (XLA, sequence derivative) any          any      a
 xla_gru        the plain GRU (XLA, sequence derivative)  any          any      never (only when named)
 associative    linear recurrences (min_gru, lru, ...)    any          any      GPU/TPU (tuning.LINEAR_AUTO)
 chunked        linear recurrences, chunked               any          any      where LINEAR_AUTO says
+newton         every real-state cell, Newton in parallel any          any      never (only when named)
 sequential     every cell: ``lax.scan`` of its functions any          any      always (the last resort)
 ============== ========================================= ============ ======== ============================
 
@@ -33,12 +34,13 @@ from recurrax.backends.cpu import GRU as NATIVE_GRU
 from recurrax.backends.cpu import LSTM as NATIVE_LSTM
 from recurrax.backends.gpu import CUDNN_LSTM
 from recurrax.backends.linear import ASSOCIATIVE, CHUNKED
+from recurrax.backends.nonlinear import NEWTON, newton
 from recurrax.backends.sequential import BACKEND as SEQUENTIAL
 from recurrax.backends.xla import GRU as XLA_GRU
 from recurrax.backends.xla import LSTM as XLA_LSTM
 from recurrax.core import Array, Cell, Params, State
 
-__all__ = ["TABLE", "Backend", "Request", "available", "get", "request", "select", "tuning", "which"]
+__all__ = ["TABLE", "Backend", "Request", "available", "get", "newton", "request", "select", "tuning", "which"]
 
 TABLE: tuple[Backend, ...] = (
     NATIVE_LSTM,
@@ -48,6 +50,7 @@ TABLE: tuple[Backend, ...] = (
     XLA_GRU,
     ASSOCIATIVE,
     CHUNKED,
+    NEWTON,
     SEQUENTIAL,
 )
 """Every backend, in the order ``auto`` tries them; ``sequential`` runs anything and comes last."""

@@ -10,7 +10,8 @@ named fields stay visible in the results (``.h`` and ``.c`` for an LSTM).
 - :func:`gradient_flow`: ``dL / d s_t`` for every ``t`` in one reverse pass, split by field;
   :func:`jacobian_product_norms`: ``|| d s_T / d s_t ||_2``.
 - :func:`perturbation_response`: how long a kick to ``h`` or ``c`` is remembered.
-- :func:`lyapunov_spectrum`: QR re-orthonormalisation, burn-in, finite-time exponents.
+- :func:`lyapunov_spectrum`: QR re-orthonormalisation, burn-in, finite-time exponents;
+  :func:`parallelizability`: whether Newton's method (``backend="newton"``) can solve a run in parallel.
 - :func:`find_fixed_points` (:func:`minimize_speed`, :func:`linearize`): fixed and slow points.
 - :func:`gate_timescales`, :func:`jacobian_timescales`: memory timescales from gates and eigenvalues.
 """
@@ -40,6 +41,7 @@ from recurrax.dynamics.jacobians import (
     step_jacobians,
 )
 from recurrax.dynamics.lyapunov import LyapunovSpectrum, lyapunov_spectrum
+from recurrax.dynamics.parallelizability import Parallelizability, parallelizability
 from recurrax.dynamics.perturbation import PerturbationResponse, field_perturbation, perturbation_response
 from recurrax.dynamics.timescales import GateTimescales, gate_tau, gate_timescales, jacobian_timescales, retention_gate
 from recurrax.dynamics.trajectory import trajectory
@@ -55,6 +57,7 @@ __all__ = [
     "InputJacobian",
     "Linearization",
     "LyapunovSpectrum",
+    "Parallelizability",
     "PerturbationResponse",
     "ProductNorms",
     "StepJacobian",
@@ -73,6 +76,7 @@ __all__ = [
     "linearize_matrix",
     "lyapunov_spectrum",
     "minimize_speed",
+    "parallelizability",
     "perturbation_response",
     "retention_gate",
     "speed",
