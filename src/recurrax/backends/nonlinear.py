@@ -213,7 +213,7 @@ class _Problem(NamedTuple):
         lead = s_prev.ndim - 1 - self.nb
         prev = self.flat.unflatten(s_prev)
         if reset is not None:
-            prev = restore(reset, prev, reset_state)
+            prev = restore(reset, prev, jax.tree.map(lambda r, p: jnp.broadcast_to(r, p.shape), reset_state, prev))
         new = self.cell.transition(params, prev, z)
         if valid is not None:
             new = jax.tree.map(lambda n, p: where_valid(valid, n, p), new, prev)

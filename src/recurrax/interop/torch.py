@@ -1,4 +1,4 @@
-"""Exact weight conversion from ``torch.nn.RNN``, ``torch.nn.LSTM`` and ``torch.nn.GRU``.
+"""Exact weight conversion from and to ``torch.nn.RNN``, ``torch.nn.LSTM`` and ``torch.nn.GRU`` (and their ``*Cell``).
 
 PyTorch computes ``x @ W_ih.T + b_ih + h @ W_hh.T + b_hh`` with gate blocks stacked along the rows
 of ``W``; recurrax keeps ``w_i = W_ih.T`` and ``w_h = W_hh.T`` (gate blocks side by side, in the same
@@ -14,12 +14,20 @@ Layout of the result:
     bidirectional.
 
 recurrax is batch-major: a module with ``batch_first=False`` is called on ``(T, B, I)``, so pass
-``time_major=True`` (or transpose) to get the same layout.
+``time_major=True`` (or transpose) to get the same layout. ``torch.nn.RNNCell``, ``LSTMCell`` and
+``GRUCell`` convert to ``(cell, params)``, run with ``cell.step``.
+
+:func:`to_torch` is the inverse: it builds the module (``batch_first=True``) from a cell or from the
+layers above, with all of recurrax's ``b`` in ``b_ih`` and zeros in ``b_hh`` but for the GRU's
+``b_hn``, so ``from_torch(to_torch(layer, params))`` gives back ``params`` exactly. What torch cannot
+compute (layer norm, peepholes, a cell clip, a reset-before GRU, a compute ``dtype``, other cells,
+residual stacks, other merges) is refused by name.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,28 +36,34 @@ import numpy as np
 from recurrax.cells.elman import elman
 from recurrax.cells.gru import gru
 from recurrax.cells.lstm import lstm
-from recurrax.core import Cell, LSTMState, Params, RNNState, State
+from recurrax.core import Cell, LSTMState, Params, RNNState, State, make_cell
 from recurrax.layers import BidirectionalState, Layer, bidirectional, stacked
 
+if TYPE_CHECKING:
+    import torch
+
 _MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
+_CELL_MODULES = {"RNNCell": None, "LSTMCell": "LSTM", "GRUCell": "GRU"}
 
 
 def from_torch(module: Any) -> tuple[Cell | Layer, Params]:
-    """Converts a ``torch.nn.RNN/LSTM/GRU`` (any ``num_layers``, ``bidirectional``, ``proj_size``).
+    """Converts a ``torch.nn.RNN/LSTM/GRU`` (any ``num_layers``, ``bidirectional``, ``proj_size``) or ``*Cell``.
 
     Args:
       module: the torch module; its weights are copied (float32 or float64, as stored).
 
     Returns:
-      ``(cell, params)`` for a single unidirectional layer, else ``(layer, params)``; the outputs and
-      final states equal the module's to float rounding.
+      ``(cell, params)`` for a ``*Cell`` or a single unidirectional layer, else ``(layer, params)``; the
+      outputs and final states equal the module's to float rounding.
     """
     mode = _check_module(module)
-    num_dirs = 2 if module.bidirectional else 1
     cell = _cell_for(module, mode)
+    if _is_cell_module(module):
+        return cell, _cell_params(module, mode, "")
+    num_dirs = 2 if module.bidirectional else 1
     layer_params = []
     for layer in range(module.num_layers):
-        dirs = [_cell_params(module, mode, layer, "_reverse" * d) for d in range(num_dirs)]
+        dirs = [_cell_params(module, mode, f"_l{layer}" + "_reverse" * d) for d in range(num_dirs)]
         layer_params.append({"forward": dirs[0], "backward": dirs[1]} if num_dirs == 2 else dirs[0])
     if module.num_layers == 1 and num_dirs == 1:
         return cell, layer_params[0]
@@ -59,8 +73,87 @@ def from_torch(module: Any) -> tuple[Cell | Layer, Params]:
     return stacked([unit] * module.num_layers, dropout=float(module.dropout)), tuple(layer_params)
 
 
+def to_torch(
+    cell_or_layer: Cell | Layer, params: Params, *, module: Literal["layer", "cell"] = "layer"
+) -> torch.nn.Module:
+    """Builds the ``torch.nn.RNN/LSTM/GRU`` (or ``*Cell``) computing what ``cell_or_layer`` computes.
+
+    The inverse of :func:`from_torch`. It takes a cell of :func:`recurrax.elman` (``jnp.tanh`` or
+    ``jax.nn.relu``), :func:`recurrax.lstm` (with or without ``proj_size``) or :func:`recurrax.gru`
+    (``reset_after=True``), and the layers :func:`from_torch` builds: :func:`recurrax.bidirectional`
+    pairs (``merge="concat"``) and :func:`recurrax.stacked` stacks of such cells or pairs, all alike.
+
+    Args:
+      cell_or_layer: the cell or layer.
+      params: its params, copied exactly (the module takes their dtype: float32, float64, bfloat16 or
+        float16). ``b`` goes to ``b_ih``; ``b_hh`` is zeros but for the GRU's ``b_hn`` in its last block.
+      module: ``"layer"``: ``torch.nn.RNN/LSTM/GRU`` with ``batch_first=True`` (recurrax is batch-major),
+        called on ``(B, T, I)``. ``"cell"``: ``torch.nn.RNNCell/LSTMCell/GRUCell``, for a single cell
+        without ``proj_size``, called on ``(B, I)`` as ``cell.step`` is.
+
+    Returns:
+      The module in eval mode, so a stack's dropout is off as in ``apply`` without a ``key`` (call
+      ``.train()`` to turn it on); its outputs and :func:`state_to_torch` states are recurrax's.
+
+    Raises:
+      ValueError: naming the option torch has no equivalent of (``layer_norm``, ``peephole``,
+        ``cell_clip``, ``reset_after=False``, ``activation``, a compute ``dtype``, ``residual``,
+        ``merge``, another cell) or the setting that differs between layers or directions.
+    """
+    torch = _import_torch()
+    if module not in ("layer", "cell"):
+        raise ValueError(f"to_torch: `module` must be 'layer' or 'cell', got {module!r}.")
+    grid, dropout = _grid(cell_or_layer, params)
+    first = grid[0][0]
+    num_layers, num_dirs = len(grid), len(grid[0])
+    torch_name = _TORCH_NAMES[first.kind]
+    dtype = getattr(torch, first.dtype)
+    kwargs: dict[str, Any] = {
+        "input_size": first.input_size,
+        "hidden_size": first.hidden_size,
+        "bias": first.bias,
+        "dtype": dtype,
+    }
+    if first.kind == "elman":
+        kwargs["nonlinearity"] = first.nonlinearity
+    if module == "cell":
+        if num_layers > 1 or num_dirs > 1:
+            raise ValueError(
+                f"to_torch: `module='cell'` builds a torch.nn.{torch_name}Cell from one cell, got "
+                f"{cell_or_layer.name} ({num_layers} layers, {num_dirs} directions); use module='layer'."
+            )
+        if first.proj_size:
+            raise ValueError(
+                f"to_torch: torch.nn.LSTMCell has no projection, but the lstm cell has `proj_size={first.proj_size}`; "
+                "use module='layer' (torch.nn.LSTM)."
+            )
+        built = getattr(torch.nn, torch_name + "Cell")(**kwargs)
+        units = {"": first}
+    else:
+        kwargs.update(num_layers=num_layers, bidirectional=num_dirs == 2, batch_first=True)
+        # torch warns about dropout on a single layer, where recurrax's has no effect either.
+        kwargs["dropout"] = dropout if num_layers > 1 else 0.0
+        if first.kind == "lstm":
+            kwargs["proj_size"] = first.proj_size
+        built = getattr(torch.nn, torch_name)(**kwargs)
+        units = {f"_l{i}" + "_reverse" * d: unit for i, row in enumerate(grid) for d, unit in enumerate(row)}
+    with torch.no_grad():
+        for suffix, unit in units.items():
+            for name, (source, value) in _torch_weights(unit).items():
+                target = getattr(built, name + suffix)
+                if tuple(target.shape) != value.shape:
+                    raise ValueError(
+                        f"to_torch: `{unit.where}{source}` must have shape {tuple(target.shape[::-1])} for "
+                        f"torch's `{name}{suffix}`, got {value.shape[::-1]}."
+                    )
+                target.copy_(_to_tensor(torch, value, dtype))
+    return built.eval()
+
+
 def state_from_torch(module: Any, h0: Any, c0: Any | None = None) -> State:
     """Converts PyTorch's initial state ``h0 (L*D, B, P)`` (and ``c0 (L*D, B, H)``) to recurrax's.
+
+    For a ``*Cell`` module the state has no layer axis: ``h0 (B, H)`` (and ``c0 (B, H)``).
 
     Returns:
       The state layout of the object :func:`from_torch` returns for ``module``.
@@ -70,6 +163,8 @@ def state_from_torch(module: Any, h0: Any, c0: Any | None = None) -> State:
         raise ValueError(f"state_from_torch: `c0` is needed for an LSTM and only for it (module mode {mode}).")
     h0 = _to_numpy(h0)
     c0 = None if c0 is None else _to_numpy(c0)
+    if _is_cell_module(module):
+        return RNNState(jnp.asarray(h0)) if c0 is None else LSTMState(jnp.asarray(h0), jnp.asarray(c0))
     num_dirs = 2 if module.bidirectional else 1
     expected = module.num_layers * num_dirs
     for arg, value in (("h0", h0), ("c0", c0)):
@@ -91,8 +186,13 @@ def state_from_torch(module: Any, h0: Any, c0: Any | None = None) -> State:
 
 
 def state_to_torch(module: Any, state: State) -> tuple[np.ndarray, ...]:
-    """Converts a recurrax final state back to PyTorch's ``h_n`` (and ``c_n``), stacked ``(L*D, ...)``."""
+    """Converts a recurrax final state back to PyTorch's ``h_n`` (and ``c_n``), stacked ``(L*D, ...)``.
+
+    For a ``*Cell`` module: its ``h`` (and ``c``) as they are, ``(B, H)``.
+    """
     mode = _check_module(module)
+    if _is_cell_module(module):
+        return tuple(np.asarray(part) for part in (state if mode == "LSTM" else (state.h,)))
     layers = [state] if module.num_layers == 1 else list(state)
     flat = []
     for layer_state in layers:
@@ -103,12 +203,22 @@ def state_to_torch(module: Any, state: State) -> tuple[np.ndarray, ...]:
     return h_n, np.stack([np.asarray(s.c) for s in flat])
 
 
+def _is_cell_module(module: Any) -> bool:
+    # By class name along the MRO, so subclasses convert and the check itself never imports torch.
+    return any(t.__name__ in _CELL_MODULES and t.__module__.startswith("torch.nn") for t in type(module).__mro__)
+
+
 def _check_module(module: Any) -> str:
-    mode = getattr(module, "mode", None)
-    if mode not in _MODES or not hasattr(module, "num_layers"):
-        raise TypeError(
-            f"from_torch: expected a torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU, got {type(module).__name__}."
-        )
+    if _is_cell_module(module):
+        name = next(t.__name__ for t in type(module).__mro__ if t.__name__ in _CELL_MODULES)
+        mode = _CELL_MODULES[name] or ("RNN_TANH" if module.nonlinearity == "tanh" else "RNN_RELU")
+    else:
+        mode = getattr(module, "mode", None)
+        if mode not in _MODES or not hasattr(module, "num_layers"):
+            raise TypeError(
+                "from_torch: expected a torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU, or an RNNCell, LSTMCell or "
+                f"GRUCell, got {type(module).__name__}."
+            )
     if any(getattr(p, "is_meta", False) for p in module.parameters()):
         raise ValueError(
             f"from_torch: the {type(module).__name__}'s parameters are on the meta device and hold no values; "
@@ -129,9 +239,9 @@ def _cell_for(module: Any, mode: str) -> Cell:
     return elman(hidden, activation=activation, use_bias=bias, param_dtype=dtype)
 
 
-def _cell_params(module: Any, mode: str, layer: int, suffix: str) -> dict[str, jax.Array]:
+def _cell_params(module: Any, mode: str, suffix: str) -> dict[str, jax.Array]:
     def weight(name: str) -> np.ndarray:
-        full = f"{name}_l{layer}{suffix}"
+        full = f"{name}{suffix}"
         if not hasattr(module, full):
             raise ValueError(f"from_torch: the module has no parameter `{full}`.")
         return _to_numpy(getattr(module, full))
@@ -163,3 +273,265 @@ def _to_numpy(tensor: Any) -> np.ndarray:
             return tensor.float().numpy().astype(jnp.bfloat16)
         tensor = tensor.numpy()
     return np.asarray(tensor)
+
+
+# --------------------------------------------------------------------------------------------- to_torch
+
+_TORCH_NAMES = {"elman": "RNN", "lstm": "LSTM", "gru": "GRU"}
+# What each cell's `transition` and inner `project` close over. A cell whose functions close over
+# anything else was not built by recurrax.elman/lstm/gru as they are now (a wrapper, a replaced function,
+# a newer option), and is refused rather than exported with an option silently dropped.
+_CLOSES_OVER = {
+    "elman": ({"activation", "dtype"}, {"dtype", "use_bias"}),
+    "lstm": ({"cell_clip", "dtype", "layer_norm", "peephole", "proj_size"}, {"dtype", "layer_norm", "use_bias"}),
+    "gru": ({"H", "dtype", "reset_after", "use_bias"}, {"dtype", "use_bias"}),
+}
+_LAYERS = ("as_layer", "stacked", "bidirectional")
+_DTYPES = ("float32", "float64", "bfloat16", "float16")
+
+
+class _Unit(NamedTuple):
+    """One cell of the torch module: a layer's direction, with its settings read off the cell and params."""
+
+    kind: str
+    nonlinearity: str | None
+    input_size: int
+    hidden_size: int
+    proj_size: int
+    bias: bool
+    dtype: str
+    params: dict[str, np.ndarray]
+    where: str
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError as err:
+        raise ImportError("to_torch: PyTorch is not installed (`pip install torch`).") from err
+    return torch
+
+
+def _grid(obj: Any, params: Params) -> tuple[list[list[_Unit]], float]:
+    """The units of ``obj`` as ``[layer][direction]``, checked alike, and the stack's dropout rate."""
+    if isinstance(obj, Cell):
+        grid, dropout = [[_unit(obj, params, "params")]], 0.0
+    elif isinstance(obj, Layer):
+        kind, env = _layer_kind(obj)
+        if kind == "as_layer":
+            grid, dropout = [[_unit(env["cell"], params, "params")]], 0.0
+        elif kind == "bidirectional":
+            grid, dropout = [_directions(obj, env, params, "params")], 0.0
+        else:
+            grid, dropout = _stack(env, params), float(env["dropout"])
+    else:
+        raise TypeError(f"to_torch: `cell_or_layer` must be a recurrax.Cell or Layer, got {type(obj).__name__}.")
+    first = grid[0][0]
+    for row in grid:
+        if len(row) != len(grid[0]):
+            raise ValueError(
+                f"to_torch: a torch RNN is bidirectional in every layer or in none, but `{first.where}` has "
+                f"{len(grid[0])} direction(s) and `{row[0].where}` {len(row)}."
+            )
+        for unit in row:
+            for field in ("kind", "nonlinearity", "hidden_size", "proj_size", "bias", "dtype"):
+                if getattr(unit, field) != getattr(first, field):
+                    what = "cell" if field == "kind" else f"`{field}`"
+                    raise ValueError(
+                        f"to_torch: a torch RNN has one {what} for every layer and direction, but "
+                        f"`{first.where}` has {getattr(first, field)!r} and `{unit.where}` {getattr(unit, field)!r}."
+                    )
+    outputs = len(grid[0]) * (first.proj_size or first.hidden_size)
+    for i, row in enumerate(grid):
+        for unit in row:
+            want = first.input_size if i == 0 else outputs
+            if unit.input_size != want:
+                seen = "the inputs" if i == 0 else f"the {want} outputs of layer {i - 1}"
+                raise ValueError(
+                    f"to_torch: `{unit.where}['w_i']` must have {want} rows ({seen}), got {unit.input_size}."
+                )
+    return grid, dropout
+
+
+def _layer_kind(layer: Layer) -> tuple[str, dict[str, Any]]:
+    """Which of recurrax's layer builders made ``layer``, and what its ``apply`` closes over."""
+    apply = layer.apply
+    kind = getattr(apply, "__qualname__", "").removesuffix(".<locals>.apply")
+    if getattr(apply, "__module__", None) != "recurrax.layers" or kind not in _LAYERS:
+        raise ValueError(
+            f"to_torch: cannot tell what the layer {layer.name!r} computes; it converts cells and the layers of "
+            "recurrax.stacked and recurrax.bidirectional (as from_torch builds them)."
+        )
+    return kind, _closure(apply)
+
+
+def _stack(env: dict[str, Any], params: Params) -> list[list[_Unit]]:
+    if env["residual"]:
+        raise ValueError(
+            "to_torch: torch's multi-layer RNNs have no residual connections, but the stack was built with "
+            "`residual=True`."
+        )
+    parts = env["parts"]
+    if not isinstance(params, (tuple, list)) or len(params) != len(parts):
+        is_seq = isinstance(params, (tuple, list))
+        got = f"a {type(params).__name__} of length {len(params)}" if is_seq else type(params).__name__
+        raise ValueError(f"to_torch: `params` must be a tuple with one entry per layer ({len(parts)}), got {got}.")
+    grid = []
+    for i, (part, p) in enumerate(zip(parts, params)):
+        kind, sub = _layer_kind(part)
+        if kind == "as_layer":
+            grid.append([_unit(sub["cell"], p, f"params[{i}]")])
+        elif kind == "bidirectional":
+            grid.append(_directions(part, sub, p, f"params[{i}]"))
+        else:
+            raise ValueError(
+                f"to_torch: layer {i} of the stack is itself a stack ({part.name}); each layer of a torch RNN is "
+                "one cell or a bidirectional pair of cells."
+            )
+    return grid
+
+
+def _directions(layer: Layer, env: dict[str, Any], params: Params, where: str) -> list[_Unit]:
+    merge = env["merge"]
+    if not (isinstance(merge, str) and merge == "concat"):
+        raise ValueError(
+            f"to_torch: a bidirectional torch RNN concatenates its directions (merge='concat'), but {layer.name} "
+            f"has `merge={merge!r}`."
+        )
+    if not (isinstance(params, Mapping) and set(params) == {"forward", "backward"}):
+        got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+        raise ValueError(f"to_torch: `{where}` must be a dict with keys ['backward', 'forward'], got {got}.")
+    units = []
+    for direction, closed in (("forward", "fwd"), ("backward", "bwd")):
+        kind, sub = _layer_kind(env[closed])
+        if kind != "as_layer":
+            raise ValueError(
+                f"to_torch: the {direction} direction of {layer.name} is a layer ({env[closed].name}); each "
+                "direction of a torch RNN is one cell."
+            )
+        units.append(_unit(sub["cell"], params[direction], f"{where}['{direction}']"))
+    return units
+
+
+def _unit(cell: Cell, params: Params, where: str) -> _Unit:
+    """The settings of one recurrax cell as torch's, refusing the options torch has no equivalent of."""
+    options = _cell_options(cell)
+    kind = cell.name
+    built = f"the {kind} cell has" if where == "params" else f"the {kind} cell of `{where}` has"
+    if options["dtype"] is not None:
+        raise ValueError(
+            f"to_torch: a torch module computes in its parameter dtype, but {built} the compute "
+            f"`dtype={jnp.dtype(options['dtype']).name}`."
+        )
+    nonlinearity = None
+    if kind == "elman":
+        activation = options["activation"]
+        nonlinearity = "tanh" if activation is jnp.tanh else "relu" if activation is jax.nn.relu else None
+        if nonlinearity is None:
+            shown = getattr(activation, "__name__", repr(activation))
+            raise ValueError(
+                f"to_torch: torch.nn.RNN's nonlinearity is 'tanh' or 'relu' (jnp.tanh, jax.nn.relu), but {built} "
+                f"`activation={shown}`."
+            )
+    elif kind == "lstm":
+        for option, lacks in (("layer_norm", "layer norm"), ("peephole", "peepholes")):
+            if options[option]:
+                raise ValueError(f"to_torch: torch.nn.LSTM has no {lacks}, but {built} `{option}=True`.")
+        if options["cell_clip"] is not None:
+            raise ValueError(
+                f"to_torch: torch.nn.LSTM has no cell clip, but {built} `cell_clip={options['cell_clip']}`."
+            )
+    elif not options["reset_after"]:
+        raise ValueError(
+            "to_torch: torch.nn.GRU applies the reset gate after the recurrent matmul (reset_after=True), but "
+            f"{built} `reset_after=False`."
+        )
+    arrays = _checked_params(cell, params, where)
+    dtypes = sorted({a.dtype.name for a in arrays.values()})
+    if len(dtypes) > 1 or dtypes[0] not in _DTYPES:
+        raise ValueError(
+            f"to_torch: a torch module holds one dtype out of {list(_DTYPES)}, but `{where}` has dtype(s) {dtypes}."
+        )
+    gates = {"elman": 1, "lstm": 4, "gru": 3}[kind]
+    return _Unit(
+        kind=kind,
+        nonlinearity=nonlinearity,
+        input_size=arrays["w_i"].shape[0],
+        hidden_size=arrays["w_h"].shape[1] // gates,
+        proj_size=arrays["w_proj"].shape[1] if "w_proj" in arrays else 0,
+        bias="b" in arrays,
+        dtype=dtypes[0],
+        params=arrays,
+        where=where,
+    )
+
+
+def _cell_options(cell: Cell) -> dict[str, Any]:
+    """The construction options of a recurrax elman/lstm/gru cell, read from what its functions close over."""
+    if cell.name not in _CLOSES_OVER:
+        raise ValueError(
+            f"to_torch: torch has no equivalent of recurrax's `{cell.name}` cell; the elman (tanh or relu), lstm "
+            "and gru cells convert."
+        )
+    project = _closure(cell.project).get("project")
+    step = _closure(cell.step)
+    transition_vars, project_vars = _CLOSES_OVER[cell.name]
+    # make_cell derives `step` from the two and gives the default `output`; anything else was swapped in.
+    made = (
+        getattr(cell.step, "__qualname__", None) == "make_cell.<locals>.step"
+        and step.get("transition") is cell.transition
+        and step.get("project") is project
+        and cell.output is (make_cell.__kwdefaults__ or {}).get("output")
+    )
+    if not made or set(_closure(cell.transition)) != transition_vars or set(_closure(project)) != project_vars:
+        raise ValueError(
+            f"to_torch: cannot tell what this `{cell.name}` cell computes: its functions are not the ones "
+            f"recurrax.{cell.name} builds (a wrapper, or a function replaced with `_replace`)."
+        )
+    return {**_closure(project), **_closure(cell.transition)}
+
+
+def _checked_params(cell: Cell, params: Params, where: str) -> dict[str, np.ndarray]:
+    w_i = params.get("w_i") if isinstance(params, Mapping) else None
+    if np.ndim(w_i) != 2:
+        got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+        raise ValueError(
+            f"to_torch: `{where}` must be the params of its {cell.name} cell (from `cell.init`), got {got}."
+        )
+    try:
+        # The cell's own check: the keys and shapes its `init` gives.
+        jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct((1, np.shape(w_i)[0]), jnp.float32))
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"to_torch: `{where}` does not fit its cell: {err}") from err
+    return {k: np.asarray(v) for k, v in params.items()}
+
+
+def _torch_weights(unit: _Unit) -> dict[str, tuple[str, np.ndarray]]:
+    """torch's parameter names (without the layer suffix) -> (the recurrax source, the value in torch's layout)."""
+    p = unit.params
+    out = {"weight_ih": ("['w_i']", p["w_i"].T), "weight_hh": ("['w_h']", p["w_h"].T)}
+    if "w_proj" in p:
+        out["weight_hr"] = ("['w_proj']", p["w_proj"].T)
+    if unit.bias:
+        # from_torch adds the two biases; all of it on the input side inverts that exactly (b + 0 == b)...
+        b_hh = np.zeros_like(p["b"])
+        if unit.kind == "gru":
+            # ...but for b_hn, which the reset gate multiplies, so it stays on the recurrent side.
+            b_hh[2 * unit.hidden_size :] = p["b_hn"]
+        out["bias_ih"], out["bias_hh"] = ("['b']", p["b"]), ("['b']", b_hh)
+    return out
+
+
+def _to_tensor(torch: Any, value: np.ndarray, dtype: Any) -> Any:
+    if value.dtype == jnp.bfloat16:
+        # torch cannot read NumPy's bfloat16; the float32 detour is exact both ways.
+        value = value.astype(np.float32)
+    return torch.from_numpy(np.array(value, order="C")).to(dtype)
+
+
+def _closure(fn: Any) -> dict[str, Any]:
+    """The variables ``fn`` closes over, by name (empty for anything but a Python closure)."""
+    code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None)
+    if code is None or cells is None:
+        return {}
+    return {name: cell.cell_contents for name, cell in zip(code.co_freevars, cells)}
