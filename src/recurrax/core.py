@@ -15,6 +15,7 @@ A recurrent cell is a bundle of pure functions (in the spirit of
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -106,6 +107,12 @@ class Cell(NamedTuple):
       output: ``state -> h``, what the next layer sees.
       name: a short name used in error messages.
       structure: what ``project`` and ``transition`` compute (:class:`Structure`), or ``None``.
+      spec: the constructor and arguments that built the cell (:func:`constructor`), or ``None``.
+
+    Two cells built by the same constructor with the same arguments are equal and hash equal (so
+    ``jax.jit(f, static_argnums=...)`` caches hit for ``rx.gru(64)`` built anew), as long as neither had a
+    function replaced; any other cells are equal only when their functions are the same objects. A cell is a
+    pytree without leaves, so it may also be passed to ``jax.jit``-compiled functions as an ordinary argument.
     """
 
     init: Callable[[PRNGKey, int], Params]
@@ -116,6 +123,68 @@ class Cell(NamedTuple):
     output: Callable[[State], Array]
     name: str = "cell"
     structure: Structure | None = None
+    spec: Spec | None = None
+
+    def _identity(self) -> tuple:
+        built = tuple(self)[:-1]
+        spec = self.spec
+        if spec is not None and len(spec.built) == len(built) and all(a is b for a, b in zip(spec.built, built)):
+            return ("spec", spec.key)
+        return ("functions", *built)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Cell):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
+
+
+class Spec:
+    """What built a cell: ``key`` (constructor, arguments) compared and hashed, and ``built``, the cell's fields
+    as built (not compared: a cell equals another by ``key`` only while its fields are still these)."""
+
+    __slots__ = ("built", "key")
+
+    def __init__(self, key: tuple, built: tuple) -> None:
+        self.key, self.built = key, built
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Spec) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        return f"Spec{self.key!r}"
+
+
+# No leaves: a cell is static structure, carried whole in the treedef (so jit caches on its equality).
+jax.tree_util.register_pytree_node(Cell, lambda cell: ((), cell), lambda cell, _: cell)
+
+
+def constructor(fn: Callable[..., Cell]) -> Callable[..., Cell]:
+    """Decorates a cell constructor so the cells it builds carry their :class:`Spec` (see :class:`Cell`)."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def build(*args: Any, **kwargs: Any) -> Cell:
+        cell = fn(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        key = (fn.__module__, fn.__qualname__, tuple(bound.arguments.items()))
+        try:
+            hash(key)
+        except TypeError:  # an unhashable argument (an array): such cells are equal only to themselves
+            return cell
+        return cell._replace(spec=Spec(key, tuple(cell)[:-1]))
+
+    return build
 
 
 def structure_of(cell: Cell) -> Structure | None:

@@ -10,9 +10,10 @@ import jax.numpy as jnp
 
 from recurrax import init as _init
 from recurrax.cells._common import check_options, check_size, gate_params, matmul, zeros_state
-from recurrax.core import Cell, RNNState, make_cell
+from recurrax.core import Cell, RNNState, constructor, make_cell
 
 
+@constructor
 def elman(
     hidden_size: int,
     *,

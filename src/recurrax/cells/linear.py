@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from recurrax import init as _init
 from recurrax.cells._common import check_options, check_size, matmul, zeros_state
-from recurrax.core import Array, Cell, LinearRecurrence, RNNState, Structure, make_cell
+from recurrax.core import Array, Cell, LinearRecurrence, RNNState, Structure, constructor, make_cell
 
 
 def _g(x: Array) -> Array:
@@ -97,6 +97,7 @@ def _min_rnn(
     )
 
 
+@constructor
 def min_gru(
     hidden_size: int,
     *,
@@ -156,6 +157,7 @@ def min_gru(
     )
 
 
+@constructor
 def min_lstm(
     hidden_size: int,
     *,
@@ -216,6 +218,7 @@ class LRUState(NamedTuple):
     y: Array
 
 
+@constructor
 def lru(
     hidden_size: int,
     state_size: int,

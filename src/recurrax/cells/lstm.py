@@ -10,9 +10,10 @@ import jax.numpy as jnp
 from recurrax import init as _init
 from recurrax.cells import _common
 from recurrax.cells._common import check_number, check_options, check_size, gate_params, matmul, zeros_state
-from recurrax.core import Cell, LSTMState, Structure, make_cell
+from recurrax.core import Cell, LSTMState, Structure, constructor, make_cell
 
 
+@constructor
 def lstm(
     hidden_size: int,
     *,

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 
 from recurrax import init as _init
 from recurrax.cells._common import check_options, check_size, gate_params, matmul, zeros_state
-from recurrax.core import Cell, RNNState, Structure, make_cell
+from recurrax.core import Cell, RNNState, Structure, constructor, make_cell
 
 
+@constructor
 def mgu(
     hidden_size: int,
     *,
