@@ -6,7 +6,7 @@ weight lists, so no Keras install is needed.
 
 from recurrax.interop.flax import from_linen, from_nnx, to_linen
 from recurrax.interop.keras import from_keras_gru, from_keras_lstm, to_keras_gru, to_keras_lstm
-from recurrax.interop.torch import from_torch, state_from_torch, state_to_torch
+from recurrax.interop.torch import from_torch, state_from_torch, state_to_torch, to_torch
 
 __all__ = [
     "from_keras_gru",
@@ -19,4 +19,5 @@ __all__ = [
     "to_keras_gru",
     "to_keras_lstm",
     "to_linen",
+    "to_torch",
 ]

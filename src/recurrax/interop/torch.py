@@ -26,6 +26,7 @@ residual stacks, other merges) is refused by name.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -481,7 +482,7 @@ def _cell_options(cell: Cell) -> dict[str, Any]:
         getattr(cell.step, "__qualname__", None) == "make_cell.<locals>.step"
         and step.get("transition") is cell.transition
         and step.get("project") is project
-        and cell.output is (make_cell.__kwdefaults__ or {}).get("output")
+        and cell.output is inspect.signature(make_cell).parameters["output"].default
     )
     if not made or set(_closure(cell.transition)) != transition_vars or set(_closure(project)) != project_vars:
         raise ValueError(
