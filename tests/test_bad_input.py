@@ -1088,7 +1088,7 @@ class TestInteropTorch:
         w_ih = module.weight_ih_l0.detach().float().numpy()
         np.testing.assert_array_equal(np.asarray(params["w_i"], np.float32), w_ih.T)
 
-    @pytest.mark.parametrize("make", ["Linear", "Conv1d", "LSTMCell", "GRUCell", "RNNCell", "Transformer"])
+    @pytest.mark.parametrize("make", ["Linear", "Conv1d", "Transformer"])
     def test_unsupported_module(self, make):
         torch = _torch()
         from recurrax.interop.torch import from_torch
@@ -1096,9 +1096,6 @@ class TestInteropTorch:
         module = {
             "Linear": lambda: torch.nn.Linear(I, H),
             "Conv1d": lambda: torch.nn.Conv1d(I, H, 3),
-            "LSTMCell": lambda: torch.nn.LSTMCell(I, H),
-            "GRUCell": lambda: torch.nn.GRUCell(I, H),
-            "RNNCell": lambda: torch.nn.RNNCell(I, H),
             "Transformer": lambda: torch.nn.TransformerEncoderLayer(4, 2, 8),
         }[make]()
         with _raises(TypeError, type(module).__name__):
