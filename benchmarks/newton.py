@@ -125,8 +125,14 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--dense-mb", type=float, default=512.0, help="largest dense Jacobians for method='full'")
     p.add_argument("--max-steps", type=int, default=None, help="skip cases with more steps than this")
+    p.add_argument("--steps", help="comma-separated T values instead of the matrix's")
+    p.add_argument("--hidden", help="comma-separated H values instead of the matrix's")
+    p.add_argument("--cells", help="comma-separated subset of gru, lstm")
     args = p.parse_args(argv)
-    settings = QUICK if args.quick else GPU if args.gpu else MATRIX
+    settings = dict(QUICK if args.quick else GPU if args.gpu else MATRIX)
+    for name, cast in (("steps", int), ("hidden", int), ("cells", str)):
+        if getattr(args, name):
+            settings[name] = tuple(cast(v) for v in getattr(args, name).split(","))
     modes = [m for m in args.modes.split(",") if m]
     cpu = environment.describe(None)["cpu"]
     print(f"# {jax.default_backend()} {jax.devices()[0].device_kind}, jax {jax.__version__}, {cpu}")
