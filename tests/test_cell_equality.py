@@ -69,3 +69,12 @@ def test_jit_traces_once_for_equal_cells_passed_either_way():
     assert len(traces) == 2
     assert jax.tree.leaves(rx.gru(4)) == []
     assert jnp.allclose(jax.jit(rx.scan)(rx.gru(4), params, xs)[1], want)
+
+
+def test_built_with_names_the_constructor_and_its_arguments_until_a_function_is_replaced():
+    from recurrax.core import built_with
+
+    name, arguments = built_with(rx.lstm(4, peephole=True))
+    assert name == "lstm" and arguments["hidden_size"] == 4 and arguments["peephole"] is True
+    assert arguments["forget_bias"] == 1.0  # defaults included
+    assert built_with(rx.lstm(4)._replace(project=lambda params, x: x)) is None

@@ -168,6 +168,16 @@ class Spec:
 jax.tree_util.register_pytree_node(Cell, lambda cell: ((), cell), lambda cell, _: cell)
 
 
+def built_with(cell: Cell) -> tuple[str, dict[str, Any]] | None:
+    """``(constructor name, its arguments with defaults)`` while ``cell`` is as its constructor built it (no
+    function replaced), else ``None``: what a converter may read to know what the cell computes."""
+    identity = cell._identity()
+    if identity[0] != "spec":
+        return None
+    _, name, arguments = identity[1]
+    return name, dict(arguments)
+
+
 def constructor(fn: Callable[..., Cell]) -> Callable[..., Cell]:
     """Decorates a cell constructor so the cells it builds carry their :class:`Spec` (see :class:`Cell`)."""
     signature = inspect.signature(fn)

@@ -26,7 +26,6 @@ residual stacks, other merges) is refused by name.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -37,7 +36,7 @@ import numpy as np
 from recurrax.cells.elman import elman
 from recurrax.cells.gru import gru
 from recurrax.cells.lstm import lstm
-from recurrax.core import Cell, LSTMState, Params, RNNState, State, make_cell
+from recurrax.core import Cell, LSTMState, Params, RNNState, State, built_with
 from recurrax.layers import BidirectionalState, Layer, bidirectional, stacked
 
 if TYPE_CHECKING:
@@ -282,11 +281,7 @@ _TORCH_NAMES = {"elman": "RNN", "lstm": "LSTM", "gru": "GRU"}
 # What each cell's `transition` and inner `project` close over. A cell whose functions close over
 # anything else was not built by recurrax.elman/lstm/gru as they are now (a wrapper, a replaced function,
 # a newer option), and is refused rather than exported with an option silently dropped.
-_CLOSES_OVER = {
-    "elman": ({"activation", "dtype"}, {"dtype", "use_bias"}),
-    "lstm": ({"cell_clip", "dtype", "layer_norm", "peephole", "proj_size"}, {"dtype", "layer_norm", "use_bias"}),
-    "gru": ({"H", "dtype", "reset_after", "use_bias"}, {"dtype", "use_bias"}),
-}
+_CONVERTIBLE = ("elman", "lstm", "gru")
 _LAYERS = ("as_layer", "stacked", "bidirectional")
 _DTYPES = ("float32", "float64", "bfloat16", "float16")
 
@@ -468,28 +463,19 @@ def _unit(cell: Cell, params: Params, where: str) -> _Unit:
 
 
 def _cell_options(cell: Cell) -> dict[str, Any]:
-    """The construction options of a recurrax elman/lstm/gru cell, read from what its functions close over."""
-    if cell.name not in _CLOSES_OVER:
+    """The construction options of a recurrax elman/lstm/gru cell, from what built it (:func:`core.built_with`)."""
+    if cell.name not in _CONVERTIBLE:
         raise ValueError(
             f"to_torch: torch has no equivalent of recurrax's `{cell.name}` cell; the elman (tanh or relu), lstm "
             "and gru cells convert."
         )
-    project = _closure(cell.project).get("project")
-    step = _closure(cell.step)
-    transition_vars, project_vars = _CLOSES_OVER[cell.name]
-    # make_cell derives `step` from the two and gives the default `output`; anything else was swapped in.
-    made = (
-        getattr(cell.step, "__qualname__", None) == "make_cell.<locals>.step"
-        and step.get("transition") is cell.transition
-        and step.get("project") is project
-        and cell.output is inspect.signature(make_cell).parameters["output"].default
-    )
-    if not made or set(_closure(cell.transition)) != transition_vars or set(_closure(project)) != project_vars:
+    built = built_with(cell)
+    if built is None or built[0] != cell.name:
         raise ValueError(
             f"to_torch: cannot tell what this `{cell.name}` cell computes: its functions are not the ones "
             f"recurrax.{cell.name} builds (a wrapper, or a function replaced with `_replace`)."
         )
-    return {**_closure(project), **_closure(cell.transition)}
+    return built[1]
 
 
 def _checked_params(cell: Cell, params: Params, where: str) -> dict[str, np.ndarray]:
