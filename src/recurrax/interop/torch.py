@@ -103,7 +103,7 @@ def to_torch(
     torch = _import_torch()
     if module not in ("layer", "cell"):
         raise ValueError(f"to_torch: `module` must be 'layer' or 'cell', got {module!r}.")
-    grid, dropout = _grid(cell_or_layer, params)
+    grid, dropout = unit_grid(cell_or_layer, params)
     first = grid[0][0]
     num_layers, num_dirs = len(grid), len(grid[0])
     torch_name = _TORCH_NAMES[first.kind]
@@ -308,25 +308,26 @@ def _import_torch() -> Any:
     return torch
 
 
-def _grid(obj: Any, params: Params) -> tuple[list[list[_Unit]], float]:
-    """The units of ``obj`` as ``[layer][direction]``, checked alike, and the stack's dropout rate."""
+def unit_grid(obj: Any, params: Params, fn: str = "to_torch") -> tuple[list[list[_Unit]], float]:
+    """The units of ``obj`` as ``[layer][direction]``, checked alike, and the stack's dropout rate (torch's layout
+    of cells and layers, also :mod:`recurrax.interop.jax_rnn`'s; errors begin with ``fn``)."""
     if isinstance(obj, Cell):
-        grid, dropout = [[_unit(obj, params, "params")]], 0.0
+        grid, dropout = [[_unit(obj, params, "params", fn)]], 0.0
     elif isinstance(obj, Layer):
-        kind, env = _layer_kind(obj)
+        kind, env = _layer_kind(obj, fn)
         if kind == "as_layer":
-            grid, dropout = [[_unit(env["cell"], params, "params")]], 0.0
+            grid, dropout = [[_unit(env["cell"], params, "params", fn)]], 0.0
         elif kind == "bidirectional":
-            grid, dropout = [_directions(obj, env, params, "params")], 0.0
+            grid, dropout = [_directions(obj, env, params, "params", fn)], 0.0
         else:
-            grid, dropout = _stack(env, params), float(env["dropout"])
+            grid, dropout = _stack(env, params, fn), float(env["dropout"])
     else:
-        raise TypeError(f"to_torch: `cell_or_layer` must be a recurrax.Cell or Layer, got {type(obj).__name__}.")
+        raise TypeError(f"{fn}: `cell_or_layer` must be a recurrax.Cell or Layer, got {type(obj).__name__}.")
     first = grid[0][0]
     for row in grid:
         if len(row) != len(grid[0]):
             raise ValueError(
-                f"to_torch: a torch RNN is bidirectional in every layer or in none, but `{first.where}` has "
+                f"{fn}: a torch RNN is bidirectional in every layer or in none, but `{first.where}` has "
                 f"{len(grid[0])} direction(s) and `{row[0].where}` {len(row)}."
             )
         for unit in row:
@@ -334,7 +335,7 @@ def _grid(obj: Any, params: Params) -> tuple[list[list[_Unit]], float]:
                 if getattr(unit, field) != getattr(first, field):
                     what = "cell" if field == "kind" else f"`{field}`"
                     raise ValueError(
-                        f"to_torch: a torch RNN has one {what} for every layer and direction, but "
+                        f"{fn}: a torch RNN has one {what} for every layer and direction, but "
                         f"`{first.where}` has {getattr(first, field)!r} and `{unit.where}` {getattr(unit, field)!r}."
                     )
     outputs = len(grid[0]) * (first.proj_size or first.hidden_size)
@@ -343,80 +344,78 @@ def _grid(obj: Any, params: Params) -> tuple[list[list[_Unit]], float]:
             want = first.input_size if i == 0 else outputs
             if unit.input_size != want:
                 seen = "the inputs" if i == 0 else f"the {want} outputs of layer {i - 1}"
-                raise ValueError(
-                    f"to_torch: `{unit.where}['w_i']` must have {want} rows ({seen}), got {unit.input_size}."
-                )
+                raise ValueError(f"{fn}: `{unit.where}['w_i']` must have {want} rows ({seen}), got {unit.input_size}.")
     return grid, dropout
 
 
-def _layer_kind(layer: Layer) -> tuple[str, dict[str, Any]]:
+def _layer_kind(layer: Layer, fn: str) -> tuple[str, dict[str, Any]]:
     """Which of recurrax's layer builders made ``layer``, and what its ``apply`` closes over."""
     apply = layer.apply
     kind = getattr(apply, "__qualname__", "").removesuffix(".<locals>.apply")
     if getattr(apply, "__module__", None) != "recurrax.layers" or kind not in _LAYERS:
         raise ValueError(
-            f"to_torch: cannot tell what the layer {layer.name!r} computes; it converts cells and the layers of "
+            f"{fn}: cannot tell what the layer {layer.name!r} computes; it converts cells and the layers of "
             "recurrax.stacked and recurrax.bidirectional (as from_torch builds them)."
         )
     return kind, _closure(apply)
 
 
-def _stack(env: dict[str, Any], params: Params) -> list[list[_Unit]]:
+def _stack(env: dict[str, Any], params: Params, fn: str) -> list[list[_Unit]]:
     if env["residual"]:
         raise ValueError(
-            "to_torch: torch's multi-layer RNNs have no residual connections, but the stack was built with "
+            f"{fn}: torch's multi-layer RNNs have no residual connections, but the stack was built with "
             "`residual=True`."
         )
     parts = env["parts"]
     if not isinstance(params, (tuple, list)) or len(params) != len(parts):
         is_seq = isinstance(params, (tuple, list))
         got = f"a {type(params).__name__} of length {len(params)}" if is_seq else type(params).__name__
-        raise ValueError(f"to_torch: `params` must be a tuple with one entry per layer ({len(parts)}), got {got}.")
+        raise ValueError(f"{fn}: `params` must be a tuple with one entry per layer ({len(parts)}), got {got}.")
     grid = []
     for i, (part, p) in enumerate(zip(parts, params)):
-        kind, sub = _layer_kind(part)
+        kind, sub = _layer_kind(part, fn)
         if kind == "as_layer":
-            grid.append([_unit(sub["cell"], p, f"params[{i}]")])
+            grid.append([_unit(sub["cell"], p, f"params[{i}]", fn)])
         elif kind == "bidirectional":
-            grid.append(_directions(part, sub, p, f"params[{i}]"))
+            grid.append(_directions(part, sub, p, f"params[{i}]", fn))
         else:
             raise ValueError(
-                f"to_torch: layer {i} of the stack is itself a stack ({part.name}); each layer of a torch RNN is "
+                f"{fn}: layer {i} of the stack is itself a stack ({part.name}); each layer of a torch RNN is "
                 "one cell or a bidirectional pair of cells."
             )
     return grid
 
 
-def _directions(layer: Layer, env: dict[str, Any], params: Params, where: str) -> list[_Unit]:
+def _directions(layer: Layer, env: dict[str, Any], params: Params, where: str, fn: str) -> list[_Unit]:
     merge = env["merge"]
     if not (isinstance(merge, str) and merge == "concat"):
         raise ValueError(
-            f"to_torch: a bidirectional torch RNN concatenates its directions (merge='concat'), but {layer.name} "
+            f"{fn}: a bidirectional torch RNN concatenates its directions (merge='concat'), but {layer.name} "
             f"has `merge={merge!r}`."
         )
     if not (isinstance(params, Mapping) and set(params) == {"forward", "backward"}):
         got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
-        raise ValueError(f"to_torch: `{where}` must be a dict with keys ['backward', 'forward'], got {got}.")
+        raise ValueError(f"{fn}: `{where}` must be a dict with keys ['backward', 'forward'], got {got}.")
     units = []
     for direction, closed in (("forward", "fwd"), ("backward", "bwd")):
-        kind, sub = _layer_kind(env[closed])
+        kind, sub = _layer_kind(env[closed], fn)
         if kind != "as_layer":
             raise ValueError(
-                f"to_torch: the {direction} direction of {layer.name} is a layer ({env[closed].name}); each "
+                f"{fn}: the {direction} direction of {layer.name} is a layer ({env[closed].name}); each "
                 "direction of a torch RNN is one cell."
             )
-        units.append(_unit(sub["cell"], params[direction], f"{where}['{direction}']"))
+        units.append(_unit(sub["cell"], params[direction], f"{where}['{direction}']", fn))
     return units
 
 
-def _unit(cell: Cell, params: Params, where: str) -> _Unit:
+def _unit(cell: Cell, params: Params, where: str, fn: str) -> _Unit:
     """The settings of one recurrax cell as torch's, refusing the options torch has no equivalent of."""
-    options = _cell_options(cell)
+    options = _cell_options(cell, fn)
     kind = cell.name
     built = f"the {kind} cell has" if where == "params" else f"the {kind} cell of `{where}` has"
     if options["dtype"] is not None:
         raise ValueError(
-            f"to_torch: a torch module computes in its parameter dtype, but {built} the compute "
+            f"{fn}: a torch module computes in its parameter dtype, but {built} the compute "
             f"`dtype={jnp.dtype(options['dtype']).name}`."
         )
     nonlinearity = None
@@ -426,27 +425,25 @@ def _unit(cell: Cell, params: Params, where: str) -> _Unit:
         if nonlinearity is None:
             shown = getattr(activation, "__name__", repr(activation))
             raise ValueError(
-                f"to_torch: torch.nn.RNN's nonlinearity is 'tanh' or 'relu' (jnp.tanh, jax.nn.relu), but {built} "
+                f"{fn}: torch.nn.RNN's nonlinearity is 'tanh' or 'relu' (jnp.tanh, jax.nn.relu), but {built} "
                 f"`activation={shown}`."
             )
     elif kind == "lstm":
         for option, lacks in (("layer_norm", "layer norm"), ("peephole", "peepholes")):
             if options[option]:
-                raise ValueError(f"to_torch: torch.nn.LSTM has no {lacks}, but {built} `{option}=True`.")
+                raise ValueError(f"{fn}: torch.nn.LSTM has no {lacks}, but {built} `{option}=True`.")
         if options["cell_clip"] is not None:
-            raise ValueError(
-                f"to_torch: torch.nn.LSTM has no cell clip, but {built} `cell_clip={options['cell_clip']}`."
-            )
+            raise ValueError(f"{fn}: torch.nn.LSTM has no cell clip, but {built} `cell_clip={options['cell_clip']}`.")
     elif not options["reset_after"]:
         raise ValueError(
-            "to_torch: torch.nn.GRU applies the reset gate after the recurrent matmul (reset_after=True), but "
+            f"{fn}: torch.nn.GRU applies the reset gate after the recurrent matmul (reset_after=True), but "
             f"{built} `reset_after=False`."
         )
-    arrays = _checked_params(cell, params, where)
+    arrays = _checked_params(cell, params, where, fn)
     dtypes = sorted({a.dtype.name for a in arrays.values()})
     if len(dtypes) > 1 or dtypes[0] not in _DTYPES:
         raise ValueError(
-            f"to_torch: a torch module holds one dtype out of {list(_DTYPES)}, but `{where}` has dtype(s) {dtypes}."
+            f"{fn}: a torch module holds one dtype out of {list(_DTYPES)}, but `{where}` has dtype(s) {dtypes}."
         )
     gates = {"elman": 1, "lstm": 4, "gru": 3}[kind]
     return _Unit(
@@ -462,34 +459,32 @@ def _unit(cell: Cell, params: Params, where: str) -> _Unit:
     )
 
 
-def _cell_options(cell: Cell) -> dict[str, Any]:
+def _cell_options(cell: Cell, fn: str) -> dict[str, Any]:
     """The construction options of a recurrax elman/lstm/gru cell, from what built it (:func:`core.built_with`)."""
     if cell.name not in _CONVERTIBLE:
         raise ValueError(
-            f"to_torch: torch has no equivalent of recurrax's `{cell.name}` cell; the elman (tanh or relu), lstm "
+            f"{fn}: torch has no equivalent of recurrax's `{cell.name}` cell; the elman (tanh or relu), lstm "
             "and gru cells convert."
         )
     built = built_with(cell)
     if built is None or built[0] != cell.name:
         raise ValueError(
-            f"to_torch: cannot tell what this `{cell.name}` cell computes: its functions are not the ones "
+            f"{fn}: cannot tell what this `{cell.name}` cell computes: its functions are not the ones "
             f"recurrax.{cell.name} builds (a wrapper, or a function replaced with `_replace`)."
         )
     return built[1]
 
 
-def _checked_params(cell: Cell, params: Params, where: str) -> dict[str, np.ndarray]:
+def _checked_params(cell: Cell, params: Params, where: str, fn: str) -> dict[str, np.ndarray]:
     w_i = params.get("w_i") if isinstance(params, Mapping) else None
     if np.ndim(w_i) != 2:
         got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
-        raise ValueError(
-            f"to_torch: `{where}` must be the params of its {cell.name} cell (from `cell.init`), got {got}."
-        )
+        raise ValueError(f"{fn}: `{where}` must be the params of its {cell.name} cell (from `cell.init`), got {got}.")
     try:
         # The cell's own check: the keys and shapes its `init` gives.
         jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct((1, np.shape(w_i)[0]), jnp.float32))
     except (ValueError, TypeError) as err:
-        raise ValueError(f"to_torch: `{where}` does not fit its cell: {err}") from err
+        raise ValueError(f"{fn}: `{where}` does not fit its cell: {err}") from err
     return {k: np.asarray(v) for k, v in params.items()}
 
 
