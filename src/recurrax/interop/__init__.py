@@ -1,14 +1,16 @@
 """Exact weight converters from and to other libraries.
 
-torch is imported only when a torch module is converted; the Keras converters take plain NumPy
-weight lists, so no Keras install is needed.
+torch and equinox are imported only when one of their modules is converted; the Keras converters
+take plain NumPy weight lists, so no Keras install is needed.
 """
 
+from recurrax.interop.equinox import from_equinox, to_equinox
 from recurrax.interop.flax import from_linen, from_nnx, to_linen
 from recurrax.interop.keras import from_keras_gru, from_keras_lstm, to_keras_gru, to_keras_lstm
 from recurrax.interop.torch import from_torch, state_from_torch, state_to_torch, to_torch
 
 __all__ = [
+    "from_equinox",
     "from_keras_gru",
     "from_keras_lstm",
     "from_linen",
@@ -16,6 +18,7 @@ __all__ = [
     "from_torch",
     "state_from_torch",
     "state_to_torch",
+    "to_equinox",
     "to_keras_gru",
     "to_keras_lstm",
     "to_linen",
