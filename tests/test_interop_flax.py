@@ -139,7 +139,9 @@ def test_from_linen_errors_name_the_offending_key():
         rx_flax.from_linen(nn.LSTMCell(H, activation_fn=jax.nn.relu), variables)
     with pytest.raises(ValueError, match="`gate_fn`"):
         rx_flax.from_linen(nn.GRUCell(H, gate_fn=jax.nn.hard_sigmoid), _linen_variables(nn.GRUCell)[1])
-    with pytest.raises(TypeError, match="SimpleCell"):
+    with pytest.raises(TypeError, match="Dense"):
+        rx_flax.from_linen(nn.Dense(H), variables)
+    with pytest.raises(ValueError, match="SimpleCell: missing `h`"):
         rx_flax.from_linen(nn.SimpleCell(H), variables)
 
 
@@ -157,3 +159,39 @@ def test_to_linen_refuses_what_flax_cannot_compute():
         rx_flax.to_linen(nn.LSTMCell(H - 1), rx.lstm(H).init(jax.random.key(0), I))
     with pytest.raises(ValueError, match="`w_i`"):
         rx_flax.to_linen(nn.LSTMCell(H), {"w_h": jnp.zeros((H, 4 * H))})
+
+
+SINGLE_VECTOR = {
+    "MGUCell": lambda: nn.MGUCell(H),
+    "SimpleCell": lambda: nn.SimpleCell(H),
+    "SimpleCell_relu_residual": lambda: nn.SimpleCell(H, activation_fn=jax.nn.relu, residual=True),
+}
+
+
+@pytest.mark.parametrize("make", list(SINGLE_VECTOR))
+def test_mgu_and_simple_cells_convert_both_ways_exactly(make):
+    module = SINGLE_VECTOR[make]()
+    carry, _ = _flax_carry(False)
+    variables = _randomise(module.init(jax.random.key(0), carry, XS[:, 0]))
+    cell, params = rx_flax.from_linen(module, variables)
+    _assert_same_as_linen(module, variables, cell, params, is_lstm=False)
+    chex.assert_trees_all_equal(rx_flax.to_linen(module, params), variables)
+    # recurrax's own cells of these forms compute Flax's functions.
+    want = (
+        rx.mgu(H, variant="flax")
+        if make == "MGUCell"
+        else rx.elman(H, **({} if make == "SimpleCell" else {"activation": jax.nn.relu, "residual": True}))
+    )
+    assert cell == want
+
+
+def test_flax_mgu_forms_that_recurrax_lacks_are_refused_by_name():
+    module = nn.MGUCell(H, reset_gate=False)
+    variables = module.init(jax.random.key(0), jnp.zeros((B, H)), XS[:, 0])
+    with pytest.raises(ValueError, match="reset_gate=False"):
+        rx_flax.from_linen(module, variables)
+    plain = rx.mgu(H)  # the default variant has no `b_hn`: another function on the same weights
+    with pytest.raises(ValueError, match="variant='flax'"):
+        rx_flax.to_linen(nn.MGUCell(H), plain.init(jax.random.key(0), I))
+    with pytest.raises(ValueError, match="`gate_fn`"):
+        rx_flax.from_linen(nn.MGUCell(H, gate_fn=jnp.tanh), variables)

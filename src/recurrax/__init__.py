@@ -28,6 +28,7 @@ _LAZY = frozenset(
         "backends",
         "distributed",
         "dynamics",
+        "equinox",
         "flax",
         "interop",
         "linear_scan",

@@ -18,6 +18,7 @@ def elman(
     hidden_size: int,
     *,
     activation: Callable[[jax.Array], jax.Array] = jnp.tanh,
+    residual: bool = False,
     use_bias: bool = True,
     init: str | _init.Scheme = "pytorch",
     param_dtype: Any = jnp.float32,
@@ -25,7 +26,7 @@ def elman(
 ) -> Cell:
     r"""The Elman RNN; state ``RNNState(h)``::
 
-        h' = activation(x W_i + b + h W_h)
+        h' = activation(x W_i + b + h W_h [+ h])
 
     Params: ``w_i: (I, H)``, ``w_h: (H, H)`` and, with ``use_bias``, ``b: (H,)`` (PyTorch's
     ``b_ih + b_hh``).
@@ -34,6 +35,7 @@ def elman(
       hidden_size: ``H``.
       activation: any elementwise function: ``jnp.tanh`` (default), ``jax.nn.relu``, or
         ``lambda a: a`` for a linear RNN.
+      residual: add ``h`` inside the activation (Flax's ``SimpleCell(residual=True)``).
       use_bias: whether ``b`` exists.
       init: an :mod:`recurrax.init` scheme name or :class:`recurrax.init.Scheme`.
       param_dtype: dtype of the params and the state.
@@ -60,7 +62,8 @@ def elman(
 
     def transition(params, state, z):
         h = state.h
-        h_new = activation(z + matmul(h, params["w_h"], dtype))
+        pre = z + matmul(h, params["w_h"], dtype)
+        h_new = activation(pre + h if residual else pre)
         return RNNState(h=h_new.astype(h.dtype))
 
     return make_cell(

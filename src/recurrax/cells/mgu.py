@@ -18,6 +18,7 @@ def mgu(
     *,
     init: str | _init.Scheme = "pytorch",
     chrono_t_max: float | None = None,
+    variant: str = "recurrax",
     param_dtype: Any = jnp.float32,
     dtype: Any | None = None,
 ) -> Cell:
@@ -28,16 +29,27 @@ def mgu(
 
     Params: ``w_i: (I, 2H)``, ``w_h: (H, 2H)``, ``b: (2H,)``.
 
+    ``variant="flax"`` is Flax linen's ``MGUCell`` (``reset_gate=True``), a different function on the same
+    weights: ``f`` keeps rather than writes, and it gates the candidate's recurrent term after the matmul, which
+    has its own bias ``b_hn: (H,)``::
+
+        f = σ(z_f + h W_hf),   n = tanh(z_n + f ⊙ (h W_hn + b_hn)),   h' = (1 - f) ⊙ n + f ⊙ h
+
     Args:
       hidden_size: ``H``.
       init: an :mod:`recurrax.init` scheme name or :class:`recurrax.init.Scheme`.
-      chrono_t_max: chrono initialisation; ``f`` is a *write* gate here, so ``b_f = -log U(1, T_max - 1)``.
+      chrono_t_max: chrono initialisation; ``f`` is a *write* gate here, so ``b_f = -log U(1, T_max - 1)``
+        (``+log U`` in the Flax variant, where it keeps).
+      variant: ``"recurrax"`` (above) or ``"flax"``.
       param_dtype: dtype of the params and the state.
       dtype: compute dtype of the matmuls, accumulated in float32.
     """
     name = "mgu"
     check_size(name, "hidden_size", hidden_size)
     check_options(name, param_dtype=param_dtype, dtype=dtype, chrono_t_max=chrono_t_max)
+    if variant not in ("recurrax", "flax"):
+        raise ValueError(f"{name}: `variant` must be 'recurrax' or 'flax', got {variant!r}.")
+    flax = variant == "flax"
     H = hidden_size
     scheme = _init.resolve(init, H)
 
@@ -46,8 +58,10 @@ def mgu(
         k_gates, k_chrono = jax.random.split(key)
         params = gate_params(k_gates, input_size, H, H, 2, scheme, param_dtype)
         if chrono_t_max is not None:
-            b_f = -_init.chrono_bias(k_chrono, H, chrono_t_max, param_dtype)
-            params["b"] = params["b"].at[:H].set(b_f)
+            b_f = _init.chrono_bias(k_chrono, H, chrono_t_max, param_dtype)
+            params["b"] = params["b"].at[:H].set(b_f if flax else -b_f)
+        if flax:
+            params["b_hn"] = jnp.zeros((H,), param_dtype)
         return params
 
     def initial_state(params, batch_shape):
@@ -60,8 +74,12 @@ def mgu(
         h = state.h
         z_f, z_n = jnp.split(z, 2, axis=-1)
         f = jax.nn.sigmoid(z_f + matmul(h, params["w_h"][:, :H], dtype))
-        n = jnp.tanh(z_n + matmul(f * h, params["w_h"][:, H:], dtype))
-        h_new = (1.0 - f) * h + f * n
+        if flax:
+            n = jnp.tanh(z_n + f * (matmul(h, params["w_h"][:, H:], dtype) + params["b_hn"]))
+            h_new = (1.0 - f) * n + f * h
+        else:
+            n = jnp.tanh(z_n + matmul(f * h, params["w_h"][:, H:], dtype))
+            h_new = (1.0 - f) * h + f * n
         return RNNState(h=h_new.astype(h.dtype))
 
     return make_cell(

@@ -8,6 +8,8 @@ side plus ``hn/bias``, which is recurrax's ``b_hn``: the sums are what both comp
 Supported:
   * ``flax.linen.LSTMCell`` and ``flax.linen.OptimizedLSTMCell`` (same param names), to and from;
   * ``flax.linen.GRUCell``, to and from;
+  * ``flax.linen.MGUCell`` (``reset_gate=True``) as ``recurrax.mgu(variant="flax")``, to and from;
+  * ``flax.linen.SimpleCell`` (any activation, ``residual`` too) as ``recurrax.elman``, to and from;
   * ``flax.nnx.LSTMCell``, ``flax.nnx.OptimizedLSTMCell`` and ``flax.nnx.GRUCell``, from. The NNX
     ``GRUCell`` has no recurrent bias on the candidate (flax#5594); its conversion has ``b_hn = 0``,
     which is exactly what it computes.
@@ -27,13 +29,31 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from recurrax.cells.elman import elman
 from recurrax.cells.gru import gru
 from recurrax.cells.lstm import lstm
+from recurrax.cells.mgu import mgu
 from recurrax.core import Cell, Params
 
 _LSTM_GATES = ("i", "f", "g", "o")
 _GRU_GATES = ("r", "z", "n")
-_LINEN = {nn.LSTMCell: "lstm", nn.OptimizedLSTMCell: "lstm", nn.GRUCell: "gru"}
+_LINEN = {
+    nn.LSTMCell: "lstm",
+    nn.OptimizedLSTMCell: "lstm",
+    nn.GRUCell: "gru",
+    nn.MGUCell: "mgu",
+    nn.SimpleCell: "elman",
+}
+# Where each recurrax param of the cells below lives in Flax: (submodule, leaf) per gate block, side by side.
+_BLOCKS = {
+    "mgu": {
+        "w_i": [("if", "kernel"), ("in", "kernel")],
+        "w_h": [("hf", "kernel"), ("hn", "kernel")],
+        "b": [("if", "bias"), ("in", "bias")],
+        "b_hn": [("hn", "bias")],
+    },
+    "elman": {"w_i": [("i", "kernel")], "w_h": [("h", "kernel")], "b": [("i", "bias")]},
+}
 _NNX = {nnx.LSTMCell: "lstm", nnx.OptimizedLSTMCell: "lstm", nnx.GRUCell: "gru"}
 
 
@@ -52,7 +72,11 @@ def from_linen(module: nn.Module, variables: Mapping[str, Any]) -> tuple[Cell, P
     source = f"flax.linen.{type(module).__name__}"
     params = variables.get("params", variables)
     hidden = module.features
-    if kind == "lstm":
+    if kind in _BLOCKS:
+        blocks = _BLOCKS[kind]
+        _check_keys(source, params, sorted({name for paths in blocks.values() for name, _ in paths}))
+        out = {key: _cat(source, params, paths, _block_shape(key, hidden, hidden)) for key, paths in blocks.items()}
+    elif kind == "lstm":
         _check_keys(source, params, [f"{side}{g}" for side in "ih" for g in _LSTM_GATES])
         out = {
             "w_i": _cat(source, params, [(f"i{g}", "kernel") for g in _LSTM_GATES], (None, hidden)),
@@ -84,6 +108,8 @@ def to_linen(module: nn.Module, params: Params) -> dict[str, Any]:
     """
     kind = _kind(module, _LINEN, "to_linen")
     source = f"recurrax.{kind} params"
+    if kind in _BLOCKS:
+        return {"params": _split_blocks(kind, module, params, source)}
     hidden, gates = module.features, (_LSTM_GATES if kind == "lstm" else _GRU_GATES)
     allowed = {"w_i", "w_h", "b"} | ({"b_hn"} if kind == "gru" else set())
     extra = sorted(set(params) - allowed)
@@ -116,6 +142,33 @@ def to_linen(module: nn.Module, params: Params) -> dict[str, Any]:
         b_hn = _take(source, params, ("b_hn",), (hidden,)) if "b_hn" in params else np.zeros_like(b[:hidden])
         out["hn"]["bias"] = b_hn
     return {"params": jax.tree.map(jnp.asarray, out)}
+
+
+def _block_shape(key: str, hidden: int, width: int) -> tuple[int | None, ...]:
+    """The shape of ``width`` columns of the recurrax param ``key`` (``None``: the input size, any)."""
+    return (width,) if key.startswith("b") else (None if key == "w_i" else hidden, width)
+
+
+def _split_blocks(kind: str, module: nn.Module, params: Params, source: str) -> dict[str, Any]:
+    """recurrax params as the Flax submodules of :data:`_BLOCKS`."""
+    blocks, hidden = _BLOCKS[kind], module.features
+    if not isinstance(params, Mapping) or set(params) != set(blocks):
+        got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+        hint = (
+            " (rx.mgu(variant='flax') has `b_hn`; the default variant computes another function)"
+            if kind == "mgu"
+            else ""
+        )
+        raise ValueError(
+            f"to_linen: flax.linen.{type(module).__name__} takes the params of recurrax.{kind} with keys "
+            f"{sorted(blocks)}{hint}, got {got}."
+        )
+    out: dict[str, Any] = {}
+    for key, paths in blocks.items():
+        whole = _take(source, params, (key,), _block_shape(key, hidden, len(paths) * hidden))
+        for (name, leaf), part in zip(paths, np.split(whole, len(paths), axis=-1)):
+            out.setdefault(name, {})[leaf] = jnp.asarray(part)
+    return out
 
 
 def from_nnx(module: nnx.Module) -> tuple[Cell, Params]:
@@ -155,7 +208,13 @@ def _kind(module: Any, kinds: dict[type, str], fn: str) -> str:
     if kind is None:
         names = ", ".join(sorted(t.__module__.split(".")[1] + "." + t.__name__ for t in kinds))
         raise TypeError(f"{fn}: expected one of {names}, got {type(module).__name__}.")
-    for option, default in (("gate_fn", jax.nn.sigmoid), ("activation_fn", jnp.tanh)):
+    if kind == "mgu" and not module.reset_gate:
+        raise ValueError(
+            f"{fn}: MGUCell has `reset_gate=False`; recurrax.mgu(variant='flax') is the reset_gate=True form."
+        )
+    # SimpleCell's activation is any function, which recurrax.elman takes as it is.
+    checked = (("gate_fn", jax.nn.sigmoid), ("activation_fn", jnp.tanh)) if kind != "elman" else ()
+    for option, default in checked:
         if getattr(module, option) is not default:
             raise ValueError(
                 f"{fn}: {type(module).__name__} has a non-default `{option}` ({getattr(module, option)!r}); "
@@ -168,6 +227,10 @@ def _cell(kind: str, module: Any) -> Cell:
     """The recurrax cell computing what the Flax ``module`` computes (bias already in the params)."""
     hidden = module.features if isinstance(module, nn.Module) else module.hidden_features
     dtypes = {"param_dtype": module.param_dtype, "dtype": module.dtype}
+    if kind == "mgu":
+        return mgu(hidden, variant="flax", **dtypes)
+    if kind == "elman":
+        return elman(hidden, activation=module.activation_fn, residual=module.residual, **dtypes)
     return lstm(hidden, forget_bias=0.0, **dtypes) if kind == "lstm" else gru(hidden, reset_after=True, **dtypes)
 
 

@@ -422,6 +422,8 @@ def _unit(cell: Cell, params: Params, where: str, fn: str) -> _Unit:
     if kind == "elman":
         activation = options["activation"]
         nonlinearity = "tanh" if activation is jnp.tanh else "relu" if activation is jax.nn.relu else None
+        if options["residual"]:
+            raise ValueError(f"{fn}: torch.nn.RNN has no residual connection, but {built} `residual=True`.")
         if nonlinearity is None:
             shown = getattr(activation, "__name__", repr(activation))
             raise ValueError(
