@@ -132,6 +132,11 @@ def test_float64_module_keeps_its_precision():
         np.testing.assert_allclose(ys, ys_ref.numpy(), atol=1e-12, rtol=1e-12)
 
 
+def test_a_float64_module_without_x64_is_refused_not_rounded():
+    with pytest.raises(ValueError, match="float64, but JAX runs float32 while `jax_enable_x64` is off"):
+        from_torch(_module("lstm").double())
+
+
 def test_rejects_other_modules():
     with pytest.raises(TypeError, match=r"expected a torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU, .*got Linear"):
         from_torch(torch.nn.Linear(3, 4))

@@ -262,7 +262,14 @@ def _cell_params(module: Any, mode: str, suffix: str) -> dict[str, jax.Array]:
 
 def _torch_dtype(module: Any):
     first = next(iter(module.parameters()))
-    return jnp.dtype(str(first.dtype).removeprefix("torch."))
+    dtype = jnp.dtype(str(first.dtype).removeprefix("torch."))
+    if dtype == jnp.float64 and jax.dtypes.canonicalize_dtype(jnp.float64) != jnp.float64:
+        # JAX would silently store the weights as float32: a converted model that no longer computes the same.
+        raise ValueError(
+            f"from_torch: the {type(module).__name__} is float64, but JAX runs float32 while `jax_enable_x64` is "
+            "off; enable it (jax.config.update('jax_enable_x64', True)) or convert `module.float()`."
+        )
+    return dtype
 
 
 def _to_numpy(tensor: Any) -> np.ndarray:
@@ -278,9 +285,7 @@ def _to_numpy(tensor: Any) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- to_torch
 
 _TORCH_NAMES = {"elman": "RNN", "lstm": "LSTM", "gru": "GRU"}
-# What each cell's `transition` and inner `project` close over. A cell whose functions close over
-# anything else was not built by recurrax.elman/lstm/gru as they are now (a wrapper, a replaced function,
-# a newer option), and is refused rather than exported with an option silently dropped.
+# The cells torch has; their options come from what built them (a cell with a replaced function is refused).
 _CONVERTIBLE = ("elman", "lstm", "gru")
 _LAYERS = ("as_layer", "stacked", "bidirectional")
 _DTYPES = ("float32", "float64", "bfloat16", "float16")
