@@ -114,7 +114,7 @@ def test_gradients_pass_check_grads(config):
         final, ys = rx.scan(cell, params, xs, backend=backend)
         return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(s) for s in jax.tree.leaves(final))
 
-    check_grads(loss, (params, xs), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
+    check_grads(jax.jit(loss), (params, xs), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
     np.testing.assert_allclose(loss(params, xs), _seq_loss(cell, params, xs), **TOL)
 
 
@@ -128,9 +128,8 @@ def test_every_method_converges_to_the_sequential_states():
     params = _contracting(cell, 3)
     xs = jax.random.normal(jax.random.key(3), (3, 40, 3))
     want = rx.scan(cell, params, xs, backend="sequential", return_states=True)[2]
+    # Plain full and diagonal Newton are held to the reference by the conformance suite and the 16k test.
     for config in [
-        dict(),
-        dict(method="diagonal"),
         dict(method="diagonal", diagonal="hutchinson", probes=2, key=jax.random.key(0)),
         dict(damping=0.2),
         dict(method="diagonal", damping=0.2),
