@@ -246,8 +246,8 @@ def _jacobians(fn: Callable[[Array], Array], s: Array, cfg: Config, it: Array) -
     return jnp.mean(probes * tangents, axis=0)
 
 
-def _residual(fn: Callable[[Array], Array], s0: Array, s: Array) -> Array:
-    """``max_t |s_t - F_t(s_{t-1})|``, relative to ``max(1, max_t |F_t(s_{t-1})|)``.
+def _residual(fn: Callable[[Array], Array], s0: Array, s: Array) -> tuple[Array, Array]:
+    """``(F_t(s_{t-1}) for every t, max_t |s_t - F_t(s_{t-1})|)``, the residual relative to ``max(1, max |F|)``.
 
     Scaled by the steps' values rather than the guess's: a diverged guess (a chaotic run's Jacobian products
     overflow) must not make its own residual look small.
@@ -255,28 +255,31 @@ def _residual(fn: Callable[[Array], Array], s0: Array, s: Array) -> Array:
     f = fn(_shift(s0, s))
     scale = jnp.maximum(1, jnp.max(jnp.abs(f), initial=0))
     finite = jnp.all(jnp.isfinite(s)) & jnp.all(jnp.isfinite(f))  # XLA's max may drop a NaN
-    return jnp.where(finite, jnp.max(jnp.abs(s - f), initial=0) / scale, jnp.inf)
+    return f, jnp.where(finite, jnp.max(jnp.abs(s - f), initial=0) / scale, jnp.inf)
 
 
 def _iterate(fn: Callable[[Array], Array], s0: Array, guess: Array, cfg: Config, tol: float):
-    """Newton's iterations from ``guess`` until the residual is within ``tol`` or ``max_iters`` ran."""
+    """Newton's iterations from ``guess`` until the residual is within ``tol`` or ``max_iters`` ran:
+    ``(states, iterations, residual)``."""
     dense = cfg.method == "full"
     _, app, _ = _ops(dense)
 
     def body(carry):
-        g, it, _ = carry
+        g, f, it, _ = carry  # f: the steps at the guess, computed by the residual that judged it
         prev = _shift(s0, g)
-        f = fn(prev)
         jac = _jacobians(fn, prev, cfg, it)
         c = f - app(jac, prev)
         new = _affine(jac, c, s0, dense) if cfg.damping == 0 else _smoothed(jac, f, c, g, cfg.damping, dense)
-        return new, it + 1, _residual(fn, s0, new)
+        f_new, res = _residual(fn, s0, new)
+        return new, f_new, it + 1, res
 
     def unfinished(carry):
-        _, it, res = carry
+        _, _, it, res = carry
         return (res > tol) & (it < cfg.max_iters) & jnp.isfinite(res)  # a NaN never recovers
 
-    return jax.lax.while_loop(unfinished, body, (guess, jnp.int32(0), _residual(fn, s0, guess)))
+    f0, res0 = _residual(fn, s0, guess)
+    states, _, iterations, residual = jax.lax.while_loop(unfinished, body, (guess, f0, jnp.int32(0), res0))
+    return states, iterations, residual
 
 
 def _fail(converged: Array, iterations: Array, residual: Array) -> None:
