@@ -78,3 +78,40 @@ def test_built_with_names_the_constructor_and_its_arguments_until_a_function_is_
     assert name == "lstm" and arguments["hidden_size"] == 4 and arguments["peephole"] is True
     assert arguments["forget_bias"] == 1.0  # defaults included
     assert built_with(rx.lstm(4)._replace(project=lambda params, x: x)) is None
+
+
+LAYERS = {
+    "as_layer": lambda **kw: rx.as_layer(rx.gru(4), **kw),
+    "stacked": lambda **kw: rx.stacked([rx.lstm(4), rx.gru(4)], **kw),
+    "bidirectional": lambda **kw: rx.bidirectional(rx.gru(4), rx.gru(4), **kw),
+    "stacked of bidirectional": lambda **kw: rx.stacked([rx.bidirectional(rx.lstm(4), rx.lstm(4))] * 2, **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layers_built_alike_are_equal_and_jit_traces_them_once(name):
+    a, b = LAYERS[name](), LAYERS[name]()
+    assert a is not b and a.apply is not b.apply
+    assert a == b and hash(a) == hash(b)
+    assert LAYERS[name](unroll=2) != a
+    assert a._replace(apply=b.apply) != a  # a replaced function: equal only to itself
+
+    traces = []
+
+    def run(layer, params, xs):
+        traces.append(layer)
+        return layer.apply(params, xs)[1]
+
+    params = a.init(jax.random.key(0), 3)
+    xs = jnp.ones((2, 5, 3))
+    want, compiled = run(a, params, xs), jax.jit(run)
+    for _ in range(2):
+        assert jnp.allclose(compiled(LAYERS[name](), params, xs), want, atol=1e-6)
+    assert len(traces) == 2  # the eager reference call and one trace under jit
+    assert jax.tree.leaves(a) == []
+
+
+def test_stacks_of_lists_and_tuples_are_equal():
+    assert rx.stacked([rx.lstm(4)] * 2) == rx.stacked((rx.lstm(4), rx.lstm(4)))
+    assert rx.stacked([rx.lstm(4)] * 2) != rx.stacked([rx.lstm(4)] * 3)
+    assert rx.bidirectional(rx.gru(4), rx.gru(4)) != rx.bidirectional(rx.gru(4), rx.gru(4), merge="sum")

@@ -95,6 +95,56 @@ class Structure(NamedTuple):
     of: tuple[Callable, Callable] | None = None
 
 
+class Spec:
+    """What built a cell or layer: ``key`` (constructor, arguments) compared and hashed, and ``built``, its fields
+    as built (not compared: a cell equals another by ``key`` only while its fields are still these)."""
+
+    __slots__ = ("built", "key")
+
+    def __init__(self, key: tuple, built: tuple) -> None:
+        self.key, self.built = key, built
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Spec) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        return f"Spec{self.key!r}"
+
+
+def _identity(obj: Any) -> tuple:
+    """What ``obj`` (a :class:`Cell` or ``Layer``) is compared by: its spec while its fields are as built, else
+    the field objects themselves."""
+    built = tuple(obj)[:-1]
+    spec = obj.spec
+    if spec is not None and len(spec.built) == len(built) and all(a is b for a, b in zip(spec.built, built)):
+        return ("spec", spec.key)
+    return ("functions", *built)
+
+
+def compared_by_spec(cls: type) -> type:
+    """Makes a NamedTuple of functions whose last field is ``spec`` compare and hash by :func:`_identity`, and
+    registers it as a pytree without leaves: static structure carried whole in the treedef, so ``jit`` caches on
+    its equality."""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, cls):
+            return NotImplemented
+        return _identity(self) == _identity(other)
+
+    def __ne__(self, other: object) -> bool:
+        equal = __eq__(self, other)
+        return equal if equal is NotImplemented else not equal
+
+    cls.__eq__, cls.__ne__ = __eq__, __ne__
+    cls.__hash__ = lambda self: hash(_identity(self))
+    jax.tree_util.register_pytree_node(cls, lambda obj: ((), obj), lambda obj, _: obj)
+    return cls
+
+
+@compared_by_spec
 class Cell(NamedTuple):
     """A recurrent cell as a bundle of pure functions.
 
@@ -125,69 +175,30 @@ class Cell(NamedTuple):
     structure: Structure | None = None
     spec: Spec | None = None
 
-    def _identity(self) -> tuple:
-        built = tuple(self)[:-1]
-        spec = self.spec
-        if spec is not None and len(spec.built) == len(built) and all(a is b for a, b in zip(spec.built, built)):
-            return ("spec", spec.key)
-        return ("functions", *built)
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Cell):
-            return NotImplemented
-        return self._identity() == other._identity()
-
-    def __ne__(self, other: object) -> bool:
-        equal = self.__eq__(other)
-        return equal if equal is NotImplemented else not equal
-
-    def __hash__(self) -> int:
-        return hash(self._identity())
-
-
-class Spec:
-    """What built a cell: ``key`` (constructor, arguments) compared and hashed, and ``built``, the cell's fields
-    as built (not compared: a cell equals another by ``key`` only while its fields are still these)."""
-
-    __slots__ = ("built", "key")
-
-    def __init__(self, key: tuple, built: tuple) -> None:
-        self.key, self.built = key, built
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Spec) and self.key == other.key
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __repr__(self) -> str:
-        return f"Spec{self.key!r}"
-
-
-# No leaves: a cell is static structure, carried whole in the treedef (so jit caches on its equality).
-jax.tree_util.register_pytree_node(Cell, lambda cell: ((), cell), lambda cell, _: cell)
-
-
-def built_with(cell: Cell) -> tuple[str, dict[str, Any]] | None:
-    """``(constructor name, its arguments with defaults)`` while ``cell`` is as its constructor built it (no
-    function replaced), else ``None``: what a converter may read to know what the cell computes."""
-    identity = cell._identity()
+def built_with(cell: Any) -> tuple[str, dict[str, Any]] | None:
+    """``(constructor name, its arguments with defaults)`` while ``cell`` (a :class:`Cell` or ``Layer``) is as its
+    constructor built it (no function replaced), else ``None``: what a converter may read to know what it computes.
+    Sequence arguments are given as tuples."""
+    identity = _identity(cell)
     if identity[0] != "spec":
         return None
     _, name, arguments = identity[1]
     return name, dict(arguments)
 
 
-def constructor(fn: Callable[..., Cell]) -> Callable[..., Cell]:
-    """Decorates a cell constructor so the cells it builds carry their :class:`Spec` (see :class:`Cell`)."""
+def constructor(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorates a cell (or layer) constructor so what it builds carries its :class:`Spec` (see :class:`Cell`)."""
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
-    def build(*args: Any, **kwargs: Any) -> Cell:
+    def build(*args: Any, **kwargs: Any) -> Any:
         cell = fn(*args, **kwargs)
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        key = (fn.__module__, fn.__qualname__, tuple(bound.arguments.items()))
+        # Lists become tuples, so `stacked([lstm(8)] * 2)` built twice hashes alike.
+        arguments = tuple((name, _frozen(value)) for name, value in bound.arguments.items())
+        key = (fn.__module__, fn.__qualname__, arguments)
         try:
             hash(key)
         except TypeError:  # an unhashable argument (an array): such cells are equal only to themselves
@@ -195,6 +206,10 @@ def constructor(fn: Callable[..., Cell]) -> Callable[..., Cell]:
         return cell._replace(spec=Spec(key, tuple(cell)[:-1]))
 
     return build
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
 def structure_of(cell: Cell) -> Structure | None:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.backends.base import Backend, Remat
-from recurrax.core import Array, Cell, Params, PRNGKey, Shape, State
+from recurrax.core import Array, Cell, Params, PRNGKey, Shape, Spec, State, compared_by_spec, constructor
 from recurrax.scan import reverse_sequences, reversed_resets, scan
 
 
@@ -35,6 +35,7 @@ class ApplyFn(Protocol):
     ) -> tuple[State, Array]: ...
 
 
+@compared_by_spec
 class Layer(NamedTuple):
     """A sequence-to-sequence recurrent layer as a bundle of pure functions.
 
@@ -46,12 +47,17 @@ class Layer(NamedTuple):
         ``lengths``, ``resets`` and ``reset_state`` as in :func:`recurrax.scan` (``reset_state`` in the layer's
         state structure). ``key`` drives dropout; without it the layer is deterministic (evaluation mode).
       name: a short name used in error messages.
+      spec: the builder and arguments that made the layer, or ``None``.
+
+    Like cells, two layers built by ``as_layer``, ``stacked`` or ``bidirectional`` with equal arguments are equal
+    and hash equal (until a function is replaced), and a layer is a pytree without leaves.
     """
 
     init: Callable[[PRNGKey, int], Params]
     initial_state: Callable[[Params, Shape], State]
     apply: ApplyFn
     name: str = "layer"
+    spec: Spec | None = None
 
 
 class BidirectionalState(NamedTuple):
@@ -69,7 +75,11 @@ def as_layer(
         return cell
     if not isinstance(cell, Cell):
         raise TypeError(f"as_layer: expected a recurrax.Cell or Layer, got {type(cell).__name__}.")
+    return _cell_layer(cell, unroll=unroll, remat=remat, backend=backend)
 
+
+@constructor
+def _cell_layer(cell: Cell, *, unroll: int | bool | None, remat: Remat, backend: str | Backend) -> Layer:
     def apply(params, xs, state=None, *, lengths=None, resets=None, reset_state=None, key=None, time_major=False):
         del key  # a single cell has no dropout
         return scan(
@@ -96,6 +106,7 @@ def output_size(layer: Cell | Layer, params: Params, input_size: int) -> int:
     return ys.shape[-1]
 
 
+@constructor
 def stacked(
     layers: Sequence[Cell | Layer],
     *,
@@ -176,6 +187,7 @@ MERGES: dict[str, Callable[[Array, Array], Array]] = {
 }
 
 
+@constructor
 def bidirectional(
     forward: Cell | Layer,
     backward: Cell | Layer,

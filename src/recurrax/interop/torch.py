@@ -287,7 +287,7 @@ def _to_numpy(tensor: Any) -> np.ndarray:
 _TORCH_NAMES = {"elman": "RNN", "lstm": "LSTM", "gru": "GRU"}
 # The cells torch has; their options come from what built them (a cell with a replaced function is refused).
 _CONVERTIBLE = ("elman", "lstm", "gru")
-_LAYERS = ("as_layer", "stacked", "bidirectional")
+_LAYERS = ("cell", "stacked", "bidirectional")
 _DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 
@@ -319,13 +319,13 @@ def unit_grid(obj: Any, params: Params, fn: str = "to_torch") -> tuple[list[list
     if isinstance(obj, Cell):
         grid, dropout = [[_unit(obj, params, "params", fn)]], 0.0
     elif isinstance(obj, Layer):
-        kind, env = _layer_kind(obj, fn)
-        if kind == "as_layer":
-            grid, dropout = [[_unit(env["cell"], params, "params", fn)]], 0.0
+        kind, args = _layer_kind(obj, fn)
+        if kind == "cell":
+            grid, dropout = [[_unit(args["cell"], params, "params", fn)]], 0.0
         elif kind == "bidirectional":
-            grid, dropout = [_directions(obj, env, params, "params", fn)], 0.0
+            grid, dropout = [_directions(obj, args, params, "params", fn)], 0.0
         else:
-            grid, dropout = _stack(env, params, fn), float(env["dropout"])
+            grid, dropout = _stack(args, params, fn), float(args["dropout"])
     else:
         raise TypeError(f"{fn}: `cell_or_layer` must be a recurrax.Cell or Layer, got {type(obj).__name__}.")
     first = grid[0][0]
@@ -354,33 +354,42 @@ def unit_grid(obj: Any, params: Params, fn: str = "to_torch") -> tuple[list[list
 
 
 def _layer_kind(layer: Layer, fn: str) -> tuple[str, dict[str, Any]]:
-    """Which of recurrax's layer builders made ``layer``, and what its ``apply`` closes over."""
-    apply = layer.apply
-    kind = getattr(apply, "__qualname__", "").removesuffix(".<locals>.apply")
-    if getattr(apply, "__module__", None) != "recurrax.layers" or kind not in _LAYERS:
+    """Which of recurrax's layer builders made ``layer`` (``"cell"`` for ``as_layer``), and its arguments."""
+    built = built_with(layer)
+    kind = {"_cell_layer": "cell"}.get(built[0], built[0]) if built is not None else None
+    if kind not in _LAYERS:
         raise ValueError(
             f"{fn}: cannot tell what the layer {layer.name!r} computes; it converts cells and the layers of "
             "recurrax.stacked and recurrax.bidirectional (as from_torch builds them)."
         )
-    return kind, _closure(apply)
+    return kind, built[1]
 
 
-def _stack(env: dict[str, Any], params: Params, fn: str) -> list[list[_Unit]]:
-    if env["residual"]:
+def _one_cell(obj: Cell | Layer, fn: str) -> Cell | None:
+    """``obj`` as a cell when it is one or ``as_layer`` of one, else ``None``."""
+    if isinstance(obj, Cell):
+        return obj
+    kind, args = _layer_kind(obj, fn)
+    return args["cell"] if kind == "cell" else None
+
+
+def _stack(args: dict[str, Any], params: Params, fn: str) -> list[list[_Unit]]:
+    if args["residual"]:
         raise ValueError(
             f"{fn}: torch's multi-layer RNNs have no residual connections, but the stack was built with "
             "`residual=True`."
         )
-    parts = env["parts"]
+    parts = args["layers"]
     if not isinstance(params, (tuple, list)) or len(params) != len(parts):
         is_seq = isinstance(params, (tuple, list))
         got = f"a {type(params).__name__} of length {len(params)}" if is_seq else type(params).__name__
         raise ValueError(f"{fn}: `params` must be a tuple with one entry per layer ({len(parts)}), got {got}.")
     grid = []
     for i, (part, p) in enumerate(zip(parts, params)):
-        kind, sub = _layer_kind(part, fn)
-        if kind == "as_layer":
-            grid.append([_unit(sub["cell"], p, f"params[{i}]", fn)])
+        cell = _one_cell(part, fn)
+        kind, sub = ("cell", {}) if cell is not None else _layer_kind(part, fn)
+        if cell is not None:
+            grid.append([_unit(cell, p, f"params[{i}]", fn)])
         elif kind == "bidirectional":
             grid.append(_directions(part, sub, p, f"params[{i}]", fn))
         else:
@@ -391,8 +400,8 @@ def _stack(env: dict[str, Any], params: Params, fn: str) -> list[list[_Unit]]:
     return grid
 
 
-def _directions(layer: Layer, env: dict[str, Any], params: Params, where: str, fn: str) -> list[_Unit]:
-    merge = env["merge"]
+def _directions(layer: Layer, args: dict[str, Any], params: Params, where: str, fn: str) -> list[_Unit]:
+    merge = args["merge"]
     if not (isinstance(merge, str) and merge == "concat"):
         raise ValueError(
             f"{fn}: a bidirectional torch RNN concatenates its directions (merge='concat'), but {layer.name} "
@@ -402,14 +411,14 @@ def _directions(layer: Layer, env: dict[str, Any], params: Params, where: str, f
         got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
         raise ValueError(f"{fn}: `{where}` must be a dict with keys ['backward', 'forward'], got {got}.")
     units = []
-    for direction, closed in (("forward", "fwd"), ("backward", "bwd")):
-        kind, sub = _layer_kind(env[closed], fn)
-        if kind != "as_layer":
+    for direction in ("forward", "backward"):
+        cell = _one_cell(args[direction], fn)
+        if cell is None:
             raise ValueError(
-                f"{fn}: the {direction} direction of {layer.name} is a layer ({env[closed].name}); each "
+                f"{fn}: the {direction} direction of {layer.name} is a layer ({args[direction].name}); each "
                 "direction of a torch RNN is one cell."
             )
-        units.append(_unit(sub["cell"], params[direction], f"{where}['{direction}']", fn))
+        units.append(_unit(cell, params[direction], f"{where}['{direction}']", fn))
     return units
 
 
@@ -516,11 +525,3 @@ def _to_tensor(torch: Any, value: np.ndarray, dtype: Any) -> Any:
         # torch cannot read NumPy's bfloat16; the float32 detour is exact both ways.
         value = value.astype(np.float32)
     return torch.from_numpy(np.array(value, order="C")).to(dtype)
-
-
-def _closure(fn: Any) -> dict[str, Any]:
-    """The variables ``fn`` closes over, by name (empty for anything but a Python closure)."""
-    code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None)
-    if code is None or cells is None:
-        return {}
-    return {name: cell.cell_contents for name, cell in zip(code.co_freevars, cells)}
