@@ -1,0 +1,205 @@
+"""recurrax.interop.keras against Keras 3 itself (JAX backend): whole layers in and out, SimpleRNN with every
+activation the table names, Bidirectional with every merge, and the refusals.
+
+The reference is the Keras layer's own call on the same inputs; skipped where Keras is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import recurrax as rx
+from recurrax.interop import keras as rx_keras
+
+keras = pytest.importorskip("keras")
+if keras.backend.backend() != "jax":
+    pytest.skip(f"Keras runs the {keras.backend.backend()!r} backend here, not 'jax'", allow_module_level=True)
+
+# Keras's JAX variables warn about NumPy 2's copy keyword; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+B, T, I, H = 3, 6, 5, 4
+XS = np.random.default_rng(0).normal(size=(B, T, I)).astype(np.float32)
+TOL = {"atol": 1e-6, "rtol": 1e-6}
+
+
+def _built(layer, seed=0):
+    """``layer`` built on ``XS`` with random weights everywhere (biases too, so their layout matters)."""
+    layer(XS)
+    rng = np.random.default_rng(seed)
+    layer.set_weights([(rng.normal(size=w.shape) * 0.5).astype(w.dtype) for w in layer.get_weights()])
+    return layer
+
+
+def _keras_run(layer, xs=XS):
+    """Keras's outputs and final states as NumPy arrays."""
+    out = layer(xs)
+    return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else [np.asarray(out)]
+
+
+def _state_leaves(state):
+    """A recurrax state in Keras's order: ``[h]`` or ``[h, c]``."""
+    return [state.h, state.c] if hasattr(state, "c") else [state.h]
+
+
+LAYERS = {
+    "lstm": lambda **kw: keras.layers.LSTM(H, **kw),
+    "lstm-no-bias": lambda **kw: keras.layers.LSTM(H, use_bias=False, **kw),
+    "gru": lambda **kw: keras.layers.GRU(H, **kw),
+    "gru-reset-before": lambda **kw: keras.layers.GRU(H, reset_after=False, **kw),
+    "simple_rnn": lambda **kw: keras.layers.SimpleRNN(H, **kw),
+    "simple_rnn-relu-no-bias": lambda **kw: keras.layers.SimpleRNN(H, activation="relu", use_bias=False, **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_from_keras_computes_the_layer(name):
+    layer = _built(LAYERS[name](return_sequences=True, return_state=True))
+    cell, params = rx_keras.from_keras(layer)
+    final, ys = rx.scan(cell, params, XS)
+    want = _keras_run(layer)
+    chex.assert_trees_all_close([ys, *_state_leaves(final)], want, **TOL)
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_to_keras_builds_the_layer_and_round_trips_bit_for_bit(name):
+    cell, params = rx_keras.from_keras(_built(LAYERS[name]()))
+    params = jax.tree.map(lambda p: p + 0.1, params)  # not Keras's numbers: the export must carry them
+    layer = rx_keras.to_keras(cell, params, return_state=True)
+    final, ys = rx.scan(cell, params, XS)
+    chex.assert_trees_all_close(_keras_run(layer), [ys, *_state_leaves(final)], **TOL)
+    again_cell, again = rx_keras.from_keras(layer)
+    assert again_cell == cell
+    chex.assert_trees_all_equal(again, params)
+
+
+@pytest.mark.parametrize("activation", sorted(rx_keras.ACTIVATIONS))
+def test_simple_rnn_activations_are_keras_s(activation):
+    layer = _built(keras.layers.SimpleRNN(H, activation=activation, return_sequences=True))
+    cell, params = rx_keras.from_keras(layer)
+    chex.assert_trees_all_close(rx.scan(cell, params, XS)[1], _keras_run(layer)[0], **TOL)
+    assert rx_keras.to_keras(cell, params).get_config()["activation"] == activation
+
+
+@pytest.mark.parametrize(
+    ("kind", "merge"),
+    [("lstm", "concat"), ("lstm", "sum"), ("lstm", "mul"), ("lstm", "ave"), ("gru", "concat"), ("simple_rnn", "ave")],
+)
+def test_bidirectional_both_ways(kind, merge):
+    inner = LAYERS[kind](return_sequences=True, return_state=True)
+    layer = _built(keras.layers.Bidirectional(inner, merge_mode=merge))
+    bi, params = rx_keras.from_keras(layer)
+    final, ys = bi.apply(params, XS)
+    want = _keras_run(layer)  # [ys, forward states..., backward states...]
+    chex.assert_trees_all_close([ys, *_state_leaves(final.forward), *_state_leaves(final.backward)], want, **TOL)
+
+    # The weight lists and the rebuilt layer agree with both.
+    weights = layer.get_weights()
+    options = {"reset_after": True} if kind == "gru" else {}
+    keras_name = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}[kind]
+    listed, listed_params = rx_keras.from_keras_bidirectional(weights, keras_name, merge_mode=merge, **options)
+    assert listed == bi
+    chex.assert_trees_all_equal(listed_params, params)
+    chex.assert_trees_all_equal(rx_keras.to_keras_bidirectional(params), rx_keras.to_keras_bidirectional(listed_params))
+    rebuilt = rx_keras.to_keras(bi, params)
+    chex.assert_trees_all_close(_keras_run(rebuilt)[0], ys, **TOL)
+    assert rebuilt.merge_mode == merge
+
+
+def test_the_weight_list_functions_accept_the_layer_object():
+    layer = _built(keras.layers.GRU(H, reset_after=False))
+    cell, params = rx_keras.from_keras_gru(layer)
+    assert (cell, params.keys()) == (rx_keras.from_keras(layer)[0], {"w_i", "w_h", "b"})
+    with pytest.raises(ValueError, match=r"`reset_after=True` was given, but the layer has `reset_after=False`"):
+        rx_keras.from_keras_gru(layer, reset_after=True)
+    with pytest.raises(TypeError, match=r"from_keras_lstm: expected a keras.layers.LSTM, got a GRU"):
+        rx_keras.from_keras_lstm(layer)
+
+
+def _refusals():
+    lstm = _built(keras.layers.LSTM(H))
+    return {
+        "a dense layer": (lambda: rx_keras.from_keras(keras.layers.Dense(3)), TypeError, "Dense has no recurrax"),
+        "not a keras layer": (lambda: rx_keras.from_keras(object()), TypeError, "expected a Keras layer"),
+        "unbuilt": (lambda: rx_keras.from_keras(keras.layers.LSTM(H)), ValueError, "no weights yet"),
+        "go_backwards": (
+            lambda: rx_keras.from_keras(_built(keras.layers.LSTM(H, go_backwards=True))),
+            ValueError,
+            "go_backwards=True",
+        ),
+        "merge_mode None": (
+            lambda: rx_keras.from_keras(_built(keras.layers.Bidirectional(keras.layers.GRU(H), merge_mode=None))),
+            ValueError,
+            "merge_mode=None",
+        ),
+        "custom gate activation": (
+            lambda: rx_keras.from_keras(_built(keras.layers.LSTM(H, recurrent_activation="hard_sigmoid"))),
+            ValueError,
+            "recurrent_activation='hard_sigmoid'",
+        ),
+        "unknown simple activation": (
+            lambda: rx_keras.from_keras(_built(keras.layers.SimpleRNN(H, activation="exponential"))),
+            ValueError,
+            "activation='exponential'",
+        ),
+        "mixed precision": (
+            lambda: rx_keras.from_keras(_built(keras.layers.LSTM(H, dtype="mixed_float16"))),
+            ValueError,
+            "mixed dtype policy",
+        ),
+        "odd bidirectional list": (
+            lambda: rx_keras.from_keras_bidirectional(lstm.get_weights(), "LSTM"),
+            ValueError,
+            "3 array",
+        ),
+        "unknown wrapped layer": (
+            lambda: rx_keras.from_keras_bidirectional(lstm.get_weights() * 2, "ConvLSTM2D"),
+            ValueError,
+            "`layer` must be one of",
+        ),
+    }
+
+
+def _export_refusals():
+    key = jax.random.key(0)
+
+    def to(cell, **kw):
+        return lambda: rx_keras.to_keras(cell, cell.init(key, I), **kw)
+
+    return {
+        "peephole": (to(rx.lstm(H, peephole=True)), "`peephole=True`"),
+        "projection": (to(rx.lstm(H, proj_size=2)), "`proj_size=2`"),
+        "layer norm": (to(rx.lstm(H, layer_norm=True)), "`layer_norm=True`"),
+        "cell clip": (to(rx.lstm(H, cell_clip=3.0)), "`cell_clip=3.0`"),
+        "compute dtype": (to(rx.gru(H, dtype=jnp.bfloat16)), "compute `dtype=bfloat16`"),
+        "residual": (to(rx.elman(H, residual=True)), "`residual=True`"),
+        "other activation": (to(rx.elman(H, activation=lambda a: a**3)), "named activation"),
+        "mgu": (to(rx.mgu(H)), "no equivalent of the mgu"),
+        "replaced function": (to(rx.gru(H)._replace(transition=rx.gru(H).transition)), "no function replaced"),
+        "a stack": (to(rx.stacked([rx.gru(H), rx.gru(H)])), "layer by layer"),
+        "a decided option": (to(rx.gru(H), units=8), "`units` is decided"),
+        "a callable merge": (to(rx.bidirectional(rx.gru(H), rx.gru(H), merge=jnp.maximum)), "merges with one of"),
+        "two kinds": (to(rx.bidirectional(rx.gru(H), rx.lstm(H))), "two layers of one kind"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_refusals()))
+def test_what_keras_has_and_recurrax_lacks_is_refused_by_name(case):
+    call, error, message = _refusals()[case]
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call()
+
+
+@pytest.mark.parametrize("case", list(_export_refusals()))
+def test_what_recurrax_has_and_keras_lacks_is_refused_by_name(case):
+    call, message = _export_refusals()[case]
+    with pytest.raises(ValueError, match=message):
+        call()
