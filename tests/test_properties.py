@@ -34,7 +34,7 @@ def problems(draw, names=NAMES):
     return name, cell, params, xs, state, lengths
 
 
-@settings(max_examples=10)
+@settings(max_examples=6)
 @given(problems(), st.booleans())
 def test_padded_run_equals_each_sequence_alone(problem, reverse):
     name, cell, params, xs, state, lengths = problem
@@ -46,7 +46,7 @@ def test_padded_run_equals_each_sequence_alone(problem, reverse):
     np.testing.assert_array_equal(np.asarray(ys)[padded], 0.0)
 
 
-@settings(max_examples=8)
+@settings(max_examples=5)
 @given(problems(), st.data())
 def test_chunked_calls_equal_one_call(problem, data):
     _, cell, params, xs, state, lengths = problem
@@ -61,7 +61,7 @@ def test_chunked_calls_equal_one_call(problem, data):
     chex.assert_trees_all_close(jnp.concatenate(outs, axis=-2), ys, **TOL)
 
 
-@settings(max_examples=8)
+@settings(max_examples=5)
 @given(problems())
 def test_reverse_is_forward_over_the_reversed_valid_parts(problem):
     _, cell, params, xs, state, lengths = problem

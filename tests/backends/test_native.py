@@ -286,13 +286,26 @@ def test_the_avx2_kernels(tmp_path):
 
 
 def test_build_is_cached_and_keyed(tmp_path, monkeypatch):
+    # A stand-in compiler that counts its runs and writes the `-o` file: the caching logic, not g++, is under test
+    # (every other test here loads the kernels the real compiler built).
+    runs = tmp_path / "runs"
+    script = tmp_path / "cxx"
+    script.write_text(
+        '#!/bin/sh\nif [ "$1" = --version ]; then echo fake 1.0; exit 0; fi\n'
+        f'echo run >> "{runs}"\n'
+        'while [ $# -gt 0 ]; do if [ "$1" = -o ]; then echo lib > "$2"; fi; shift; done\n'
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("CXX", str(script))
     monkeypatch.delenv("CXXFLAGS", raising=False)
+    tmp_path = tmp_path / "cache"
     first = build.build(tmp_path)
     assert first.exists() and build.build(tmp_path) == first
     assert first.name.startswith("recurrax_native_") and list(tmp_path.iterdir()) == [first]
     monkeypatch.setenv("CXXFLAGS", "-DRECURRAX_UNUSED_MACRO")  # other flags: another library, the first one kept
     second = build.build(tmp_path)
     assert second != first and sorted(tmp_path.iterdir()) == sorted([first, second])
+    assert runs.read_text().count("run") == 2  # the second call of each key compiled nothing
 
 
 def test_a_missing_compiler_is_an_error_and_load_falls_back(tmp_path, monkeypatch):
