@@ -10,13 +10,6 @@ import pytest
 from _multidevice import HERE, collect, free_port, kill, start
 
 
-def pytest_collection_modifyitems(config, items):
-    # Under pytest-xdist, every test of this folder runs on one worker, so the session's children start once.
-    for item in items:
-        if HERE in item.path.parents:
-            item.add_marker(pytest.mark.xdist_group("distributed"))
-
-
 @pytest.fixture(scope="session")
 def children(tmp_path_factory):
     """Started children: the 8-device checks, the two processes of the multi-host run, the killed save."""
@@ -52,3 +45,5 @@ def pytest_collection_modifyitems(session, config, items):
     mine = sorted((items[i] for i in here), key=lambda item: "children" in item.fixturenames)
     for i, item in zip(here, mine):
         items[i] = item
+        # Under pytest-xdist, every test of this folder runs on one worker, so the session's children start once.
+        item.add_marker(pytest.mark.xdist_group("distributed"))
