@@ -108,7 +108,12 @@ def test_bidirectional_both_ways(kind, merge):
     listed, listed_params = rx_keras.from_keras_bidirectional(weights, keras_name, merge_mode=merge, **options)
     assert listed == bi
     chex.assert_trees_all_equal(listed_params, params)
-    chex.assert_trees_all_equal(rx_keras.to_keras_bidirectional(params), rx_keras.to_keras_bidirectional(listed_params))
+    back = rx_keras.to_keras_bidirectional(params)
+    # The GRU's r/z biases are re-split (summed into the input row); the kernels come back as they were.
+    if kind == "gru":
+        chex.assert_trees_all_equal([back[i] for i in (0, 1, 3, 4)], [weights[i] for i in (0, 1, 3, 4)])
+    else:
+        chex.assert_trees_all_equal(back, weights)
     rebuilt = rx_keras.to_keras(bi, params)
     chex.assert_trees_all_close(_keras_run(rebuilt)[0], ys, **TOL)
     assert rebuilt.merge_mode == merge

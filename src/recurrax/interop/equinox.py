@@ -25,7 +25,8 @@ import numpy as np
 
 from recurrax.cells.gru import gru
 from recurrax.cells.lstm import lstm
-from recurrax.core import Cell, Params, built_with
+from recurrax.core import Cell, Params
+from recurrax.interop._cells import constructor_options
 from recurrax.layers import Layer
 
 if TYPE_CHECKING:
@@ -155,20 +156,7 @@ def _cell_options(cell: Any) -> tuple[str, dict[str, Any]]:
         )
     if not isinstance(cell, Cell):
         raise TypeError(f"to_equinox: `cell` must be a recurrax.Cell, got {type(cell).__name__}.")
-    built = built_with(cell)
-    # By module too: a constructor of the same name elsewhere need not compute what recurrax's does.
-    ours = built is not None and cell.spec.key[0] == f"recurrax.cells.{built[0]}"
-    if not (ours and built[0] in _EXACT):
-        if cell.name not in _EXACT:
-            raise ValueError(
-                f"to_equinox: Equinox has no equivalent of recurrax's `{cell.name}` cell; the lstm and gru cells "
-                "convert."
-            )
-        raise ValueError(
-            f"to_equinox: cannot tell what this `{cell.name}` cell computes: it is not a cell of recurrax.{cell.name} "
-            "as built (a function replaced with `_replace`, a wrapper, or an unhashable constructor argument)."
-        )
-    kind, options = built
+    kind, options = constructor_options(cell, "to_equinox", "Equinox", _EXACT, "the lstm and gru cells")
     for option, exact in _EXACT[kind].items():
         value = options[option]
         if value is not exact and value != exact:

@@ -36,7 +36,8 @@ import numpy as np
 from recurrax.cells.elman import elman
 from recurrax.cells.gru import gru
 from recurrax.cells.lstm import lstm
-from recurrax.core import Cell, Params, built_with
+from recurrax.core import Cell, Params
+from recurrax.interop._cells import constructor_options
 from recurrax.interop.equinox import _one_dtype
 from recurrax.layers import Layer
 
@@ -245,19 +246,7 @@ def _cell_options(cell: Any) -> tuple[str, dict[str, Any]]:
         )
     if not isinstance(cell, Cell):
         raise TypeError(f"to_haiku: `cell` must be a recurrax.Cell, got {type(cell).__name__}.")
-    built = built_with(cell)
-    # By module too: a constructor of the same name elsewhere need not compute what recurrax's does.
-    if built is None or built[0] not in _EXACT or cell.spec.key[0] != f"recurrax.cells.{built[0]}":
-        if cell.name not in _EXACT:
-            raise ValueError(
-                f"to_haiku: Haiku has no equivalent of recurrax's `{cell.name}` cell; the lstm, gru and elman cells "
-                "convert."
-            )
-        raise ValueError(
-            f"to_haiku: cannot tell what this `{cell.name}` cell computes: it is not a cell of recurrax.{cell.name} "
-            "as built (a function replaced with `_replace`, a wrapper, or an unhashable constructor argument)."
-        )
-    cell_name, options = built
+    cell_name, options = constructor_options(cell, "to_haiku", "Haiku", _EXACT, "the lstm, gru and elman cells")
     kind = _BY_CELL[cell_name]
     for option, exact in _EXACT[cell_name].items():
         value = options[option]

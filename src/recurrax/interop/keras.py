@@ -39,6 +39,7 @@ from recurrax.cells.elman import elman
 from recurrax.cells.gru import gru
 from recurrax.cells.lstm import lstm
 from recurrax.core import Cell, Params, built_with
+from recurrax.interop._cells import single_cell
 from recurrax.layers import MERGES, Layer, bidirectional
 
 _NAMES = ("kernel", "recurrent_kernel", "bias")
@@ -341,7 +342,12 @@ def to_keras(cell_or_layer: Cell | Layer, params: Params, *, input_size: int | N
             raise ValueError(f"to_keras: `params` must be a dict with keys ['backward', 'forward'], got {got}.")
         directions = {}
         for direction in ("forward", "backward"):
-            cell = _as_cell(fn, built[1][direction], direction)
+            cell = single_cell(built[1][direction])
+            if cell is None:
+                raise ValueError(
+                    f"{fn}: the {direction} direction is a layer ({built[1][direction].name}); Keras wraps one cell "
+                    "each way."
+                )
             directions[direction] = _keras_rnn(
                 keras, cell, params[direction], options, go_backwards=direction == "backward", where=direction
             )
@@ -432,15 +438,6 @@ def _options_of(kind: str) -> tuple[str, ...]:
         "GRU": ("reset_after", "use_bias", "activation", "recurrent_activation"),
         "SimpleRNN": ("use_bias", "activation"),
     }[kind]
-
-
-def _as_cell(fn: str, obj: Cell | Layer, direction: str) -> Cell:
-    if isinstance(obj, Cell):
-        return obj
-    built = built_with(obj)
-    if built is None or built[0] != "_cell_layer":
-        raise ValueError(f"{fn}: the {direction} direction is a layer ({obj.name}); Keras wraps one cell each way.")
-    return built[1]["cell"]
 
 
 def _keras_rnn(

@@ -37,6 +37,7 @@ from recurrax.cells.elman import elman
 from recurrax.cells.gru import gru
 from recurrax.cells.lstm import lstm
 from recurrax.core import Cell, LSTMState, Params, RNNState, State, built_with
+from recurrax.interop._cells import constructor_options, single_cell
 from recurrax.layers import BidirectionalState, Layer, bidirectional, stacked
 
 if TYPE_CHECKING:
@@ -365,14 +366,6 @@ def _layer_kind(layer: Layer, fn: str) -> tuple[str, dict[str, Any]]:
     return kind, built[1]
 
 
-def _one_cell(obj: Cell | Layer, fn: str) -> Cell | None:
-    """``obj`` as a cell when it is one or ``as_layer`` of one, else ``None``."""
-    if isinstance(obj, Cell):
-        return obj
-    kind, args = _layer_kind(obj, fn)
-    return args["cell"] if kind == "cell" else None
-
-
 def _stack(args: dict[str, Any], params: Params, fn: str) -> list[list[_Unit]]:
     if args["residual"]:
         raise ValueError(
@@ -386,7 +379,7 @@ def _stack(args: dict[str, Any], params: Params, fn: str) -> list[list[_Unit]]:
         raise ValueError(f"{fn}: `params` must be a tuple with one entry per layer ({len(parts)}), got {got}.")
     grid = []
     for i, (part, p) in enumerate(zip(parts, params)):
-        cell = _one_cell(part, fn)
+        cell = single_cell(part)
         kind, sub = ("cell", {}) if cell is not None else _layer_kind(part, fn)
         if cell is not None:
             grid.append([_unit(cell, p, f"params[{i}]", fn)])
@@ -412,7 +405,7 @@ def _directions(layer: Layer, args: dict[str, Any], params: Params, where: str, 
         raise ValueError(f"{fn}: `{where}` must be a dict with keys ['backward', 'forward'], got {got}.")
     units = []
     for direction in ("forward", "backward"):
-        cell = _one_cell(args[direction], fn)
+        cell = single_cell(args[direction])
         if cell is None:
             raise ValueError(
                 f"{fn}: the {direction} direction of {layer.name} is a layer ({args[direction].name}); each "
@@ -477,18 +470,8 @@ def _unit(cell: Cell, params: Params, where: str, fn: str) -> _Unit:
 
 def _cell_options(cell: Cell, fn: str) -> dict[str, Any]:
     """The construction options of a recurrax elman/lstm/gru cell, from what built it (:func:`core.built_with`)."""
-    if cell.name not in _CONVERTIBLE:
-        raise ValueError(
-            f"{fn}: torch has no equivalent of recurrax's `{cell.name}` cell; the elman (tanh or relu), lstm "
-            "and gru cells convert."
-        )
-    built = built_with(cell)
-    if built is None or built[0] != cell.name:
-        raise ValueError(
-            f"{fn}: cannot tell what this `{cell.name}` cell computes: its functions are not the ones "
-            f"recurrax.{cell.name} builds (a wrapper, or a function replaced with `_replace`)."
-        )
-    return built[1]
+    listed = "the elman (tanh or relu), lstm and gru cells"
+    return constructor_options(cell, fn, "torch", _CONVERTIBLE, listed)[1]
 
 
 def _checked_params(cell: Cell, params: Params, where: str, fn: str) -> dict[str, np.ndarray]:
