@@ -22,7 +22,7 @@ B, T, I, H = 3, 7, 5, 4
 XS = jax.random.normal(jax.random.key(1), (B, T, I))
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 LINEN = [nn.LSTMCell, nn.OptimizedLSTMCell, nn.GRUCell]
-NNX = [nnx.LSTMCell, nnx.OptimizedLSTMCell, nnx.GRUCell]
+NNX = [nnx.LSTMCell, nnx.OptimizedLSTMCell, nnx.GRUCell, nnx.SimpleCell]
 
 
 def _randomise(tree, seed=0):
@@ -93,7 +93,7 @@ def test_linen_round_trips_are_exact(module_cls):
 
 @pytest.mark.parametrize("module_cls", NNX, ids=lambda c: c.__name__)
 def test_from_nnx_matches_nnx(module_cls):
-    is_lstm = module_cls is not nnx.GRUCell
+    is_lstm = module_cls in (nnx.LSTMCell, nnx.OptimizedLSTMCell)
     module = module_cls(I, H, rngs=nnx.Rngs(0))
     nnx.update(module, _randomise(nnx.state(module, nnx.Param), seed=4))
     cell, params = rx_flax.from_nnx(module)
@@ -106,7 +106,7 @@ def test_from_nnx_matches_nnx(module_cls):
     rx_final, rx_ys = rx.scan(cell, params, XS, state)
     chex.assert_trees_all_close(rx_ys, jnp.stack(flax_ys, axis=1), **TOL)
     chex.assert_trees_all_close(_rx_final(rx_final, is_lstm), carry, **TOL)
-    if not is_lstm:
+    if module_cls is nnx.GRUCell:
         # flax#5594: nnx.GRUCell has no recurrent candidate bias; the conversion says so exactly.
         np.testing.assert_array_equal(params["b_hn"], np.zeros(H))
 
@@ -195,3 +195,67 @@ def test_flax_mgu_forms_that_recurrax_lacks_are_refused_by_name():
         rx_flax.to_linen(nn.MGUCell(H), plain.init(jax.random.key(0), I))
     with pytest.raises(ValueError, match="`gate_fn`"):
         rx_flax.from_linen(nn.MGUCell(H, gate_fn=jnp.tanh), variables)
+
+
+def _nnx_sequence(module, carry):
+    """``module`` run step by step over ``XS`` from ``carry``: (final carry, outputs (B, T, H))."""
+    ys = []
+    for t in range(T):
+        carry, y = module(carry, XS[:, t])
+        ys.append(y)
+    return carry, jnp.stack(ys, axis=1)
+
+
+TO_NNX = {
+    "lstm": (lambda: rx.lstm(H), {}),
+    "lstm_optimized": (lambda: rx.lstm(H), {"optimized": True}),
+    "lstm_no_bias": (lambda: rx.lstm(H, use_bias=False), {}),
+    "gru": (lambda: rx.gru(H), {}),
+    "elman_relu_residual": (lambda: rx.elman(H, activation=jax.nn.relu, residual=True), {}),
+}
+
+
+@pytest.mark.parametrize("name", list(TO_NNX))
+def test_to_nnx_builds_a_module_computing_the_cell(name):
+    make, kwargs = TO_NNX[name]
+    cell = make()
+    params = _randomise(cell.init(jax.random.key(0), I), seed=6)
+    if "b_hn" in params:
+        params["b_hn"] = jnp.zeros_like(params["b_hn"])  # flax#5594: what nnx.GRUCell can compute
+    module = rx_flax.to_nnx(cell, params, **kwargs)
+    want_cls = {"lstm": nnx.LSTMCell, "gru": nnx.GRUCell, "elman": nnx.SimpleCell}[cell.name]
+    assert type(module) is (nnx.OptimizedLSTMCell if kwargs else want_cls)
+    is_lstm = cell.name == "lstm"
+    carry, state = _flax_carry(is_lstm)
+    nnx_final, nnx_ys = _nnx_sequence(module, carry)
+    rx_final, rx_ys = rx.scan(cell, params, XS, state)
+    chex.assert_trees_all_close(rx_ys, nnx_ys, atol=1e-6, rtol=1e-6)
+    chex.assert_trees_all_close(_rx_final(rx_final, is_lstm), nnx_final, atol=1e-6, rtol=1e-6)
+    _, back = rx_flax.from_nnx(module)
+    if "b" not in params:
+        chex.assert_trees_all_equal(back.pop("b"), jnp.zeros((4 * H,)))
+    chex.assert_trees_all_equal(back, params)
+
+
+def test_to_nnx_refuses_what_nnx_cannot_compute():
+    key = jax.random.key(0)
+    gru = rx.gru(H)
+    with pytest.raises(ValueError, match=r"`b_hn` is not zero.*flax#5594"):
+        rx_flax.to_nnx(gru, _randomise(gru.init(key, I)))
+    for cell, option in [
+        (rx.lstm(H, peephole=True), "peephole=True"),
+        (rx.lstm(H, proj_size=2), "proj_size=2"),
+        (rx.lstm(H, cell_clip=3.0), "cell_clip=3.0"),
+        (rx.gru(H, reset_after=False), "reset_after=False"),
+    ]:
+        with pytest.raises(ValueError, match=f"to_nnx: flax.nnx has no {cell.name} cell with `{option}`"):
+            rx_flax.to_nnx(cell, cell.init(key, I))
+    with pytest.raises(ValueError, match="Flax NNX has no equivalent of recurrax's `mgu`"):
+        rx_flax.to_nnx(rx.mgu(H), rx.mgu(H).init(key, I))
+    replaced = rx.lstm(H)._replace(transition=lambda p, s, z: s)
+    with pytest.raises(ValueError, match="cannot tell what this `lstm` cell computes"):
+        rx_flax.to_nnx(replaced, rx.lstm(H).init(key, I))
+    with pytest.raises(ValueError, match=r"`w_i` must have shape \(I, 16\), got \(5, 20\)"):
+        rx_flax.to_nnx(rx.lstm(H), rx.lstm(H + 1).init(key, I))
+    with pytest.raises(TypeError, match=r"`cell` must be a recurrax\.Cell"):
+        rx_flax.to_nnx(nnx.LSTMCell(I, H, rngs=nnx.Rngs(0)), {})

@@ -8,7 +8,7 @@ write plain Haiku params dicts, so no Haiku install is needed.
 """
 
 from recurrax.interop.equinox import from_equinox, to_equinox
-from recurrax.interop.flax import from_linen, from_nnx, to_linen
+from recurrax.interop.flax import from_linen, from_nnx, to_linen, to_nnx
 from recurrax.interop.haiku import from_haiku, to_haiku
 from recurrax.interop.jax_rnn import FlatLSTM, from_jax_rnn, to_jax_rnn
 from recurrax.interop.keras import (
@@ -49,5 +49,6 @@ __all__ = [
     "to_keras_lstm",
     "to_keras_simple_rnn",
     "to_linen",
+    "to_nnx",
     "to_torch",
 ]

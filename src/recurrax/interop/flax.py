@@ -10,9 +10,10 @@ Supported:
   * ``flax.linen.GRUCell``, to and from;
   * ``flax.linen.MGUCell`` (``reset_gate=True``) as ``recurrax.mgu(variant="flax")``, to and from;
   * ``flax.linen.SimpleCell`` (any activation, ``residual`` too) as ``recurrax.elman``, to and from;
-  * ``flax.nnx.LSTMCell``, ``flax.nnx.OptimizedLSTMCell`` and ``flax.nnx.GRUCell``, from. The NNX
-    ``GRUCell`` has no recurrent bias on the candidate (flax#5594); its conversion has ``b_hn = 0``,
-    which is exactly what it computes.
+  * ``flax.nnx.LSTMCell``, ``flax.nnx.OptimizedLSTMCell``, ``flax.nnx.GRUCell`` and ``flax.nnx.SimpleCell``,
+    to (:func:`to_nnx` builds the module) and from. The NNX ``GRUCell`` has no recurrent bias on the candidate
+    (flax#5594): its conversion has ``b_hn = 0``, which is exactly what it computes, and only a GRU whose
+    ``b_hn`` is zero converts to it. NNX has no ``MGUCell``.
 
 Only the default activations (``gate_fn=sigmoid``, ``activation_fn=tanh``) have a recurrax cell;
 anything else raises. Flax's carry is ``(c, h)``; recurrax's state is ``LSTMState(h, c)``.
@@ -34,6 +35,7 @@ from recurrax.cells.gru import gru
 from recurrax.cells.lstm import lstm
 from recurrax.cells.mgu import mgu
 from recurrax.core import Cell, Params
+from recurrax.interop._cells import constructor_options
 
 _LSTM_GATES = ("i", "f", "g", "o")
 _GRU_GATES = ("r", "z", "n")
@@ -54,7 +56,13 @@ _BLOCKS = {
     },
     "elman": {"w_i": [("i", "kernel")], "w_h": [("h", "kernel")], "b": [("i", "bias")]},
 }
-_NNX = {nnx.LSTMCell: "lstm", nnx.OptimizedLSTMCell: "lstm", nnx.GRUCell: "gru"}
+_NNX = {nnx.LSTMCell: "lstm", nnx.OptimizedLSTMCell: "lstm", nnx.GRUCell: "gru", nnx.SimpleCell: "elman"}
+# The options of recurrax's cells that NNX's cells have no equivalent of, with the value they must keep.
+_NNX_EXACT = {
+    "lstm": {"peephole": False, "proj_size": None, "layer_norm": False, "cell_clip": None},
+    "gru": {"reset_after": True},
+    "elman": {},
+}
 
 
 def from_linen(module: nn.Module, variables: Mapping[str, Any]) -> tuple[Cell, Params]:
@@ -172,7 +180,7 @@ def _split_blocks(kind: str, module: nn.Module, params: Params, source: str) -> 
 
 
 def from_nnx(module: nnx.Module) -> tuple[Cell, Params]:
-    """Converts a ``flax.nnx`` ``LSTMCell``, ``OptimizedLSTMCell`` or ``GRUCell``.
+    """Converts a ``flax.nnx`` ``LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell`` or ``SimpleCell``.
 
     Returns:
       ``(cell, params)`` computing what ``module`` computes; for ``nnx.GRUCell`` ``b_hn`` is zeros
@@ -182,15 +190,13 @@ def from_nnx(module: nnx.Module) -> tuple[Cell, Params]:
     source = f"flax.nnx.{type(module).__name__}"
     hidden = module.hidden_features
     if isinstance(module, nnx.LSTMCell):
-        # The per-gate layout of linen; `if` is a keyword, so NNX names that gate `if_`.
-        variables = {
-            side + g: _nnx_linear(getattr(module, side + g + ("_" if side + g == "if" else "")))
-            for side in "ih"
-            for g in _LSTM_GATES
-        }
+        variables = {name: _nnx_linear(getattr(module, _nnx_attr(name))) for name in _nnx_lstm_gates()}
         return _cell(kind, module), from_linen(nn.LSTMCell(hidden), variables)[1]
-    gates = 4 if kind == "lstm" else 3
     layers = {"dense_i": _nnx_linear(module.dense_i), "dense_h": _nnx_linear(module.dense_h)}
+    if kind == "elman":
+        variables = {"i": layers["dense_i"], "h": layers["dense_h"]}
+        return _cell(kind, module), from_linen(nn.SimpleCell(hidden), variables)[1]
+    gates = 4 if kind == "lstm" else 3
     bias_side = "dense_h" if kind == "lstm" else "dense_i"
     params = {
         "w_i": _take(source, layers, ("dense_i", "kernel"), (None, gates * hidden)),
@@ -200,6 +206,72 @@ def from_nnx(module: nnx.Module) -> tuple[Cell, Params]:
     if kind == "gru":
         params["b_hn"] = np.zeros((hidden,), params["w_h"].dtype)  # what NNX computes: no candidate bias
     return _cell(kind, module), jax.tree.map(jnp.asarray, params)
+
+
+def to_nnx(cell: Cell, params: Params, *, optimized: bool = False, rngs: nnx.Rngs | None = None) -> nnx.Module:
+    """The ``flax.nnx`` cell computing what ``cell`` computes with ``params``, its weights set.
+
+    Args:
+      cell: ``recurrax.lstm`` (no peepholes, projection, layer norm or cell clip), ``recurrax.gru``
+        (``reset_after=True`` with ``b_hn == 0``: ``nnx.GRUCell`` has no recurrent candidate bias, flax#5594)
+        or ``recurrax.elman``; a cell without a bias gets NNX's bias set to zeros.
+      params: the cell's params (concrete: the GRU's ``b_hn`` is read).
+      optimized: an LSTM becomes ``nnx.OptimizedLSTMCell`` (two fused kernels) instead of ``nnx.LSTMCell``.
+      rngs: passed to the NNX constructor (its initial weights are overwritten; ``nnx.Rngs(0)`` if None).
+
+    Returns:
+      ``nnx.LSTMCell``, ``nnx.OptimizedLSTMCell``, ``nnx.GRUCell`` or ``nnx.SimpleCell``; its carry is
+      ``(c, h)`` for the LSTMs, ``h`` otherwise.
+    """
+    if not isinstance(cell, Cell):
+        raise TypeError(f"to_nnx: `cell` must be a recurrax.Cell, got {type(cell).__name__}.")
+    kind, options = constructor_options(cell, "to_nnx", "Flax NNX", _NNX_EXACT, "the lstm, gru and elman cells")
+    for option, exact in _NNX_EXACT[kind].items():
+        if options[option] != exact:
+            raise ValueError(
+                f"to_nnx: flax.nnx has no {kind} cell with `{option}={options[option]!r}` "
+                f"(its cells compute `{option}={exact!r}`)."
+            )
+    source = f"recurrax.{kind} params"
+    gates = {"lstm": 4, "gru": 3, "elman": 1}[kind]
+    hidden = options["hidden_size"]
+    w_i = _take(source, params, ("w_i",), (None, gates * hidden))
+    w_h = _take(source, params, ("w_h",), (hidden, gates * hidden))
+    width = gates * hidden
+    b = _take(source, params, ("b",), (width,)) if options["use_bias"] else np.zeros((width,), w_h.dtype)
+    if kind == "gru" and np.any(_take(source, params, ("b_hn",), (hidden,)) != 0):
+        raise ValueError(
+            "to_nnx: `b_hn` is not zero, and flax.nnx.GRUCell has no recurrent candidate bias (flax#5594); "
+            "to_linen converts it to flax.linen.GRUCell, which has one."
+        )
+    module_cls = {"lstm": nnx.OptimizedLSTMCell if optimized else nnx.LSTMCell, "gru": nnx.GRUCell}.get(
+        kind, nnx.SimpleCell
+    )
+    kwargs: dict[str, Any] = {"dtype": options["dtype"], "param_dtype": options["param_dtype"]}
+    if kind == "elman":
+        kwargs.update(activation_fn=options["activation"], residual=options["residual"])
+    module = module_cls(w_i.shape[0], hidden, rngs=rngs if rngs is not None else nnx.Rngs(0), **kwargs)
+    if module_cls is nnx.LSTMCell:
+        per_gate = to_linen(nn.LSTMCell(hidden), {"w_i": w_i, "w_h": w_h, "b": b})["params"]
+        weights = {_nnx_attr(name): leaves for name, leaves in per_gate.items()}
+    else:
+        bias_side = "dense_h" if kind == "lstm" else "dense_i"
+        weights = {"dense_i": {"kernel": w_i}, "dense_h": {"kernel": w_h}}
+        weights[bias_side]["bias"] = b
+    for name, leaves in weights.items():
+        for leaf, value in leaves.items():
+            getattr(getattr(module, name), leaf).set_value(jnp.asarray(value))
+    return module
+
+
+def _nnx_lstm_gates() -> list[str]:
+    """The per-gate submodules of ``nnx.LSTMCell``, as linen names them."""
+    return [side + g for side in "ih" for g in _LSTM_GATES]
+
+
+def _nnx_attr(name: str) -> str:
+    """The NNX attribute of the linen submodule ``name``: ``if`` is a keyword, so NNX calls that gate ``if_``."""
+    return name + "_" if name == "if" else name
 
 
 def _kind(module: Any, kinds: dict[type, str], fn: str) -> str:
