@@ -31,6 +31,14 @@ def relu(x):
     return np.maximum(x, 0.0)
 
 
+def hard_sigmoid(x):
+    return np.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
+def soft_sign(x):
+    return x / (1.0 + np.abs(x))
+
+
 def mm(a, w, dtype=None):
     """``a @ w`` in float64; with a low-precision compute ``dtype`` both operands are rounded to it first."""
     if dtype is not None:
@@ -56,7 +64,7 @@ def elman(p, state, x, *, activation=np.tanh, dtype=None):
     return (activation(a),)
 
 
-def lstm(p, state, x, *, cell_clip=None, dtype=None):
+def lstm(p, state, x, *, cell_clip=None, dtype=None, gate=sigmoid, act=np.tanh):
     """LSTM (Hochreiter & Schmidhuber) with the variants present in ``p``.
 
     Peepholes (``w_peep`` rows i, f, o: i and f see c, o sees c'), LSTMP (``w_proj``), layer norm
@@ -73,41 +81,41 @@ def lstm(p, state, x, *, cell_clip=None, dtype=None):
     if "w_peep" in p:
         a_i = a_i + p["w_peep"][0] * c
         a_f = a_f + p["w_peep"][1] * c
-    c_new = sigmoid(a_f) * c + sigmoid(a_i) * np.tanh(a_g)
+    c_new = gate(a_f) * c + gate(a_i) * act(a_g)
     if cell_clip is not None:
         c_new = np.clip(c_new, -cell_clip, cell_clip)
     if "w_peep" in p:
         a_o = a_o + p["w_peep"][2] * c_new
     c_read = layer_norm(c_new, p["ln_c_scale"], p["ln_c_bias"]) if "ln_c_scale" in p else c_new
-    h_new = sigmoid(a_o) * np.tanh(c_read)
+    h_new = gate(a_o) * act(c_read)
     if "w_proj" in p:
         h_new = mm(h_new, p["w_proj"], dtype)
     return (h_new, c_new)
 
 
-def gru(p, state, x, *, reset_after=True, dtype=None):
+def gru(p, state, x, *, reset_after=True, dtype=None, gate=sigmoid, act=np.tanh):
     """GRU (Cho et al., 2014); ``reset_after`` as cuDNN/PyTorch, otherwise the original form."""
     (h,) = state
     H = h.shape[-1]
     b = p.get("b", np.zeros(p["w_i"].shape[-1]))
     zx = mm(x, p["w_i"], dtype) + b
     w_hr, w_hz, w_hn = p["w_h"][:, :H], p["w_h"][:, H : 2 * H], p["w_h"][:, 2 * H :]
-    r = sigmoid(zx[..., :H] + mm(h, w_hr, dtype))
-    u = sigmoid(zx[..., H : 2 * H] + mm(h, w_hz, dtype))
+    r = gate(zx[..., :H] + mm(h, w_hr, dtype))
+    u = gate(zx[..., H : 2 * H] + mm(h, w_hz, dtype))
     if reset_after:
-        n = np.tanh(zx[..., 2 * H :] + r * (mm(h, w_hn, dtype) + p.get("b_hn", 0.0)))
+        n = act(zx[..., 2 * H :] + r * (mm(h, w_hn, dtype) + p.get("b_hn", 0.0)))
     else:
-        n = np.tanh(zx[..., 2 * H :] + mm(r * h, w_hn, dtype))
+        n = act(zx[..., 2 * H :] + mm(r * h, w_hn, dtype))
     return ((1.0 - u) * n + u * h,)
 
 
-def mgu(p, state, x, *, dtype=None):
+def mgu(p, state, x, *, dtype=None, gate=sigmoid, act=np.tanh):
     """Minimal gated unit (Zhou et al., 2016)."""
     (h,) = state
     H = h.shape[-1]
-    zx = mm(x, p["w_i"], dtype) + p["b"]
-    f = sigmoid(zx[..., :H] + mm(h, p["w_h"][:, :H], dtype))
-    n = np.tanh(zx[..., H:] + mm(f * h, p["w_h"][:, H:], dtype))
+    zx = mm(x, p["w_i"], dtype) + p.get("b", 0.0)
+    f = gate(zx[..., :H] + mm(h, p["w_h"][:, :H], dtype))
+    n = act(zx[..., H:] + mm(f * h, p["w_h"][:, H:], dtype))
     return ((1.0 - f) * h + f * n,)
 
 
@@ -192,6 +200,19 @@ CASES: dict[str, Case] = {
         partial(rx.gru, reset_after=False, use_bias=False), partial(gru, reset_after=False)
     ),
     "mgu": Case(rx.mgu, mgu),
+    # Other gate and candidate functions (Flax's gate_fn / activation_fn, Keras's recurrent_activation / activation).
+    "lstm_activations": Case(
+        partial(rx.lstm, gate_activation=jax.nn.hard_sigmoid, activation=jax.nn.soft_sign),
+        partial(lstm, gate=hard_sigmoid, act=soft_sign),
+    ),
+    "gru_activations": Case(
+        partial(rx.gru, gate_activation=jax.nn.hard_sigmoid, activation=jax.nn.relu),
+        partial(gru, gate=hard_sigmoid, act=relu),
+    ),
+    "mgu_nobias_activations": Case(
+        partial(rx.mgu, use_bias=False, gate_activation=jax.nn.hard_sigmoid, activation=jax.nn.soft_sign),
+        partial(mgu, gate=hard_sigmoid, act=soft_sign),
+    ),
 }
 # One representative per family (plus the plain LSTM/GRU and a variant-heavy LSTM), for costlier tests.
 FAMILIES = ["elman", "lstm", "lstm_all", "gru", "gru_reset_before", "mgu"]

@@ -365,6 +365,23 @@ class TestHyperParameters:
         with _raises(ValueError, "`dtype`", "int8"):
             FACTORIES[factory](H, dtype=jnp.int8)
 
+    @pytest.mark.parametrize(
+        "bad,error,says",
+        [
+            ("relu", TypeError, "'relu'"),  # a Keras name, not a function
+            (lambda a: a.sum(), ValueError, "maps a (2, 3) array to ()"),
+            (lambda a: a @ a, TypeError, "raised TypeError"),  # (2, 3) @ (2, 3)
+        ],
+        ids=["a name", "a reduction", "raises"],
+    )
+    @pytest.mark.parametrize(
+        "factory,arg",
+        [("elman", "activation"), ("gru", "activation"), ("mgu", "gate_activation"), ("lstm", "gate_activation")],
+    )
+    def test_activation(self, factory, arg, bad, error, says):
+        with _raises(error, f"`{arg}`", says):
+            FACTORIES[factory](H, **{arg: bad})
+
     @pytest.mark.parametrize("factory", ["elman", "gru", "mgu", "lstm", "min_gru", "min_lstm"])
     def test_unknown_init_scheme(self, factory):
         with _raises(ValueError, "'xavier'", "pytorch"):

@@ -96,6 +96,8 @@ def test_round_trip_is_exact(kind, use_bias):
         (rx.lstm(H, cell_clip=3.0), "cell_clip=3.0"),
         (rx.lstm(H, dtype=jnp.bfloat16), "dtype=bfloat16"),
         (rx.gru(H, reset_after=False), "reset_after=False"),
+        (rx.gru(H, gate_activation=jax.nn.hard_sigmoid), "`gate_activation=hard_sigmoid`"),
+        (rx.lstm(H, activation=jax.nn.relu), "`activation=relu`"),
         (rx.elman(H), "`elman` cell"),
         (rx.mgu(H), "`mgu` cell"),
     ],

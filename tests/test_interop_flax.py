@@ -135,10 +135,6 @@ def test_from_linen_errors_name_the_offending_key():
     wrong_input = {**params, "if": {"kernel": jnp.zeros((I + 2, H))}}
     with pytest.raises(ValueError, match=r"`if/kernel` has shape \(7, 4\), but `ii/kernel` has \(5, 4\)"):
         rx_flax.from_linen(module, wrong_input)
-    with pytest.raises(ValueError, match="`activation_fn`"):
-        rx_flax.from_linen(nn.LSTMCell(H, activation_fn=jax.nn.relu), variables)
-    with pytest.raises(ValueError, match="`gate_fn`"):
-        rx_flax.from_linen(nn.GRUCell(H, gate_fn=jax.nn.hard_sigmoid), _linen_variables(nn.GRUCell)[1])
     with pytest.raises(TypeError, match="Dense"):
         rx_flax.from_linen(nn.Dense(H), variables)
     with pytest.raises(ValueError, match="SimpleCell: missing `h`"):
@@ -193,8 +189,6 @@ def test_flax_mgu_forms_that_recurrax_lacks_are_refused_by_name():
     plain = rx.mgu(H)  # the default variant has no `b_hn`: another function on the same weights
     with pytest.raises(ValueError, match="variant='flax'"):
         rx_flax.to_linen(nn.MGUCell(H), plain.init(jax.random.key(0), I))
-    with pytest.raises(ValueError, match="`gate_fn`"):
-        rx_flax.from_linen(nn.MGUCell(H, gate_fn=jnp.tanh), variables)
 
 
 def _nnx_sequence(module, carry):
@@ -259,3 +253,36 @@ def test_to_nnx_refuses_what_nnx_cannot_compute():
         rx_flax.to_nnx(rx.lstm(H), rx.lstm(H + 1).init(key, I))
     with pytest.raises(TypeError, match=r"`cell` must be a recurrax\.Cell"):
         rx_flax.to_nnx(nnx.LSTMCell(I, H, rngs=nnx.Rngs(0)), {})
+
+
+ACTIVATED = {
+    "LSTMCell": lambda: nn.LSTMCell(H, gate_fn=jax.nn.hard_sigmoid, activation_fn=jax.nn.relu),
+    "OptimizedLSTMCell": lambda: nn.OptimizedLSTMCell(H, gate_fn=jax.nn.hard_sigmoid, activation_fn=jax.nn.soft_sign),
+    "GRUCell": lambda: nn.GRUCell(H, gate_fn=jax.nn.hard_sigmoid, activation_fn=jax.nn.relu),
+    "MGUCell": lambda: nn.MGUCell(H, gate_fn=jnp.tanh, activation_fn=jax.nn.relu),
+}
+
+
+@pytest.mark.parametrize("make", list(ACTIVATED))
+def test_flax_gate_and_activation_functions_convert_both_ways(make):
+    """Flax's gate_fn / activation_fn are the cells' gate_activation / activation; only the defaults are fast."""
+    module = ACTIVATED[make]()
+    is_lstm = "LSTM" in make
+    carry, _ = _flax_carry(is_lstm)
+    variables = _randomise(module.init(jax.random.key(0), carry, XS[:, 0]), seed=8)
+    cell, params = rx_flax.from_linen(module, variables)
+    _assert_same_as_linen(module, variables, cell, params, is_lstm)
+    chex.assert_trees_all_equal(rx_flax.to_linen(module, params), variables)
+    assert rx.backends.which(cell, params, XS) == "sequential"
+    if make in ("LSTMCell", "GRUCell"):
+        params = {**params, "b_hn": jnp.zeros((H,))} if "b_hn" in params else params
+        nnx_module = rx_flax.to_nnx(cell, params)
+        assert nnx_module.gate_fn is module.gate_fn and nnx_module.activation_fn is module.activation_fn
+        carry, state = _flax_carry(is_lstm)
+        nnx_final, nnx_ys = _nnx_sequence(nnx_module, carry)
+        rx_final, rx_ys = rx.scan(cell, params, XS, state)
+        chex.assert_trees_all_close(rx_ys, nnx_ys, atol=1e-6, rtol=1e-6)
+        chex.assert_trees_all_close(_rx_final(rx_final, is_lstm), nnx_final, atol=1e-6, rtol=1e-6)
+        again, back = rx_flax.from_nnx(nnx_module)
+        assert again == cell
+        chex.assert_trees_all_equal(back, params)

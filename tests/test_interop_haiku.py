@@ -195,6 +195,12 @@ REFUSALS = {
     "dtype": (_to(rx.lstm(H, dtype=jnp.bfloat16)), ValueError, r"`dtype=None`.*`dtype=bfloat16`"),
     "reset_after": (_to(rx.gru(H)), ValueError, r"hk.GRU computes `reset_after=False`.*`reset_after=True`"),
     "activation": (_to(rx.elman(H)), ValueError, r"hk.VanillaRNN computes `activation=jax.nn.relu`.*tanh"),
+    "gate_activation": (
+        _to(rx.lstm(H, gate_activation=jax.nn.hard_sigmoid)),
+        ValueError,
+        r"hk.LSTM computes `gate_activation=<.*sigmoid.*>`.*`gate_activation=hard_sigmoid`",
+    ),
+    "gru activation": (_to(rx.gru(H, reset_after=False, activation=jax.nn.relu)), ValueError, r"`activation=relu`"),
     "residual": (
         _to(rx.elman(H, activation=jax.nn.relu, residual=True)),
         ValueError,

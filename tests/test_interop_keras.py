@@ -138,10 +138,10 @@ def test_bad_weights_name_the_offending_key():
         rx_keras.from_keras_lstm([kernel, recurrent[:3], bias])
     with pytest.raises(TypeError, match="`kernel` must be a floating-point"):
         rx_keras.from_keras_lstm([kernel.astype(np.int32), recurrent, bias])
-    with pytest.raises(ValueError, match="`recurrent_activation='hard_sigmoid'`"):
-        rx_keras.from_keras_lstm([kernel, recurrent, bias], recurrent_activation="hard_sigmoid")
-    with pytest.raises(ValueError, match="`activation='relu'`"):
-        rx_keras.from_keras_gru(_weights(3, (2, 3 * H)), activation="relu")
+    with pytest.raises(ValueError, match="`recurrent_activation='exponential'` has no recurrax equivalent"):
+        rx_keras.from_keras_lstm([kernel, recurrent, bias], recurrent_activation="exponential")
+    with pytest.raises(ValueError, match="`activation='mish'` has no recurrax equivalent"):
+        rx_keras.from_keras_gru(_weights(3, (2, 3 * H)), activation="mish")
 
     gru_kernel, gru_recurrent, gru_bias = _weights(3, (2, 3 * H))
     with pytest.raises(ValueError, match=r"`bias` must have shape \(12,\), got \(2, 12\)"):

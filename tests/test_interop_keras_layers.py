@@ -57,6 +57,13 @@ LAYERS = {
     "gru-reset-before": lambda **kw: keras.layers.GRU(H, reset_after=False, **kw),
     "simple_rnn": lambda **kw: keras.layers.SimpleRNN(H, **kw),
     "simple_rnn-relu-no-bias": lambda **kw: keras.layers.SimpleRNN(H, activation="relu", use_bias=False, **kw),
+    # Keras's other activations are the cells' `activation` / `gate_activation` (run on the generic loop).
+    "lstm-hard_sigmoid-softsign": lambda **kw: keras.layers.LSTM(
+        H, recurrent_activation="hard_sigmoid", activation="softsign", **kw
+    ),
+    "gru-reset-before-relu": lambda **kw: keras.layers.GRU(
+        H, reset_after=False, recurrent_activation="hard_sigmoid", activation="relu", **kw
+    ),
 }
 
 
@@ -145,10 +152,10 @@ def _refusals():
             ValueError,
             "merge_mode=None",
         ),
-        "custom gate activation": (
-            lambda: rx_keras.from_keras(_built(keras.layers.LSTM(H, recurrent_activation="hard_sigmoid"))),
+        "unknown gate activation": (
+            lambda: rx_keras.from_keras(_built(keras.layers.LSTM(H, recurrent_activation="exponential"))),
             ValueError,
-            "recurrent_activation='hard_sigmoid'",
+            "recurrent_activation='exponential'",
         ),
         "unknown simple activation": (
             lambda: rx_keras.from_keras(_built(keras.layers.SimpleRNN(H, activation="exponential"))),
@@ -187,6 +194,11 @@ def _export_refusals():
         "compute dtype": (to(rx.gru(H, dtype=jnp.bfloat16)), "compute `dtype=bfloat16`"),
         "residual": (to(rx.elman(H, residual=True)), "`residual=True`"),
         "other activation": (to(rx.elman(H, activation=lambda a: a**3)), "named activation"),
+        "other gate activation": (
+            to(rx.lstm(H, gate_activation=lambda a: a**3)),
+            "`recurrent_activation` is a named activation, but the lstm cell has `gate_activation=<lambda>`",
+        ),
+        "a decided activation": (to(rx.gru(H), recurrent_activation="relu"), "`recurrent_activation` is decided"),
         "mgu": (to(rx.mgu(H)), "no equivalent of the mgu"),
         "replaced function": (to(rx.gru(H)._replace(transition=rx.gru(H).transition)), "no function replaced"),
         "a stack": (to(rx.stacked([rx.gru(H), rx.gru(H)])), "layer by layer"),

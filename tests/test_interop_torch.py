@@ -284,6 +284,7 @@ def _refused(build):
 
 # Refused on how the cell or layer was built, before its params are read: no init needed.
 BY_CONSTRUCTION = {"layer_norm", "peephole", "cell_clip", "reset_after", "reset_after-no-bias", "activation", "dtype"}
+BY_CONSTRUCTION |= {"gate_activation", "gru_activation"}
 BY_CONSTRUCTION |= {"mgu", "min_gru", "lru", "residual", "merge", "replaced"}
 
 
@@ -297,6 +298,14 @@ REFUSALS = {
     ),
     "reset_after-no-bias": (lambda: rx.gru(H, reset_after=False, use_bias=False), r"`reset_after=False`"),
     "activation": (lambda: rx.elman(H, activation=jax.nn.gelu), r"'tanh' or 'relu' .*`activation=gelu`"),
+    "gate_activation": (
+        lambda: rx.lstm(H, gate_activation=jax.nn.hard_sigmoid),
+        r"torch.nn.LSTM computes with sigmoid, but the lstm cell has `gate_activation=hard_sigmoid`",
+    ),
+    "gru_activation": (
+        lambda: rx.gru(H, activation=jax.nn.relu),
+        r"torch.nn.GRU computes with tanh, but the gru cell has `activation=relu`",
+    ),
     "dtype": (lambda: rx.lstm(H, dtype=jnp.bfloat16), r"compute `dtype=bfloat16`"),
     "mgu": (lambda: rx.mgu(H), r"no equivalent of recurrax's `mgu` cell"),
     "min_gru": (lambda: rx.min_gru(H), r"no equivalent of recurrax's `min_gru` cell"),

@@ -572,8 +572,17 @@ def test_hessian_vector_product_matches_sequential(cell_name, backend):
         (rx.lstm(4, peephole=True), "xla_lstm"),
         (rx.lstm(4), "associative"),
         (rx.gru(4, reset_after=False), "native_gru"),
+        (rx.lstm(4, gate_activation=jax.nn.hard_sigmoid), "native_lstm"),
+        (rx.gru(4, activation=jax.nn.relu), "xla_gru"),
     ],
-    ids=["elman-native_lstm", "peephole-xla_lstm", "lstm-associative", "gru_reset_before-native_gru"],
+    ids=[
+        "elman-native_lstm",
+        "peephole-xla_lstm",
+        "lstm-associative",
+        "gru_reset_before-native_gru",
+        "lstm_gate_activation-native_lstm",
+        "gru_activation-xla_gru",
+    ],
 )
 def test_a_named_backend_that_cannot_run_the_call_raises_its_reason(cell, backend):
     params = random_params(cell, seed=0, input_size=3)

@@ -159,8 +159,14 @@ def needs_kind(req: Request, kind: str, backend: str) -> str | None:
             f"not the cell's functions"
         )
     what = {
-        "lstm": "the plain LSTM (recurrax.lstm without peepholes, projection, layer norm, clipping or a compute dtype)",
-        "gru": "the plain reset-after GRU (recurrax.gru with reset_after=True and no compute dtype)",
+        "lstm": (
+            "the plain LSTM (recurrax.lstm with the default activations and without peepholes, projection, layer "
+            "norm, clipping or a compute dtype)"
+        ),
+        "gru": (
+            "the plain reset-after GRU (recurrax.gru with reset_after=True, the default activations and no "
+            "compute dtype)"
+        ),
         "linear": "a cell that declares a linear recurrence (min_gru, min_lstm, lru)",
     }[kind]
     return f"{backend!r} runs only {what}"

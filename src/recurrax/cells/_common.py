@@ -53,6 +53,25 @@ def check_options(
         raise ValueError(f"{cell}: `chrono_t_max` initialises the gate bias, so it needs use_bias=True.")
 
 
+def check_activation(cell: str, arg: str, fn: Any) -> None:
+    """Raises unless ``fn`` is a function mapping an array to one of the same shape (checked abstractly)."""
+    if not callable(fn):
+        raise TypeError(f"{cell}: `{arg}` must be an elementwise function such as jax.nn.sigmoid, got {fn!r}.")
+    probe = jax.ShapeDtypeStruct((2, 3), jnp.float32)
+    try:
+        out = jax.eval_shape(fn, probe)
+    except Exception as err:  # whatever the user's function raises, said with the argument's name
+        raise TypeError(
+            f"{cell}: `{arg}` must map an array to an array of the same shape; on a (2, 3) "
+            f"float32 array it raised {type(err).__name__}: {err}"
+        ) from err
+    if getattr(out, "shape", None) != (2, 3):
+        raise ValueError(
+            f"{cell}: `{arg}` must be elementwise (an array to one of the same shape), but it maps a (2, 3) "
+            f"array to {getattr(out, 'shape', type(out).__name__)}."
+        )
+
+
 def matmul(x: Array, w: Array, dtype: Any | None) -> Array:
     """``x @ w``; with a compute ``dtype`` both operands are cast to it and accumulated in >= float32.
 

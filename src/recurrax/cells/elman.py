@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax import init as _init
-from recurrax.cells._common import check_options, check_size, gate_params, matmul, zeros_state
+from recurrax.cells._common import check_activation, check_options, check_size, gate_params, matmul, zeros_state
 from recurrax.core import Cell, RNNState, constructor, make_cell
 
 
@@ -44,8 +44,7 @@ def elman(
     name = "elman"
     check_size(name, "hidden_size", hidden_size)
     check_options(name, param_dtype=param_dtype, dtype=dtype)
-    if not callable(activation):
-        raise TypeError(f"{name}: `activation` must be callable, got {activation!r}.")
+    check_activation(name, "activation", activation)
     H = hidden_size
     scheme = _init.resolve(init, H)
 

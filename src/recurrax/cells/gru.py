@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from recurrax import init as _init
-from recurrax.cells._common import check_options, check_size, gate_params, matmul, zeros_state
+from recurrax.cells._common import check_activation, check_options, check_size, gate_params, matmul, zeros_state
 from recurrax.core import Cell, RNNState, Structure, constructor, make_cell
 
 
@@ -20,6 +21,8 @@ def gru(
     init: str | _init.Scheme = "pytorch",
     chrono_t_max: float | None = None,
     use_bias: bool = True,
+    gate_activation: Callable[[jax.Array], jax.Array] = jax.nn.sigmoid,
+    activation: Callable[[jax.Array], jax.Array] = jnp.tanh,
     param_dtype: Any = jnp.float32,
     dtype: Any | None = None,
 ) -> Cell:
@@ -41,12 +44,18 @@ def gru(
       init: an :mod:`recurrax.init` scheme name or :class:`recurrax.init.Scheme`.
       chrono_t_max: chrono initialisation of the update-gate bias, ``b_z = log U(1, T_max - 1)``.
       use_bias: whether ``b`` and ``b_hn`` exist.
+      gate_activation: the σ of ``r`` and ``u`` (Flax's ``gate_fn``, Keras's ``recurrent_activation``), any
+        elementwise function.
+      activation: the tanh of ``n`` (Flax's ``activation_fn``, Keras's ``activation``). The sequence-level
+        backends run the defaults only; other functions run on the generic loop.
       param_dtype: dtype of the params and the state.
       dtype: compute dtype of the matmuls, accumulated in float32.
     """
     name = "gru"
     check_size(name, "hidden_size", hidden_size)
     check_options(name, param_dtype=param_dtype, dtype=dtype, chrono_t_max=chrono_t_max, use_bias=use_bias)
+    check_activation(name, "gate_activation", gate_activation)
+    check_activation(name, "activation", activation)
     H = hidden_size
     scheme = _init.resolve(init, H)
 
@@ -73,19 +82,20 @@ def gru(
         z_r, z_z, z_n = jnp.split(z, 3, axis=-1)
         if reset_after:
             h_r, h_z, h_n = jnp.split(matmul(h, params["w_h"], dtype), 3, axis=-1)
-            r = jax.nn.sigmoid(z_r + h_r)
-            u = jax.nn.sigmoid(z_z + h_z)
+            r = gate_activation(z_r + h_r)
+            u = gate_activation(z_z + h_z)
             if use_bias:
                 h_n = h_n + params["b_hn"]
-            n = jnp.tanh(z_n + r * h_n)
+            n = activation(z_n + r * h_n)
         else:
             h_r, h_z = jnp.split(matmul(h, params["w_h"][:, : 2 * H], dtype), 2, axis=-1)
-            r = jax.nn.sigmoid(z_r + h_r)
-            u = jax.nn.sigmoid(z_z + h_z)
-            n = jnp.tanh(z_n + matmul(r * h, params["w_h"][:, 2 * H :], dtype))
+            r = gate_activation(z_r + h_r)
+            u = gate_activation(z_z + h_z)
+            n = activation(z_n + matmul(r * h, params["w_h"][:, 2 * H :], dtype))
         h_new = (1.0 - u) * n + u * h
         return RNNState(h=h_new.astype(h.dtype))
 
+    default_activations = gate_activation is jax.nn.sigmoid and activation is jnp.tanh
     return make_cell(
         name,
         init=init_fn,
@@ -94,5 +104,5 @@ def gru(
         transition=transition,
         input_size=lambda params: params["w_i"].shape[0],
         # The plain reset-after GRU is the one recurrax.backends' sequence-level kernels run.
-        structure=Structure("gru" if reset_after and dtype is None else None, gates=3),
+        structure=Structure("gru" if reset_after and dtype is None and default_activations else None, gates=3),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -9,7 +10,15 @@ import jax.numpy as jnp
 
 from recurrax import init as _init
 from recurrax.cells import _common
-from recurrax.cells._common import check_number, check_options, check_size, gate_params, matmul, zeros_state
+from recurrax.cells._common import (
+    check_activation,
+    check_number,
+    check_options,
+    check_size,
+    gate_params,
+    matmul,
+    zeros_state,
+)
 from recurrax.core import Cell, LSTMState, Structure, constructor, make_cell
 
 
@@ -25,6 +34,8 @@ def lstm(
     init: str | _init.Scheme = "pytorch",
     chrono_t_max: float | None = None,
     use_bias: bool = True,
+    gate_activation: Callable[[jax.Array], jax.Array] = jax.nn.sigmoid,
+    activation: Callable[[jax.Array], jax.Array] = jnp.tanh,
     param_dtype: Any = jnp.float32,
     dtype: Any | None = None,
 ) -> Cell:
@@ -55,6 +66,10 @@ def lstm(
       chrono_t_max: chrono initialisation: ``b_f = log U(1, T_max - 1)``, ``b_i = -b_f``
         (replaces ``forget_bias``).
       use_bias: whether ``b`` exists.
+      gate_activation: the σ of ``i``, ``f`` and ``o`` (Flax's ``gate_fn``, Keras's ``recurrent_activation``),
+        any elementwise function.
+      activation: the tanh of ``g`` and of ``c'`` (Flax's ``activation_fn``, Keras's ``activation``). The
+        sequence-level backends run the defaults only; other functions run on the generic loop.
       param_dtype: dtype of the params (and of the state).
       dtype: compute dtype of the matmuls (e.g. ``jnp.bfloat16``), accumulated in float32; the
         gate math and the state stay in ``param_dtype``.
@@ -71,6 +86,8 @@ def lstm(
     check_number(name, "forget_bias", forget_bias)
     check_number(name, "cell_clip", cell_clip, above=0, allow_none=True)
     check_options(name, param_dtype=param_dtype, dtype=dtype, chrono_t_max=chrono_t_max, use_bias=use_bias)
+    check_activation(name, "gate_activation", gate_activation)
+    check_activation(name, "activation", activation)
     H = hidden_size
     P = proj_size or hidden_size
     scheme = _init.resolve(init, H)
@@ -118,18 +135,20 @@ def lstm(
             p_i, p_f, p_o = params["w_peep"]
             i = i + p_i * c
             f = f + p_f * c
-        c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        c_new = gate_activation(f) * c + gate_activation(i) * activation(g)
         if cell_clip is not None:
             c_new = jnp.clip(c_new, -cell_clip, cell_clip)
         if peephole:
             o = o + p_o * c_new
         c_out = _common.layer_norm(c_new, params["ln_c_scale"], params["ln_c_bias"]) if layer_norm else c_new
-        h_new = jax.nn.sigmoid(o) * jnp.tanh(c_out)
+        h_new = gate_activation(o) * activation(c_out)
         if proj_size is not None:
             h_new = matmul(h_new, params["w_proj"], dtype)
         return LSTMState(h=h_new.astype(h.dtype), c=c_new.astype(c.dtype))
 
+    default_activations = gate_activation is jax.nn.sigmoid and activation is jnp.tanh
     plain = not (peephole or layer_norm) and proj_size is None and cell_clip is None and dtype is None
+    plain = plain and default_activations
     return make_cell(
         name,
         init=init_fn,

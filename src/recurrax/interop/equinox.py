@@ -35,9 +35,10 @@ if TYPE_CHECKING:
 # What Equinox's cells compute, as the options of recurrax's constructors: any other value changes the
 # recurrence, so it is refused. Options that only shape the initial params (init, forget_bias,
 # chrono_t_max) are free.
+_DEFAULTS = {"gate_activation": jax.nn.sigmoid, "activation": jnp.tanh}
 _EXACT = {
-    "lstm": {"peephole": False, "proj_size": None, "layer_norm": False, "cell_clip": None, "dtype": None},
-    "gru": {"reset_after": True, "dtype": None},
+    "lstm": {"peephole": False, "proj_size": None, "layer_norm": False, "cell_clip": None, "dtype": None, **_DEFAULTS},
+    "gru": {"reset_after": True, "dtype": None, **_DEFAULTS},
 }
 _GATES = {"lstm": 4, "gru": 3}
 

@@ -15,8 +15,9 @@ Supported:
     (flax#5594): its conversion has ``b_hn = 0``, which is exactly what it computes, and only a GRU whose
     ``b_hn`` is zero converts to it. NNX has no ``MGUCell``.
 
-Only the default activations (``gate_fn=sigmoid``, ``activation_fn=tanh``) have a recurrax cell;
-anything else raises. Flax's carry is ``(c, h)``; recurrax's state is ``LSTMState(h, c)``.
+Flax's ``gate_fn`` and ``activation_fn`` are the cells' ``gate_activation`` and ``activation``, any function
+(only the defaults, ``sigmoid`` and ``tanh``, run on the sequence-level backends). Flax's carry is ``(c, h)``;
+recurrax's state is ``LSTMState(h, c)``.
 """
 
 from __future__ import annotations
@@ -247,9 +248,15 @@ def to_nnx(cell: Cell, params: Params, *, optimized: bool = False, rngs: nnx.Rng
     module_cls = {"lstm": nnx.OptimizedLSTMCell if optimized else nnx.LSTMCell, "gru": nnx.GRUCell}.get(
         kind, nnx.SimpleCell
     )
-    kwargs: dict[str, Any] = {"dtype": options["dtype"], "param_dtype": options["param_dtype"]}
+    kwargs: dict[str, Any] = {
+        "dtype": options["dtype"],
+        "param_dtype": options["param_dtype"],
+        "activation_fn": options["activation"],
+    }
     if kind == "elman":
-        kwargs.update(activation_fn=options["activation"], residual=options["residual"])
+        kwargs["residual"] = options["residual"]
+    else:
+        kwargs["gate_fn"] = options["gate_activation"]
     module = module_cls(w_i.shape[0], hidden, rngs=rngs if rngs is not None else nnx.Rngs(0), **kwargs)
     if module_cls is nnx.LSTMCell:
         per_gate = to_linen(nn.LSTMCell(hidden), {"w_i": w_i, "w_h": w_h, "b": b})["params"]
@@ -275,7 +282,7 @@ def _nnx_attr(name: str) -> str:
 
 
 def _kind(module: Any, kinds: dict[type, str], fn: str) -> str:
-    """``"lstm"`` or ``"gru"`` for a supported Flax cell with the default activations; raises otherwise."""
+    """The recurrax cell name (``"lstm"``, ``"gru"``, ``"mgu"``, ``"elman"``) of a supported Flax cell, or raises."""
     kind = kinds.get(type(module))
     if kind is None:
         names = ", ".join(sorted(t.__module__.split(".")[1] + "." + t.__name__ for t in kinds))
@@ -284,26 +291,19 @@ def _kind(module: Any, kinds: dict[type, str], fn: str) -> str:
         raise ValueError(
             f"{fn}: MGUCell has `reset_gate=False`; recurrax.mgu(variant='flax') is the reset_gate=True form."
         )
-    # SimpleCell's activation is any function, which recurrax.elman takes as it is.
-    checked = (("gate_fn", jax.nn.sigmoid), ("activation_fn", jnp.tanh)) if kind != "elman" else ()
-    for option, default in checked:
-        if getattr(module, option) is not default:
-            raise ValueError(
-                f"{fn}: {type(module).__name__} has a non-default `{option}` ({getattr(module, option)!r}); "
-                f"recurrax's {kind} computes with {default.__name__}."
-            )
     return kind
 
 
 def _cell(kind: str, module: Any) -> Cell:
     """The recurrax cell computing what the Flax ``module`` computes (bias already in the params)."""
     hidden = module.features if isinstance(module, nn.Module) else module.hidden_features
-    dtypes = {"param_dtype": module.param_dtype, "dtype": module.dtype}
-    if kind == "mgu":
-        return mgu(hidden, variant="flax", **dtypes)
+    options = {"param_dtype": module.param_dtype, "dtype": module.dtype, "activation": module.activation_fn}
     if kind == "elman":
-        return elman(hidden, activation=module.activation_fn, residual=module.residual, **dtypes)
-    return lstm(hidden, forget_bias=0.0, **dtypes) if kind == "lstm" else gru(hidden, reset_after=True, **dtypes)
+        return elman(hidden, residual=module.residual, **options)
+    options["gate_activation"] = module.gate_fn
+    if kind == "mgu":
+        return mgu(hidden, variant="flax", **options)
+    return lstm(hidden, forget_bias=0.0, **options) if kind == "lstm" else gru(hidden, reset_after=True, **options)
 
 
 def _check_keys(source: str, params: Mapping[str, Any], expected: list[str]) -> None:

@@ -20,8 +20,9 @@ gate order needs a shuffle:
     runs reversed (``go_backwards``) and its outputs are flipped back before the merge, which is
     ``recurrax.bidirectional`` with the same ``merge`` (``merge_mode=None`` has no equivalent).
 
-The LSTM and GRU convert with ``activation="tanh"`` and ``recurrent_activation="sigmoid"`` (Keras 3's
-defaults) only; anything else raises. ``dropout`` and ``recurrent_dropout`` act only in training, so the
+The LSTM and GRU convert with any ``activation`` and ``recurrent_activation`` of :data:`ACTIVATIONS` (as the
+cells' ``activation`` and ``gate_activation``); only Keras's defaults, ``"tanh"`` and ``"sigmoid"``, run on the
+sequence-level backends. ``dropout`` and ``recurrent_dropout`` act only in training, so the
 converted cell computes the layer's inference function.
 """
 
@@ -67,6 +68,16 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 _ACTIVATION_NAMES = {id(fn): name for name, fn in ACTIVATIONS.items()}
 _KERAS_LAYERS = ("LSTM", "GRU", "SimpleRNN", "Bidirectional")
+# The Keras layer options that to_keras reads off the recurrax cell.
+_DECIDED_BY_CELL = {
+    "units",
+    "use_bias",
+    "activation",
+    "recurrent_activation",
+    "reset_after",
+    "go_backwards",
+    "merge_mode",
+}
 
 
 def from_keras_lstm(
@@ -91,14 +102,14 @@ def from_keras_lstm(
     weights, options = _weights_and_options(
         fn, "LSTM", weights, use_bias=use_bias, activation=activation, recurrent_activation=recurrent_activation
     )
-    _check_activations(fn, options["activation"], options["recurrent_activation"])
+    activations = _activations(fn, options["activation"], options["recurrent_activation"])
     use_bias = options["use_bias"]
     kernel, recurrent, bias = _unpack(fn, weights, use_bias)
     hidden = _hidden_size(fn, kernel, recurrent, 4)
     params = {"w_i": kernel, "w_h": recurrent}
     if use_bias:
         params["b"] = _check_shape(fn, "bias", bias, (4 * hidden,))
-    cell = lstm(hidden, forget_bias=0.0, use_bias=use_bias, param_dtype=kernel.dtype)
+    cell = lstm(hidden, forget_bias=0.0, use_bias=use_bias, param_dtype=kernel.dtype, **activations)
     return cell, {k: jnp.asarray(v) for k, v in params.items()}
 
 
@@ -139,7 +150,7 @@ def from_keras_gru(
         activation=activation,
         recurrent_activation=recurrent_activation,
     )
-    _check_activations(fn, options["activation"], options["recurrent_activation"])
+    activations = _activations(fn, options["activation"], options["recurrent_activation"])
     use_bias, reset_after = options["use_bias"], options["reset_after"]
     kernel, recurrent, bias = _unpack(fn, weights, use_bias)
     hidden = _hidden_size(fn, kernel, recurrent, 3)
@@ -153,7 +164,7 @@ def from_keras_gru(
         params["b_hn"] = recurrent_bias[2 * hidden :]
     elif use_bias:
         params["b"] = _zrh_to_rzn(_check_shape(fn, "bias", bias, (3 * hidden,)))
-    cell = gru(hidden, reset_after=reset_after, use_bias=use_bias, param_dtype=kernel.dtype)
+    cell = gru(hidden, reset_after=reset_after, use_bias=use_bias, param_dtype=kernel.dtype, **activations)
     return cell, {k: jnp.asarray(v) for k, v in params.items()}
 
 
@@ -311,14 +322,14 @@ def to_keras(cell_or_layer: Cell | Layer, params: Params, *, input_size: int | N
       input_size: ``I``, read from ``params`` when not given.
       **options: passed to the Keras layer (``return_state``, ``name``, ...); ``return_sequences`` defaults to
         ``True`` as ``rx.scan`` returns every step. The options the cell decides (``units``, ``use_bias``,
-        ``activation``, ``reset_after``, ``go_backwards``, ``merge_mode``) are refused.
+        ``activation``, ``recurrent_activation``, ``reset_after``, ``go_backwards``, ``merge_mode``) are refused.
 
     Returns:
       A built ``keras.layers.LSTM``, ``GRU``, ``SimpleRNN`` or ``Bidirectional``; it imports Keras, which runs
       on the backend the user configured (``KERAS_BACKEND``).
     """
     fn = "to_keras"
-    decided = sorted(set(options) & {"units", "use_bias", "activation", "reset_after", "go_backwards", "merge_mode"})
+    decided = sorted(set(options) & _DECIDED_BY_CELL)
     if decided:
         raise ValueError(f"to_keras: `{decided[0]}` is decided by the recurrax cell and cannot be passed.")
     import keras
@@ -478,19 +489,16 @@ def _keras_rnn(
         "dtype": jnp.dtype(params["w_i"].dtype).name,
         **options,
     }
+    common["activation"] = _activation_name(fn, of, "activation", args["activation"], "activation")
+    if kind == "elman":
+        return keras.layers.SimpleRNN(**common), to_keras_simple_rnn(params), size
+    common["recurrent_activation"] = _activation_name(
+        fn, of, "gate_activation", args["gate_activation"], "recurrent_activation"
+    )
     if kind == "lstm":
         return keras.layers.LSTM(**common), to_keras_lstm(params), size
-    if kind == "gru":
-        reset_after = args["reset_after"]
-        return keras.layers.GRU(reset_after=reset_after, **common), to_keras_gru(params, reset_after=reset_after), size
-    name = _ACTIVATION_NAMES.get(id(args["activation"]))
-    if name is None:
-        shown = getattr(args["activation"], "__name__", repr(args["activation"]))
-        raise ValueError(
-            f"{fn}: Keras's SimpleRNN takes a named activation, but {of} has `activation={shown}`; the functions of "
-            "recurrax.interop.keras.ACTIVATIONS convert."
-        )
-    return keras.layers.SimpleRNN(activation=name, **common), to_keras_simple_rnn(params), size
+    reset_after = args["reset_after"]
+    return keras.layers.GRU(reset_after=reset_after, **common), to_keras_gru(params, reset_after=reset_after), size
 
 
 def _check_merge(fn: str, merge: Any) -> None:
@@ -508,13 +516,31 @@ def _rzn_to_zrh(w: Any) -> np.ndarray:
     return np.concatenate([z, r, n], axis=-1)
 
 
-def _check_activations(fn: str, activation: Any, recurrent_activation: Any) -> None:
-    for option, value, supported in (
-        ("activation", activation, "tanh"),
-        ("recurrent_activation", recurrent_activation, "sigmoid"),
+def _activations(fn: str, activation: Any, recurrent_activation: Any) -> dict[str, Callable[[jax.Array], jax.Array]]:
+    """The recurrax cell's ``activation`` and ``gate_activation`` for Keras's activation names."""
+    out = {}
+    for option, name, arg in (
+        ("activation", activation, "activation"),
+        ("recurrent_activation", recurrent_activation, "gate_activation"),
     ):
-        if value != supported:
-            raise ValueError(f"{fn}: `{option}={value!r}` is not supported; recurrax computes with {supported!r}.")
+        if name not in ACTIVATIONS:
+            raise ValueError(
+                f"{fn}: `{option}={name!r}` has no recurrax equivalent here; supported: {sorted(ACTIVATIONS)}."
+            )
+        out[arg] = ACTIVATIONS[name]
+    return out
+
+
+def _activation_name(fn: str, of: str, option: str, value: Any, keras_option: str) -> str:
+    """Keras's name of the activation ``value`` that the recurrax cell has as ``option``; raises when it has none."""
+    name = _ACTIVATION_NAMES.get(id(value))
+    if name is None:
+        shown = getattr(value, "__name__", repr(value))
+        raise ValueError(
+            f"{fn}: Keras's `{keras_option}` is a named activation, but {of} has `{option}={shown}`; the functions "
+            "of recurrax.interop.keras.ACTIVATIONS convert."
+        )
+    return name
 
 
 def _unpack(fn: str, weights: Weights, use_bias: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -426,6 +426,12 @@ def _unit(cell: Cell, params: Params, where: str, fn: str) -> _Unit:
             f"`dtype={jnp.dtype(options['dtype']).name}`."
         )
     nonlinearity = None
+    for option, default in (("gate_activation", jax.nn.sigmoid), ("activation", jnp.tanh)) if kind != "elman" else ():
+        if options[option] is not default:
+            shown = getattr(options[option], "__name__", repr(options[option]))
+            raise ValueError(
+                f"{fn}: torch.nn.{kind.upper()} computes with {default.__name__}, but {built} `{option}={shown}`."
+            )
     if kind == "elman":
         activation = options["activation"]
         nonlinearity = "tanh" if activation is jnp.tanh else "relu" if activation is jax.nn.relu else None
