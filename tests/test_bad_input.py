@@ -360,7 +360,7 @@ class TestHyperParameters:
         with _raises(ValueError, "`param_dtype`"):
             FACTORIES[factory](H, param_dtype=dtype)
 
-    @pytest.mark.parametrize("factory", ["elman", "gru", "mgu", "lstm", "min_gru"])
+    @pytest.mark.parametrize("factory", ["elman", "gru", "mgu", "lstm", "min_gru", "lru"])
     def test_compute_dtype(self, factory):
         with _raises(ValueError, "`dtype`", "int8"):
             FACTORIES[factory](H, dtype=jnp.int8)

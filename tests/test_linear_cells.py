@@ -9,6 +9,7 @@ import math
 import chex
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 from jax.test_util import check_grads
@@ -140,6 +141,35 @@ def test_lru_sequence_matches_numpy(input_size):
         chex.assert_trees_all_close(ys, want, rtol=1e-5, atol=1e-5)
         chex.assert_trees_all_close(final.x, x, rtol=1e-5, atol=1e-5)
         assert final.x.dtype == jnp.complex64 and final.y.dtype == jnp.float32
+
+
+def test_lru_compute_dtype_rounds_the_matmul_operands_only():
+    """``lru(dtype=bf16)``: the B, C (and dense D) matmuls on bf16 operands, accumulated in float32; λ and the
+    state in float32. Against NumPy with exactly those operands rounded, and farther than that from float32."""
+    bf16 = lambda a: np.asarray(a, np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)  # noqa: E731
+    cell = lru(H, N, r_min=0.4, r_max=0.95, dtype=jnp.bfloat16)
+    params = cell.init(jax.random.PRNGKey(3), I)
+    assert all(v.dtype == jnp.float32 for v in params.values())
+    us = _inputs(jax.random.PRNGKey(4), (B, 9, I))
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    lam = np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))
+    gamma = np.exp(p["gamma_log"])
+    x, want = np.zeros((B, N), np.complex128), []
+    for t in range(us.shape[1]):
+        u = np.asarray(us[:, t], np.float64)
+        bu = (bf16(u) @ bf16(p["b_re"])) * gamma + 1j * (bf16(u) @ bf16(p["b_im"])) * gamma
+        x = lam * x + bu
+        y = bf16(x.real) @ bf16(p["c_re"]) - bf16(x.imag) @ bf16(p["c_im"]) + bf16(u) @ bf16(p["d"])
+        want.append(y)
+    want = np.stack(want, 1)
+    final, ys = _scan(cell, "sequential")(params, us, None)
+    assert ys.dtype == jnp.float32 and final.x.dtype == jnp.complex64
+    # The state x is float32 (complex64) between steps, rounded where the reference keeps float64.
+    chex.assert_trees_all_close(ys, want, rtol=1e-4, atol=1e-4)
+    full = _scan(lru(H, N, r_min=0.4, r_max=0.95), "sequential")(params, us, None)[1]
+    assert np.abs(np.asarray(full) - want).max() > 1e-3  # the compute dtype is honoured
+    for backend in ("associative", "chunked"):
+        chex.assert_trees_all_close(_scan(cell, backend)(params, us, None)[1], ys, rtol=1e-5, atol=1e-5)
 
 
 def test_lru_ring_initialisation_and_gamma():

@@ -227,6 +227,7 @@ def lru(
     r_max: float = 1.0,
     max_phase: float = 2 * math.pi,
     param_dtype: Any = jnp.float32,
+    dtype: Any | None = None,
 ) -> Cell:
     r"""Linear Recurrent Unit (Orvieto et al., 2023, "Resurrecting Recurrent Neural Networks for Long Sequences").
 
@@ -250,11 +251,13 @@ def lru(
         uniformly from ``[r_min^2, r_max^2)``, so ``|λ| < 1`` (stable) for every draw.
       max_phase: largest initial phase of ``λ``, in ``(0, 2π]``.
       param_dtype: real dtype of the params (the state ``x`` is its complex counterpart).
+      dtype: compute dtype of the matmuls with ``B``, ``C`` and a dense ``D`` (e.g. ``jnp.bfloat16``, on the real
+        and imaginary parts), accumulated in float32; ``λ``, the recurrence and the state stay in ``param_dtype``.
     """
     name = "lru"
     check_size(name, "hidden_size", hidden_size)
     check_size(name, "state_size", state_size)
-    check_options(name, param_dtype=param_dtype)
+    check_options(name, param_dtype=param_dtype, dtype=dtype)
     if not (0.0 <= r_min <= r_max <= 1.0 and r_min < 1.0):
         raise ValueError(
             f"{name}: the initial ring must satisfy 0 <= r_min <= r_max <= 1 and r_min < 1, so that every "
@@ -295,8 +298,9 @@ def lru(
         # z = [Re(γ u B), Im(γ u B), u D]: real, so the projection keeps the input's real dtype.
         gamma = jnp.exp(params["gamma_log"])
         d = params["d"]
-        du = u * d if d.ndim == 1 else u @ d
-        return jnp.concatenate([(u @ params["b_re"]) * gamma, (u @ params["b_im"]) * gamma, du], axis=-1)
+        du = u * d if d.ndim == 1 else matmul(u, d, dtype)
+        u_re, u_im = matmul(u, params["b_re"], dtype), matmul(u, params["b_im"], dtype)
+        return jnp.concatenate([u_re * gamma, u_im * gamma, du], axis=-1).astype(jnp.result_type(u, gamma))
 
     def eigenvalues(params):
         return jnp.exp(-jnp.exp(params["nu_log"]) + 1j * jnp.exp(params["theta_log"])).astype(complex_dtype)
@@ -306,7 +310,7 @@ def lru(
         return jnp.broadcast_to(eigenvalues(params), bu.shape), bu
 
     def read_out(params, x, z):
-        y = x.real @ params["c_re"] - x.imag @ params["c_im"] + z[..., 2 * N :]
+        y = matmul(x.real, params["c_re"], dtype) - matmul(x.imag, params["c_im"], dtype) + z[..., 2 * N :]
         return LRUState(x=x, y=y.astype(params["c_re"].dtype))
 
     def transition(params, state, z):
