@@ -175,7 +175,7 @@ def test_bad_chrono_arguments():
 
 
 def test_activation_must_be_callable():
-    with pytest.raises(TypeError, match=_m("`activation`", "callable", "'tanh'")):
+    with pytest.raises(TypeError, match=_m("`activation`", "elementwise function", "'tanh'")):
         rx.elman(H, activation="tanh")
 
 
@@ -186,7 +186,7 @@ def test_unknown_merge(merge):
 
 
 def test_merge_of_the_wrong_type():
-    with pytest.raises(TypeError, match=_m("`merge`", "string or a function", "3")):
+    with pytest.raises(TypeError, match=_m("`merge`", "a string, a function or None", "3")):
         rx.bidirectional(GRU, GRU, merge=3)
 
 

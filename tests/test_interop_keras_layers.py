@@ -126,6 +126,22 @@ def test_bidirectional_both_ways(kind, merge):
     assert rebuilt.merge_mode == merge
 
 
+def test_bidirectional_without_merge_returns_both_directions_as_keras_does():
+    inner = keras.layers.LSTM(H, return_sequences=True, return_state=True)
+    layer = _built(keras.layers.Bidirectional(inner, merge_mode=None))
+    bi, params = rx_keras.from_keras(layer)
+    assert bi == rx.bidirectional(rx.lstm(H, forget_bias=0.0), rx.lstm(H, forget_bias=0.0), merge=None)
+    final, (ys_f, ys_b) = bi.apply(params, XS)
+    want = _keras_run(layer)  # [forward ys, backward ys (in input order), forward states..., backward states...]
+    got = [ys_f, ys_b, *_state_leaves(final.forward), *_state_leaves(final.backward)]
+    chex.assert_trees_all_close(got, want, **TOL)
+    rebuilt = rx_keras.to_keras(bi, params)
+    assert rebuilt.merge_mode is None
+    chex.assert_trees_all_close(_keras_run(rebuilt), [ys_f, ys_b], **TOL)
+    listed, _ = rx_keras.from_keras_bidirectional(layer.get_weights(), "LSTM", merge_mode=None)
+    assert listed == bi
+
+
 def test_the_weight_list_functions_accept_the_layer_object():
     layer = _built(keras.layers.GRU(H, reset_after=False))
     cell, params = rx_keras.from_keras_gru(layer)
@@ -146,11 +162,6 @@ def _refusals():
             lambda: rx_keras.from_keras(_built(keras.layers.LSTM(H, go_backwards=True))),
             ValueError,
             "go_backwards=True",
-        ),
-        "merge_mode None": (
-            lambda: rx_keras.from_keras(_built(keras.layers.Bidirectional(keras.layers.GRU(H), merge_mode=None))),
-            ValueError,
-            "merge_mode=None",
         ),
         "unknown gate activation": (
             lambda: rx_keras.from_keras(_built(keras.layers.LSTM(H, recurrent_activation="exponential"))),

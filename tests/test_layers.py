@@ -181,3 +181,26 @@ def test_layers_time_major_and_as_layer():
     final, ys = layer.apply(params, XS, lengths=LENGTHS)
     final_tm, ys_tm = layer.apply(params, jnp.moveaxis(XS, 1, 0), lengths=LENGTHS, time_major=True)
     chex.assert_trees_all_close((final_tm, jnp.moveaxis(ys_tm, 0, 1)), (final, ys), **TOL)
+
+
+def test_bidirectional_without_merge_returns_the_pair_concat_would_join():
+    """merge=None (Keras's merge_mode=None): the two directions apart, in input order, with lengths too."""
+    bi = rx.bidirectional(rx.lstm(4), rx.gru(3), merge=None)
+    joined = rx.bidirectional(rx.lstm(4), rx.gru(3))
+    params = bi.init(jax.random.key(0), 2)
+    xs = jax.random.normal(jax.random.key(1), (3, 6, 2))
+    lengths = jnp.array([6, 2, 0])
+    final, (ys_f, ys_b) = jax.jit(lambda p, x: bi.apply(p, x, lengths=lengths))(params, xs)
+    want_final, want = joined.apply(params, xs, lengths=lengths)
+    np.testing.assert_array_equal(jnp.concatenate([ys_f, ys_b], axis=-1), want)
+    chex.assert_trees_all_equal(final, want_final)
+    # Last in a stack it still returns the pair; anywhere else (or with a residual) it is refused at construction.
+    top = rx.stacked([rx.bidirectional(rx.lstm(4), rx.lstm(4)), bi])
+    _, (top_f, top_b) = top.apply(top.init(jax.random.key(2), 2), xs, time_major=True)
+    assert top_f.shape == (3, 6, 4) and top_b.shape == (3, 6, 3)
+    with pytest.raises(ValueError, match=r"layer 0 is bidirectional\(merge=None\).*the next layer needs one array"):
+        rx.stacked([bi, rx.lstm(3)])
+    with pytest.raises(ValueError, match=r"layer 1 is bidirectional\(merge=None\).*a residual connection"):
+        rx.stacked([rx.lstm(7), bi], residual=True)
+    with pytest.raises(TypeError, match="`merge` must be a string, a function or None, got 3"):
+        rx.bidirectional(rx.lstm(4), rx.lstm(4), merge=3)

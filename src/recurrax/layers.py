@@ -16,7 +16,18 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.backends.base import Backend, Remat
-from recurrax.core import Array, Cell, Params, PRNGKey, Shape, Spec, State, compared_by_spec, constructor
+from recurrax.core import (
+    Array,
+    Cell,
+    Params,
+    PRNGKey,
+    Shape,
+    Spec,
+    State,
+    built_with,
+    compared_by_spec,
+    constructor,
+)
 from recurrax.scan import reverse_sequences, reversed_resets, scan
 
 
@@ -133,6 +144,13 @@ def stacked(
         raise ValueError("stacked: `layers` must not be empty.")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"stacked: `dropout` must lie in [0, 1), got {dropout!r}.")
+    for i, layer in enumerate(layers):
+        if _unmerged(layer) and (i < len(layers) - 1 or residual):
+            raise ValueError(
+                f"stacked: layer {i} is bidirectional(merge=None), whose outputs are a pair of arrays; "
+                + ("a residual connection" if i == len(layers) - 1 else "the next layer")
+                + " needs one array (merge the directions, or put it last without `residual`)."
+            )
     parts = tuple(as_layer(layer, unroll=unroll, remat=remat, backend=backend) for layer in layers)
     name = "stacked(" + ", ".join(p.name for p in parts) + ")"
 
@@ -140,13 +158,15 @@ def stacked(
         params, size = [], input_size
         for i, (layer, k) in enumerate(zip(parts, jax.random.split(key, len(parts)))):
             p = layer.init(k, size)
+            params.append(p)
+            if i == len(parts) - 1 and not residual:
+                break  # the last layer's output size is needed by nothing (and is a pair for merge=None)
             out = output_size(layer, p, size)
             if residual and i > 0 and out != size:
                 raise ValueError(
                     f"{name}: a residual connection needs layer {i}'s input and output sizes to match, "
                     f"got input {size} and output {out}."
                 )
-            params.append(p)
             size = out
         return tuple(params)
 
@@ -174,9 +194,20 @@ def stacked(
                 out = jnp.where(keep, out / (1.0 - dropout), 0.0).astype(out.dtype)
             finals.append(final)
             ys = out
-        return tuple(finals), (ys if time_major else jnp.moveaxis(ys, 0, -2))
+        return tuple(finals), (ys if time_major else _batch_major(ys))
 
     return Layer(init=init, initial_state=initial_state, apply=apply, name=name)
+
+
+def _batch_major(ys: Any) -> Any:
+    """Time-major outputs (an array, or the pair of an unmerged bidirectional layer) moved to ``(*batch, T, O)``."""
+    return jax.tree.map(lambda y: jnp.moveaxis(y, 0, -2), ys)
+
+
+def _unmerged(layer: Cell | Layer) -> bool:
+    """Whether ``layer`` is ``bidirectional(..., merge=None)``, whose outputs are a pair, not one array."""
+    built = built_with(layer) if isinstance(layer, Layer) else None
+    return built is not None and built[0] == "bidirectional" and built[1]["merge"] is None
 
 
 MERGES: dict[str, Callable[[Array, Array], Array]] = {
@@ -192,7 +223,7 @@ def bidirectional(
     forward: Cell | Layer,
     backward: Cell | Layer,
     *,
-    merge: str | Callable[[Array, Array], Array] = "concat",
+    merge: str | Callable[[Array, Array], Array] | None = "concat",
     unroll: int | bool | None = None,
     remat: Remat = False,
     backend: str | Backend = "auto",
@@ -206,14 +237,18 @@ def bidirectional(
 
     Args:
       forward, backward: cells or layers.
-      merge: ``"concat"`` (default), ``"sum"``, ``"mul"``, ``"ave"``, or a function ``(f, b) -> y``.
+      merge: ``"concat"`` (default), ``"sum"``, ``"mul"``, ``"ave"``, a function ``(f, b) -> y``, or ``None``:
+        the outputs are then the pair ``(forward, backward)``, each ``(*batch, T, O)`` in the original time order
+        (Keras's ``merge_mode=None``); such a layer can only be the last of a :func:`stacked`.
       unroll, remat, backend: passed to :func:`recurrax.scan` for cells.
 
     Returns:
       A :class:`Layer` with params ``{"forward": ..., "backward": ...}`` and state
       :class:`BidirectionalState`.
     """
-    if isinstance(merge, str):
+    if merge is None:
+        merge_fn = lambda f, b: (f, b)  # noqa: E731
+    elif isinstance(merge, str):
         if merge not in MERGES:
             raise ValueError(
                 f"bidirectional: unknown `merge` {merge!r}; expected one of {sorted(MERGES)} or a function."
@@ -222,7 +257,7 @@ def bidirectional(
     elif callable(merge):
         merge_fn = merge
     else:
-        raise TypeError(f"bidirectional: `merge` must be a string or a function, got {merge!r}.")
+        raise TypeError(f"bidirectional: `merge` must be a string, a function or None, got {merge!r}.")
     options = {"unroll": unroll, "remat": remat, "backend": backend}
     fwd, bwd = as_layer(forward, **options), as_layer(backward, **options)
     name = f"bidirectional({fwd.name}, {bwd.name})"
@@ -265,7 +300,7 @@ def bidirectional(
                 f"{ys_f.shape[-1]} (forward) and {ys_b.shape[-1]} (backward); use merge='concat'."
             )
         ys = merge_fn(ys_f, reverse_sequences(ys_b, lengths))
-        return BidirectionalState(final_f, final_b), (ys if time_major else jnp.moveaxis(ys, 0, -2))
+        return BidirectionalState(final_f, final_b), (ys if time_major else _batch_major(ys))
 
     return Layer(init=init, initial_state=initial_state, apply=apply, name=name)
 

@@ -56,7 +56,7 @@ def check_options(
 def check_activation(cell: str, arg: str, fn: Any) -> None:
     """Raises unless ``fn`` is a function mapping an array to one of the same shape (checked abstractly)."""
     if not callable(fn):
-        raise TypeError(f"{cell}: `{arg}` must be an elementwise function such as jax.nn.sigmoid, got {fn!r}.")
+        raise TypeError(f"{cell}: `{arg}` must be an elementwise function (jnp.tanh, jax.nn.sigmoid, ...), got {fn!r}.")
     probe = jax.ShapeDtypeStruct((2, 3), jnp.float32)
     try:
         out = jax.eval_shape(fn, probe)

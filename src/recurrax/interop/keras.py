@@ -18,7 +18,8 @@ gate order needs a shuffle:
     same activation (the names in :data:`ACTIVATIONS`).
   * Bidirectional: ``get_weights()`` is the forward layer's list then the backward one's; the backward layer
     runs reversed (``go_backwards``) and its outputs are flipped back before the merge, which is
-    ``recurrax.bidirectional`` with the same ``merge`` (``merge_mode=None`` has no equivalent).
+    ``recurrax.bidirectional`` with the same ``merge`` (``merge_mode=None``: ``merge=None``, the two directions'
+    outputs as a pair).
 
 The LSTM and GRU convert with any ``activation`` and ``recurrent_activation`` of :data:`ACTIVATIONS` (as the
 cells' ``activation`` and ``gate_activation``); only Keras's defaults, ``"tanh"`` and ``"sigmoid"``, run on the
@@ -227,14 +228,15 @@ _FROM_WEIGHTS = {"LSTM": from_keras_lstm, "GRU": from_keras_gru, "SimpleRNN": fr
 
 
 def from_keras_bidirectional(
-    weights: Sequence[Any], layer: str, *, merge_mode: str = "concat", **options: Any
+    weights: Sequence[Any], layer: str, *, merge_mode: str | None = "concat", **options: Any
 ) -> tuple[Layer, Params]:
     """Converts a Keras 3 ``Bidirectional``'s weight list (the forward layer's arrays, then the backward one's).
 
     Args:
       weights: ``bidirectional.get_weights()``.
       layer: the wrapped layer's class name, ``"LSTM"``, ``"GRU"`` or ``"SimpleRNN"``.
-      merge_mode: ``"concat"``, ``"sum"``, ``"mul"`` or ``"ave"`` (Keras's names, recurrax's too).
+      merge_mode: ``"concat"``, ``"sum"``, ``"mul"``, ``"ave"`` (Keras's names, recurrax's too) or ``None`` (the
+        directions' outputs as a pair).
       **options: the wrapped layer's options, as for :func:`from_keras_lstm` and the others.
 
     Returns:
@@ -300,11 +302,6 @@ def from_keras(layer: Any) -> tuple[Cell | Layer, Params]:
     if kind != "Bidirectional":
         return _from_layer(fn, layer, backwards=False)
     merge = layer.merge_mode
-    if merge is None:
-        raise ValueError(
-            "from_keras: the Bidirectional has `merge_mode=None` (it returns the two directions apart); "
-            f"recurrax.bidirectional merges them, with one of {sorted(MERGES)}."
-        )
     _check_merge(fn, merge)
     forward, p_f = _from_layer(fn, layer.forward_layer, backwards=False)
     backward, p_b = _from_layer(fn, layer.backward_layer, backwards=True)
@@ -346,8 +343,8 @@ def to_keras(cell_or_layer: Cell | Layer, params: Params, *, input_size: int | N
                 "recurrax.bidirectional layers (convert a stack layer by layer, into a keras.Sequential)."
             )
         merge = built[1]["merge"]
-        if not isinstance(merge, str):
-            raise ValueError(f"to_keras: Keras merges with one of {sorted(MERGES)}, got `merge={merge!r}`.")
+        if not (merge is None or isinstance(merge, str)):
+            raise ValueError(f"to_keras: Keras merges with one of {sorted(MERGES)} or None, got `merge={merge!r}`.")
         if not (isinstance(params, Mapping) and set(params) == {"forward", "backward"}):
             got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
             raise ValueError(f"to_keras: `params` must be a dict with keys ['backward', 'forward'], got {got}.")
@@ -502,8 +499,8 @@ def _keras_rnn(
 
 
 def _check_merge(fn: str, merge: Any) -> None:
-    if merge not in MERGES:
-        raise ValueError(f"{fn}: `merge_mode` must be one of {sorted(MERGES)}, got {merge!r}.")
+    if merge is not None and merge not in MERGES:
+        raise ValueError(f"{fn}: `merge_mode` must be one of {sorted(MERGES)} or None, got {merge!r}.")
 
 
 def _zrh_to_rzn(w: np.ndarray) -> np.ndarray:
