@@ -142,6 +142,25 @@ def test_bidirectional_without_merge_returns_both_directions_as_keras_does():
     assert listed == bi
 
 
+MASK = np.array([[1, 0, 1, 1, 0, 1], [0, 0, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]], bool)  # holes, left and right pads
+
+
+@pytest.mark.parametrize("zero_output", [False, True], ids=["carried-outputs", "zero-outputs"])
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_masks_compute_what_keras_computes(kind, zero_output):
+    """``scan(mask=)`` against Keras given the same mask: ``masked_outputs="state"`` is Keras's default
+    ``zero_output_for_mask=False``, ``"zeros"`` its ``True``; from a non-zero initial state."""
+    make = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[kind]
+    layer = _built(make(H, return_sequences=True, return_state=True, zero_output_for_mask=zero_output))
+    cell, params = rx_keras.from_keras(layer)
+    state = jax.tree.map(lambda s: 0.3 * jnp.ones_like(s), cell.initial_state(params, (B,)))
+    keras_state = _state_leaves(state)
+    want = [np.asarray(o) for o in layer(XS, mask=MASK, initial_state=keras_state)]
+    masked_outputs = "zeros" if zero_output else "state"
+    final, ys = rx.scan(cell, params, XS, state, mask=MASK, masked_outputs=masked_outputs)
+    chex.assert_trees_all_close([ys, *_state_leaves(final)], want, **TOL)
+
+
 def test_the_weight_list_functions_accept_the_layer_object():
     layer = _built(keras.layers.GRU(H, reset_after=False))
     cell, params = rx_keras.from_keras_gru(layer)

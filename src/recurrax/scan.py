@@ -25,6 +25,8 @@ def scan(
     state: State | None = None,
     *,
     lengths: Array | None = None,
+    mask: Array | None = None,
+    masked_outputs: str = "zeros",
     resets: Array | None = None,
     reset_state: State | None = None,
     reverse: bool = False,
@@ -49,6 +51,13 @@ def scan(
         state stops changing after a sequence's last valid step and padded outputs are zero; what the padded
         steps of ``xs`` hold (even NaN) reaches neither the outputs nor the gradients. Concrete values must lie
         in ``[0, T]``; traced ones (under ``jit``), which cannot be checked, are clamped to ``[0, T]``.
+      mask: boolean ``(*batch, T)`` (``(T, *batch)`` with ``time_major``), Keras's mask: ``False`` steps are
+        skipped, wherever they are (holes, left padding): the state is carried over them unchanged and what they
+        hold reaches neither outputs nor gradients. With ``lengths`` too, a step counts only when both allow it.
+        It runs on every backend that runs ``lengths``: the valid steps are gathered to the front of each
+        sequence, run with ``lengths`` = their count, and scattered back.
+      masked_outputs: the outputs at masked steps: ``"zeros"`` (Keras's ``zero_output_for_mask=True``) or
+        ``"state"``, the output of the carried state (Keras's default, ``zero_output_for_mask=False``).
       resets: boolean ``(*batch, T)`` (``(T, *batch)`` with ``time_major``): ``True`` where ``xs[t]`` is the
         first input of a new segment (an episode). Before such a step the state is replaced by
         ``reset_state``, and no gradient flows back across it into the previous segment::
@@ -105,6 +114,13 @@ def scan(
         state = cell.initial_state(params, batch_shape)
     else:
         check_state(cell.name, cell.initial_state, params, state, batch_shape)
+    if mask is not None or masked_outputs != "zeros":
+        keep = _mask(name, mask, masked_outputs, batch_shape, num_steps, time_major, lengths, resets)
+        options = dict(unroll=unroll, remat=remat, backend=backend)
+        final, outputs, states = _masked_scan(cell, params, xs_tm, state, keep, masked_outputs, reverse, options)
+        return _laid_out(
+            final, outputs, states, state, batch_shape, time_major, reverse, return_states, include_initial
+        )
     segments = _resets(cell, params, resets, reset_state, batch_shape, num_steps, time_major, lengths, reverse)
     req = _backends.request(
         cell,
@@ -131,20 +147,117 @@ def scan(
 
     if reverse:
         outputs = reverse_sequences(outputs, lengths)
+        if return_states:
+            if lengths is None:
+                states = jax.tree.map(lambda s: jnp.flip(s, 0), states)
+            else:
+                states = _reversed_states(states, state, lengths)
+    layout = (batch_shape, time_major, reverse, return_states, include_initial)
+    return _laid_out(final, outputs, states, state, *layout)
+
+
+def _laid_out(
+    final: State,
+    outputs: Array,
+    states: State | None,
+    initial: State,
+    batch_shape: tuple[int, ...],
+    time_major: bool,
+    reverse: bool,
+    return_states: bool,
+    include_initial: bool,
+) -> tuple[State, Array] | tuple[State, Array, State]:
+    """The time-major results of a run, in original time order, laid out as :func:`scan` returns them."""
     outputs = outputs if time_major else jnp.moveaxis(outputs, 0, -2)
     if not return_states:
         return final, outputs
-    if reverse:
-        if lengths is None:
-            states = jax.tree.map(lambda s: jnp.flip(s, 0), states)
-        else:
-            states = _reversed_states(states, state, lengths)
     if include_initial:
-        first = jax.tree.map(lambda s0: s0[None], state)
+        first = jax.tree.map(lambda s0: s0[None], initial)
         pair = (states, first) if reverse else (first, states)
         states = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=0), *pair)
     if not time_major:
         states = jax.tree.map(lambda s: jnp.moveaxis(s, 0, len(batch_shape)), states)
+    return final, outputs, states
+
+
+MASKED_OUTPUTS = ("zeros", "state")
+
+
+def _mask(
+    name: str,
+    mask: Any,
+    masked_outputs: Any,
+    batch_shape: tuple[int, ...],
+    num_steps: int,
+    time_major: bool,
+    lengths: Array | None,
+    resets: Any,
+) -> Array:
+    """Checks ``mask`` (and the options it comes with) and returns it time-major, ``False`` past each length."""
+    if masked_outputs not in MASKED_OUTPUTS:
+        raise ValueError(f"{name}: `masked_outputs` must be one of {list(MASKED_OUTPUTS)}, got {masked_outputs!r}.")
+    if mask is None:
+        raise ValueError(f"{name}: `masked_outputs={masked_outputs!r}` is only used with `mask`.")
+    if resets is not None:
+        raise ValueError(
+            f"{name}: `mask` and `resets` together are not supported (which masked step would a reset at a "
+            "masked step apply to?); drop the masked steps' resets into the next valid step's, or pass `lengths`."
+        )
+    mask = jnp.asarray(mask)
+    if mask.dtype != jnp.bool_:
+        raise TypeError(
+            f"{name}: `mask` must be a boolean array (True where a step counts), got dtype {mask.dtype}; "
+            "convert with `mask.astype(bool)` if it holds 0/1 flags."
+        )
+    layout = (num_steps, *batch_shape) if time_major else (*batch_shape, num_steps)
+    if tuple(mask.shape) != layout:
+        what = "(T, *batch)" if time_major else "(*batch, T)"
+        raise ValueError(f"{name}: `mask` must have shape {what} = {layout}, got {tuple(mask.shape)}.")
+    mask = mask if time_major else jnp.moveaxis(mask, -1, 0)
+    return mask if lengths is None else mask & valid_mask(num_steps, lengths)
+
+
+def _masked_scan(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    state: State,
+    keep: Array,
+    masked_outputs: str,
+    reverse: bool,
+    options: dict[str, Any],
+) -> tuple[State, Array, State]:
+    """``scan`` over the steps where ``keep: (T, *batch)``, time-major, results in the original time order.
+
+    The kept steps of each sequence are gathered to its front (in order) and run with ``lengths`` = their count,
+    on whichever backend runs ``lengths``; each step's output and state are then gathered back to where it came
+    from. A skipped step's state is the one carried over it: the state after the last kept step before it
+    forward (after the first kept step after it in reverse), the initial state where there is none.
+    """
+    count = jnp.sum(keep, axis=0, dtype=jnp.int32)
+    order = jnp.argsort(~keep, axis=0, stable=True)  # kept steps first, in time order
+    gather = lambda a, index: jnp.take_along_axis(  # noqa: E731
+        a, index.reshape(index.shape + (1,) * (a.ndim - index.ndim)), axis=0, mode="clip"
+    )
+    final, ys, states = scan(
+        cell,
+        params,
+        gather(xs, order),
+        state,
+        lengths=count,
+        reverse=reverse,
+        time_major=True,
+        return_states=True,
+        **options,
+    )
+    before = jnp.cumsum(keep, axis=0, dtype=jnp.int32) - keep  # kept steps before t: t's place in the run
+    outputs = where_valid(keep, gather(ys, before), jnp.zeros((), ys.dtype))
+    # The state carried at t: after the kept step at place `before - 1` forward (t itself when kept, at `before`).
+    at = before if reverse else before + keep - 1
+    carried = (at < count) if reverse else (at >= 0)
+    states = jax.tree.map(lambda s, s0: where_valid(carried, gather(s, at), s0[None]), states, state)
+    if masked_outputs == "state":
+        outputs = where_valid(keep, outputs, cell.output(states).astype(outputs.dtype))
     return final, outputs, states
 
 
