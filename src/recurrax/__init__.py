@@ -19,6 +19,7 @@ from recurrax.cells.mgu import mgu
 from recurrax.core import Cell, LinearRecurrence, LSTMState, RNNState, Structure, make_cell, structure_of
 from recurrax.layers import BidirectionalState, Layer, as_layer, bidirectional, output_size, stacked
 from recurrax.scan import reset, reverse_sequences, scan
+from recurrax.states import initial_state
 
 __version__ = "0.1.0"
 
@@ -61,6 +62,7 @@ __all__ = [
     "elman",
     "gru",
     "init",
+    "initial_state",
     "lru",
     "lstm",
     "make_cell",
