@@ -17,6 +17,7 @@ from recurrax.cells.linear import LRUState, lru, min_gru, min_lstm
 from recurrax.cells.lstm import lstm
 from recurrax.cells.mgu import mgu
 from recurrax.core import Cell, LinearRecurrence, LSTMState, RNNState, Structure, make_cell, structure_of
+from recurrax.dropout import RecurrentDropout
 from recurrax.layers import BidirectionalState, Layer, as_layer, bidirectional, output_size, stacked
 from recurrax.scan import reset, reverse_sequences, scan
 from recurrax.states import initial_state
@@ -56,6 +57,7 @@ __all__ = [
     "Layer",
     "LinearRecurrence",
     "RNNState",
+    "RecurrentDropout",
     "Structure",
     "as_layer",
     "bidirectional",

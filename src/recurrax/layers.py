@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 
+from recurrax import dropout as _dropout
 from recurrax.backends.base import Backend, Remat
 from recurrax.core import (
     Array,
@@ -28,6 +29,7 @@ from recurrax.core import (
     compared_by_spec,
     constructor,
 )
+from recurrax.dropout import RecurrentDropout
 from recurrax.scan import reverse_sequences, reversed_resets, scan
 
 
@@ -79,22 +81,56 @@ class BidirectionalState(NamedTuple):
 
 
 def as_layer(
-    cell: Cell | Layer, *, unroll: int | bool | None = None, remat: Remat = False, backend: str | Backend = "auto"
+    cell: Cell | Layer,
+    *,
+    dropout: RecurrentDropout | None = None,
+    unroll: int | bool | None = None,
+    remat: Remat = False,
+    backend: str | Backend = "auto",
 ) -> Layer:
-    """Wraps a cell as a :class:`Layer` running :func:`recurrax.scan` (a layer is returned as is)."""
+    """Wraps a cell as a :class:`Layer` running :func:`recurrax.scan` (a layer is returned as is).
+
+    Args:
+      dropout: dropout inside the recurrence (:class:`recurrax.RecurrentDropout`: variational input and recurrent
+        dropout, zoneout), drawn from the ``key`` given to ``apply``; none without one (evaluation).
+      unroll, remat, backend: passed to :func:`recurrax.scan`.
+    """
     if isinstance(cell, Layer):
+        if dropout is not None:
+            raise ValueError(
+                f"as_layer: `dropout` applies inside one cell's recurrence, but got the layer {cell.name}."
+            )
         return cell
     if not isinstance(cell, Cell):
         raise TypeError(f"as_layer: expected a recurrax.Cell or Layer, got {type(cell).__name__}.")
-    return _cell_layer(cell, unroll=unroll, remat=remat, backend=backend)
+    if dropout is not None:
+        _dropout.check(f"as_layer[{cell.name}]", dropout, cell)
+    return _cell_layer(cell, dropout=dropout, unroll=unroll, remat=remat, backend=backend)
 
 
 @constructor
-def _cell_layer(cell: Cell, *, unroll: int | bool | None, remat: Remat, backend: str | Backend) -> Layer:
+def _cell_layer(
+    cell: Cell,
+    *,
+    dropout: RecurrentDropout | None = None,
+    unroll: int | bool | None,
+    remat: Remat,
+    backend: str | Backend,
+) -> Layer:
     def apply(params, xs, state=None, *, lengths=None, resets=None, reset_state=None, key=None, time_major=False):
-        del key  # a single cell has no dropout
+        run, xs = cell, jnp.asarray(xs)
+        if dropout is not None:
+            xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
+            start = cell.initial_state(params, xs_tm.shape[1:-1]) if state is None else state
+            run, xs_tm = _dropout.regularized(cell, params, xs_tm, start, dropout, key)
+            if run is not cell and isinstance(backend, str) and backend not in ("auto", "sequential", "newton"):
+                raise ValueError(
+                    f"{cell.name}: recurrent dropout and zoneout change the cell's transition, which runs on "
+                    f"'sequential' or 'newton', not {backend!r} (input dropout alone keeps any backend)."
+                )
+            xs = xs_tm if time_major else jnp.moveaxis(xs_tm, 0, -2)
         return scan(
-            cell,
+            run,
             params,
             xs,
             state,

@@ -1,0 +1,153 @@
+"""Dropout inside the recurrence (``as_layer(cell, dropout=RecurrentDropout(...))``).
+
+Checked on cells chosen so the masks can be read off the outputs exactly: a linear Elman cell with identity
+weights passes its (masked) input or state straight through. Variational masks must be the same at every step,
+zoneout's fresh at each; rates are checked statistically, expectations against the cell without dropout, and
+evaluation (no key) against the plain cell or, for zoneout, its expectation written as a loop.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import recurrax as rx
+from recurrax.flax import linen as rx_linen
+
+B, T, F = 64, 5, 6
+XS = 1.0 + jax.random.uniform(jax.random.key(0), (B, T, F))  # positive: a dropped unit is an exact zero
+
+
+def _identity_elman(w_i: float, w_h: float) -> tuple[rx.Cell, dict]:
+    """``h' = w_i x + w_h h`` per unit (linear, no bias): a mask on x or h shows in the outputs as it is."""
+    cell = rx.elman(F, activation=lambda a: a, use_bias=False)
+    return cell, {"w_i": w_i * jnp.eye(F), "w_h": w_h * jnp.eye(F)}
+
+
+def _run(cell, params, dropout, key=None, state=None, xs=XS):
+    return rx.as_layer(cell, dropout=dropout).apply(params, xs, state, key=key)
+
+
+def test_input_mask_is_one_per_sequence_and_inverted():
+    cell, params = _identity_elman(1.0, 0.0)  # h_t = mask * x_t / (1 - p)
+    _, ys = _run(cell, params, rx.RecurrentDropout(input=0.25), jax.random.key(1))
+    kept = np.asarray(ys) != 0
+    assert (kept == kept[:, :1]).all()  # the same units at every step
+    np.testing.assert_allclose(np.where(kept, ys, 0), np.where(kept, XS / 0.75, 0), rtol=1e-6)
+    assert abs(1 - kept[:, 0].mean() - 0.25) < 0.05
+    # Without a key: the plain cell, exactly.
+    chex.assert_trees_all_equal(_run(cell, params, rx.RecurrentDropout(input=0.25)), rx.scan(cell, params, XS))
+
+
+def test_recurrent_mask_is_one_per_sequence():
+    cell, params = _identity_elman(0.0, 1.0)  # h_t = (mask / (1 - p))^t h_0
+    h0 = rx.RNNState(jnp.ones((B, F)))
+    _, ys = _run(cell, params, rx.RecurrentDropout(recurrent=0.5), jax.random.key(2), state=h0)
+    kept = np.asarray(ys[:, 0]) != 0
+    want = np.where(kept[:, None, :], 2.0 ** np.arange(1, T + 1)[None, :, None], 0.0)
+    np.testing.assert_allclose(ys, want, rtol=1e-6)
+    assert abs(kept.mean() - 0.5) < 0.08
+
+
+def test_zoneout_masks_are_fresh_at_each_step_and_evaluation_takes_the_expectation():
+    cell, params = _identity_elman(1.0, 0.0)  # the new h is x_t; zoneout keeps the previous h instead
+    _, ys = _run(cell, params, rx.RecurrentDropout(zoneout_h=0.3), jax.random.key(3))
+    ys, xs = np.asarray(ys), np.asarray(XS)
+    previous = np.concatenate([np.zeros((B, 1, F)), ys[:, :-1]], axis=1)
+    zoned = ys == previous
+    assert ((ys == xs) | zoned).all()
+    assert abs(zoned.mean() - 0.3) < 0.05
+    assert 0 < np.mean(zoned[:, 1:] != zoned[:, :1]) < 1  # not one mask for all steps
+    _, expected = _run(cell, params, rx.RecurrentDropout(zoneout_h=0.3))
+    want, h = [], np.zeros((B, F))
+    for t in range(T):
+        h = 0.3 * h + 0.7 * xs[:, t]
+        want.append(h)
+    np.testing.assert_allclose(expected, np.stack(want, 1), rtol=1e-6)
+
+
+def test_lstm_zoneout_of_h_and_c_in_evaluation_equals_the_expectation_loop():
+    cell = rx.lstm(F)
+    params = cell.init(jax.random.key(4), F)
+    dropout = rx.RecurrentDropout(zoneout_h=0.2, zoneout_c=0.6)
+    final, ys = jax.jit(lambda p, x: _run(cell, p, dropout, xs=x))(params, XS[:4])
+    state = cell.initial_state(params, (4,))
+    want = []
+    for t in range(T):
+        new = cell.step(params, state, XS[:4, t])
+        state = rx.LSTMState(h=0.2 * state.h + 0.8 * new.h, c=0.6 * state.c + 0.4 * new.c)
+        want.append(state.h)
+    chex.assert_trees_all_close((final, ys), (state, jnp.stack(want, 1)), atol=1e-6, rtol=1e-6)
+
+
+def test_input_dropout_is_unbiased_and_keeps_the_fast_backend():
+    """Averaged over masks, a linear cell with input dropout computes the cell without it; input dropout alone
+    changes only ``xs``, so a named fast backend still runs the call."""
+    cell, params = _identity_elman(0.5, 0.5)
+    keys = jax.random.split(jax.random.key(5), 4000)
+    mean = jax.vmap(lambda k: _run(cell, params, rx.RecurrentDropout(input=0.5), k, xs=XS[:2])[1])(keys).mean(0)
+    np.testing.assert_allclose(mean, rx.scan(cell, params, XS[:2])[1], rtol=0.05)
+    lstm = rx.lstm(F)
+    lstm_params = lstm.init(jax.random.key(6), F)
+    fast = rx.as_layer(lstm, dropout=rx.RecurrentDropout(input=0.3), backend="xla_lstm")
+    slow = rx.as_layer(lstm, dropout=rx.RecurrentDropout(input=0.3), backend="sequential")
+    key = jax.random.key(7)
+    chex.assert_trees_all_close(fast.apply(lstm_params, XS, key=key), slow.apply(lstm_params, XS, key=key), atol=1e-5)
+    recurrent = rx.as_layer(lstm, dropout=rx.RecurrentDropout(recurrent=0.3), backend="xla_lstm")
+    with pytest.raises(ValueError, match=r"recurrent dropout and zoneout.*'sequential' or 'newton', not 'xla_lstm'"):
+        recurrent.apply(lstm_params, XS, key=key)
+
+
+def test_gradients_flow_through_dropout_and_the_flax_adapter_draws_from_the_dropout_stream():
+    cell = rx.lstm(F)
+    dropout = rx.RecurrentDropout(input=0.2, recurrent=0.2, zoneout_h=0.1, zoneout_c=0.1)
+    layer = rx.as_layer(cell, dropout=dropout)
+    params = cell.init(jax.random.key(8), F)
+    grads = jax.grad(lambda p: jnp.sum(layer.apply(p, XS[:4], key=jax.random.key(9))[1] ** 2))(params)
+    assert all(bool(jnp.isfinite(g).all()) and float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+
+    module = rx_linen.RNN(layer)
+    variables = module.init(jax.random.key(10), XS[:4])
+    run = lambda seed: module.apply(variables, XS[:4], deterministic=False, rngs={"dropout": jax.random.key(seed)})  # noqa: E731
+    assert not np.allclose(run(0), run(1))
+    np.testing.assert_array_equal(run(0), run(0))
+    # Evaluation: no masks; zoneout's expectation remains, as without the adapter.
+    evaluation = module.apply(variables, XS[:4], deterministic=True)
+    np.testing.assert_allclose(evaluation, layer.apply(variables["params"]["cell"], XS[:4])[1], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (
+            lambda: rx.as_layer(rx.lstm(F), dropout=rx.RecurrentDropout(input=1.0)),
+            ValueError,
+            r"`dropout.input`.*\[0, 1\)",
+        ),
+        (
+            lambda: rx.as_layer(rx.lstm(F), dropout=rx.RecurrentDropout(zoneout_h=-0.1)),
+            ValueError,
+            "`dropout.zoneout_h`",
+        ),
+        (lambda: rx.as_layer(rx.gru(F), dropout=rx.RecurrentDropout(recurrent=0.1)), ValueError, "gru cell"),
+        (lambda: rx.as_layer(rx.lstm(F), dropout=0.1), TypeError, r"must be a recurrax\.RecurrentDropout"),
+        (
+            lambda: rx.as_layer(rx.stacked([rx.lstm(F)]), dropout=rx.RecurrentDropout(input=0.1)),
+            ValueError,
+            "applies inside one cell's recurrence",
+        ),
+    ],
+    ids=["rate 1", "negative", "gru recurrent", "a float", "a layer"],
+)
+def test_bad_dropout_is_refused_by_name(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_zoneout_of_a_field_the_state_lacks_is_refused():
+    layer = rx.as_layer(rx.gru(F), dropout=rx.RecurrentDropout(zoneout_c=0.1))
+    with pytest.raises(ValueError, match=r"`dropout.zoneout_c` needs a state field `c`.*\['h'\]"):
+        layer.apply(rx.gru(F).init(jax.random.key(0), F), XS)
