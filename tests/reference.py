@@ -93,29 +93,32 @@ def lstm(p, state, x, *, cell_clip=None, dtype=None, gate=sigmoid, act=np.tanh):
     return (h_new, c_new)
 
 
-def gru(p, state, x, *, reset_after=True, dtype=None, gate=sigmoid, act=np.tanh):
-    """GRU (Cho et al., 2014); ``reset_after`` as cuDNN/PyTorch, otherwise the original form."""
+def gru(p, state, x, *, reset_after=True, dtype=None, gate=sigmoid, act=np.tanh, h_mask=None):
+    """GRU (Cho et al., 2014); ``reset_after`` as cuDNN/PyTorch, otherwise the original form. ``h_mask``: recurrent
+    dropout, ``h * h_mask`` in the recurrent matmuls, ``h`` in the update."""
     (h,) = state
     H = h.shape[-1]
+    h_in = h if h_mask is None else h * h_mask
     b = p.get("b", np.zeros(p["w_i"].shape[-1]))
     zx = mm(x, p["w_i"], dtype) + b
     w_hr, w_hz, w_hn = p["w_h"][:, :H], p["w_h"][:, H : 2 * H], p["w_h"][:, 2 * H :]
-    r = gate(zx[..., :H] + mm(h, w_hr, dtype))
-    u = gate(zx[..., H : 2 * H] + mm(h, w_hz, dtype))
+    r = gate(zx[..., :H] + mm(h_in, w_hr, dtype))
+    u = gate(zx[..., H : 2 * H] + mm(h_in, w_hz, dtype))
     if reset_after:
-        n = act(zx[..., 2 * H :] + r * (mm(h, w_hn, dtype) + p.get("b_hn", 0.0)))
+        n = act(zx[..., 2 * H :] + r * (mm(h_in, w_hn, dtype) + p.get("b_hn", 0.0)))
     else:
-        n = act(zx[..., 2 * H :] + mm(r * h, w_hn, dtype))
+        n = act(zx[..., 2 * H :] + mm(r * h_in, w_hn, dtype))
     return ((1.0 - u) * n + u * h,)
 
 
-def mgu(p, state, x, *, dtype=None, gate=sigmoid, act=np.tanh):
-    """Minimal gated unit (Zhou et al., 2016)."""
+def mgu(p, state, x, *, dtype=None, gate=sigmoid, act=np.tanh, h_mask=None):
+    """Minimal gated unit (Zhou et al., 2016); ``h_mask`` as for :func:`gru`."""
     (h,) = state
     H = h.shape[-1]
+    h_in = h if h_mask is None else h * h_mask
     zx = mm(x, p["w_i"], dtype) + p.get("b", 0.0)
-    f = gate(zx[..., :H] + mm(h, p["w_h"][:, :H], dtype))
-    n = act(zx[..., H:] + mm(f * h, p["w_h"][:, H:], dtype))
+    f = gate(zx[..., :H] + mm(h_in, p["w_h"][:, :H], dtype))
+    n = act(zx[..., H:] + mm(f * h_in, p["w_h"][:, H:], dtype))
     return ((1.0 - f) * h + f * n,)
 
 

@@ -459,9 +459,16 @@ class TestScanOptions:
         with _raises(ValueError, "`include_initial=True`", "`return_states=True`"):
             rx.scan(CELLS[name], PARAMS[name], XS, include_initial=True)
 
-    def test_scan_of_a_layer(self):
-        with _raises(TypeError, "`cell`", "recurrax.Cell", "Layer"):
-            rx.scan(rx.stacked([CELLS["gru"]]), (PARAMS["gru"],), XS)
+    def test_scan_of_a_layer_runs_its_apply_and_refuses_what_apply_lacks(self):
+        layer = rx.stacked([CELLS["gru"]])
+        _close(rx.scan(layer, (PARAMS["gru"],), XS), layer.apply((PARAMS["gru"],), XS))
+        for option, value in (("reverse", True), ("unroll", 2), ("return_states", True), ("backend", "sequential")):
+            with _raises(ValueError, "a layer runs through its `apply`", f"no `{option}`"):
+                rx.scan(layer, (PARAMS["gru"],), XS, **{option: value})
+        with _raises(TypeError, "`cell`", "recurrax.Cell or Layer", "str"):
+            rx.scan("gru", PARAMS["gru"], XS)
+        with _raises(ValueError, "`key` drives a layer's dropout"):
+            rx.scan(CELLS["gru"], PARAMS["gru"], XS, key=jax.random.key(0))
 
 
 class TestKeys:

@@ -149,3 +149,14 @@ def test_ratios_are_recurrax_time_over_peer_time():
         {"cell": "lstm", "size": "s", "mode": "fwd", "impl": "x", "status": "failed", "error": "e"},
     ]
     assert report.ratios(records) == {("lstm", "s", "fwd"): {"torch.nn": 0.25}}
+
+
+def test_conv_benchmark_quick_run_times_recurrax_and_flax(capsys):
+    """``python -m benchmarks.conv --quick``: every mode runs and prints the table (numbers are not checked)."""
+    from benchmarks import conv
+
+    records = conv.main(["--quick", "--peer", "recurrax conv_lstm", "--peer", "flax.linen ConvLSTMCell"])
+    assert {(r["impl"], r["mode"]) for r in records if "min_s" in r} == {
+        (impl, mode) for impl in ("recurrax conv_lstm", "flax.linen ConvLSTMCell") for mode in conv.MODES
+    }
+    assert "| recurrax conv_lstm | fwd+bwd |" in capsys.readouterr().out

@@ -8,6 +8,8 @@ evaluation (no key) against the plain cell or, for zoneout, its expectation writ
 
 from __future__ import annotations
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 
 import recurrax as rx
+import reference
 from recurrax.flax import linen as rx_linen
 
 B, T, F = 64, 5, 6
@@ -83,6 +86,38 @@ def test_lstm_zoneout_of_h_and_c_in_evaluation_equals_the_expectation_loop():
     chex.assert_trees_all_close((final, ys), (state, jnp.stack(want, 1)), atol=1e-6, rtol=1e-6)
 
 
+MASKED = {
+    "gru": (lambda: rx.gru(F), reference.gru),
+    "gru_reset_before": (lambda: rx.gru(F, reset_after=False), functools.partial(reference.gru, reset_after=False)),
+    "mgu": (lambda: rx.mgu(F), reference.mgu),
+    "elman_residual": (lambda: rx.elman(F, residual=True), None),
+}
+
+
+@pytest.mark.parametrize("name", list(MASKED))
+def test_recurrent_dropout_masks_h_in_the_matmuls_only(name):
+    """The declared masked transition against the equations in NumPy: ``h * mask`` in the recurrent matmuls, the
+    unmasked ``h`` in the GRU's and MGU's update (and an Elman cell's residual)."""
+    make, numpy_step = MASKED[name]
+    cell = make()
+    params = cell.init(jax.random.key(11), F)
+    k_h, k_x, k_m = jax.random.split(jax.random.key(12), 3)
+    state = rx.RNNState(jax.random.normal(k_h, (3, F)))
+    x = jax.random.normal(k_x, (3, F))
+    mask = 2.0 * jax.random.bernoulli(k_m, 0.5, (3, F))
+    got = cell.structure.masked(params, state, cell.project(params, x), mask)
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    h, xn, m = (np.asarray(a, np.float64) for a in (state.h, x, mask))
+    if numpy_step is None:  # h' = tanh(x W_i + b + (h m) W_h + h)
+        want = np.tanh(xn @ p["w_i"] + p["b"] + (h * m) @ p["w_h"] + h)
+    else:
+        (want,) = numpy_step(p, (h,), xn, h_mask=m)
+    np.testing.assert_allclose(got.h, want, atol=1e-5, rtol=1e-5)
+    assert not np.allclose(got.h, cell.step(params, state, x).h, atol=1e-3)  # the mask matters
+    _, ys = _run(cell, params, rx.RecurrentDropout(recurrent=0.5), jax.random.key(13), xs=XS[:3])
+    assert bool(jnp.isfinite(ys).all()) and not np.allclose(ys, rx.scan(cell, params, XS[:3])[1])
+
+
 def test_input_dropout_is_unbiased_and_keeps_the_fast_backend():
     """Averaged over masks, a linear cell with input dropout computes the cell without it; input dropout alone
     changes only ``xs``, so a named fast backend still runs the call."""
@@ -132,7 +167,11 @@ def test_gradients_flow_through_dropout_and_the_flax_adapter_draws_from_the_drop
             ValueError,
             "`dropout.zoneout_h`",
         ),
-        (lambda: rx.as_layer(rx.gru(F), dropout=rx.RecurrentDropout(recurrent=0.1)), ValueError, "gru cell"),
+        (
+            lambda: rx.as_layer(rx.min_gru(F), dropout=rx.RecurrentDropout(recurrent=0.1)),
+            ValueError,
+            "the min_gru cell does not declare",
+        ),
         (lambda: rx.as_layer(rx.lstm(F), dropout=0.1), TypeError, r"must be a recurrax\.RecurrentDropout"),
         (
             lambda: rx.as_layer(rx.stacked([rx.lstm(F)]), dropout=rx.RecurrentDropout(input=0.1)),
@@ -140,7 +179,7 @@ def test_gradients_flow_through_dropout_and_the_flax_adapter_draws_from_the_drop
             "applies inside one cell's recurrence",
         ),
     ],
-    ids=["rate 1", "negative", "gru recurrent", "a float", "a layer"],
+    ids=["rate 1", "negative", "min_gru recurrent", "a float", "a layer"],
 )
 def test_bad_dropout_is_refused_by_name(build, error, match):
     with pytest.raises(error, match=match):

@@ -46,9 +46,11 @@ def test_xs_needs_a_time_axis(shape):
         rx.scan(GRU, P_GRU, jnp.ones(shape))
 
 
-def test_scan_needs_a_cell():
-    with pytest.raises(TypeError, match=_m("`cell`", "recurrax.Cell", "Layer")):
-        rx.scan(rx.stacked([GRU]), P_GRU, XS)
+def test_scan_needs_a_cell_or_a_layer():
+    with pytest.raises(TypeError, match=_m("`cell`", "recurrax.Cell or Layer", "function")):
+        rx.scan(GRU.step, P_GRU, XS)
+    with pytest.raises(ValueError, match=_m("params", "tuple with one entry per layer")):
+        rx.scan(rx.stacked([GRU]), P_GRU, XS)  # a layer runs, and checks its params
 
 
 def test_include_initial_needs_return_states():

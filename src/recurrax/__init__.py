@@ -11,6 +11,7 @@ Keras), :mod:`recurrax.distributed` and :mod:`recurrax.sequence_parallel` (sever
 """
 
 from recurrax import init
+from recurrax.cells.conv import conv_gru, conv_lstm
 from recurrax.cells.elman import elman
 from recurrax.cells.gru import gru
 from recurrax.cells.linear import LRUState, lru, min_gru, min_lstm
@@ -18,7 +19,7 @@ from recurrax.cells.lstm import lstm
 from recurrax.cells.mgu import mgu
 from recurrax.core import Cell, LinearRecurrence, LSTMState, RNNState, Structure, make_cell, structure_of
 from recurrax.dropout import RecurrentDropout
-from recurrax.layers import BidirectionalState, Layer, as_layer, bidirectional, output_size, stacked
+from recurrax.layers import BidirectionalState, Layer, as_cell, as_layer, bidirectional, output_size, stacked
 from recurrax.scan import reset, reverse_sequences, scan
 from recurrax.states import initial_state
 
@@ -59,8 +60,11 @@ __all__ = [
     "RNNState",
     "RecurrentDropout",
     "Structure",
+    "as_cell",
     "as_layer",
     "bidirectional",
+    "conv_gru",
+    "conv_lstm",
     "elman",
     "gru",
     "init",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -87,12 +87,21 @@ class Structure(NamedTuple):
         depend on it.
       recurrence: the :class:`LinearRecurrence`, for ``kind="linear"``.
       of: the ``(project, transition)`` pair described; filled in by :func:`make_cell`.
+      feature_axes: how many trailing axes of ``x``, ``z`` and the state leaves one example's features span: 1 for
+        vectors, ``1 + n`` for the convolutional cells (``n`` spatial axes and the channels, which ``project`` and
+        ``transition`` mix). Backends keep the time and batch axes in front of them. Unlike ``gates``, values depend
+        on it.
+      masked: ``(params, state, z, mask) -> state``: the transition with ``state.h * mask`` where ``h`` enters the
+        recurrent matmul and ``h`` itself elsewhere (the update of a GRU): recurrent dropout
+        (:mod:`recurrax.dropout`); ``None`` for a cell with no such form.
     """
 
     kind: str | None = None
     gates: int = 1
     recurrence: LinearRecurrence | None = None
     of: tuple[Callable, Callable] | None = None
+    feature_axes: int = 1
+    masked: Callable[[Params, State, Array, Array], State] | None = None
 
 
 class Spec:
@@ -176,6 +185,47 @@ class Cell(NamedTuple):
     spec: Spec | None = None
 
 
+class ApplyFn(Protocol):
+    def __call__(
+        self,
+        params: Params,
+        xs: Array,
+        state: State | None = None,
+        *,
+        lengths: Array | None = None,
+        resets: Array | None = None,
+        reset_state: State | None = None,
+        key: PRNGKey | None = None,
+        time_major: bool = False,
+    ) -> tuple[State, Array]: ...
+
+
+@compared_by_spec
+class Layer(NamedTuple):
+    """A sequence-to-sequence recurrent layer as a bundle of pure functions.
+
+    Attributes:
+      init: ``(key, input_size) -> params``.
+      initial_state: ``(params, batch_shape) -> state`` of zeros.
+      apply: ``(params, xs, state=None, *, lengths=None, resets=None, reset_state=None, key=None,
+        time_major=False) -> (final_state, outputs)``, with ``xs: (*batch, T, I)`` and ``outputs: (*batch, T, O)``;
+        ``lengths``, ``resets`` and ``reset_state`` as in :func:`recurrax.scan` (``reset_state`` in the layer's
+        state structure). ``key`` drives dropout; without it the layer is deterministic (evaluation mode).
+      name: a short name used in error messages.
+      spec: the builder and arguments that made the layer, or ``None``.
+
+    Like cells, two layers built by ``as_layer``, ``stacked`` or ``bidirectional`` with equal arguments are equal
+    and hash equal (until a function is replaced), and a layer is a pytree without leaves. :func:`recurrax.scan`
+    runs a layer through its ``apply``.
+    """
+
+    init: Callable[[PRNGKey, int], Params]
+    initial_state: Callable[[Params, Shape], State]
+    apply: ApplyFn
+    name: str = "layer"
+    spec: Spec | None = None
+
+
 def built_with(cell: Any) -> tuple[str, dict[str, Any]] | None:
     """``(constructor name, its arguments with defaults)`` while ``cell`` (a :class:`Cell` or ``Layer``) is as its
     constructor built it (no function replaced), else ``None``: what a converter may read to know what it computes.
@@ -210,6 +260,11 @@ def constructor(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _frozen(value: Any) -> Any:
     return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+
+
+def feature_axes(cell: Cell) -> int:
+    """How many trailing axes of the inputs and state leaves are one example's features (:class:`Structure`)."""
+    return 1 if cell.structure is None else cell.structure.feature_axes
 
 
 def structure_of(cell: Cell) -> Structure | None:

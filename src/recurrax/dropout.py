@@ -11,10 +11,10 @@ Masks are drawn from an explicit key; without one (evaluation) no unit is droppe
 ``xs``, so the call keeps its backend (the native and XLA LSTM/GRU kernels included); recurrent dropout and
 zoneout change the cell's transition, which then runs on ``sequential`` (or ``newton``).
 
-Recurrent dropout needs ``h`` to enter the cell only through its recurrent matmul, as in ``recurrax.lstm`` (any
-variant) and ``recurrax.elman`` without ``residual``; the GRU and the MGU also carry ``h`` into the new state
-(``u h``), where masking it would erase memory, so they are refused by name (zoneout works on every cell with an
-``h`` field).
+Recurrent dropout masks ``h`` where it enters the recurrent matmuls and nowhere else (the GRU's and MGU's update
+mixes the unmasked ``h``, which a mask there would erase): it runs the cell's declared masked transition
+(:class:`recurrax.Structure` ``masked``), which ``lstm``, ``gru``, ``mgu`` and ``elman`` have; other cells, and
+cells whose functions were replaced, are refused by name (zoneout works on every cell with an ``h`` field).
 """
 
 from __future__ import annotations
@@ -24,11 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrax.core import Array, Cell, Params, PRNGKey, State, built_with
-
-# recurrax's cells whose `h` enters `transition` only through the recurrent matmul (so masking it there is
-# masking the state passed in), and the condition on their constructor arguments.
-_H_ONLY_IN_MATMUL = {"lstm": lambda args: True, "elman": lambda args: not args["residual"]}
+from recurrax.core import Array, Cell, Params, PRNGKey, State, structure_of
 
 
 class RecurrentDropout(NamedTuple):
@@ -54,14 +50,12 @@ def check(name: str, dropout: Any, cell: Cell) -> RecurrentDropout:
     for field, rate in dropout._asdict().items():
         if not (isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0.0 <= rate < 1.0):
             raise ValueError(f"{name}: `dropout.{field}` must be a rate in [0, 1), got {rate!r}.")
-    if dropout.recurrent:
-        built = built_with(cell)
-        if built is None or built[0] not in _H_ONLY_IN_MATMUL or not _H_ONLY_IN_MATMUL[built[0]](built[1]):
-            raise ValueError(
-                f"{name}: `dropout.recurrent` masks `h` where it enters the recurrent matmul, which is all of `h` in "
-                f"recurrax.lstm and elman (without residual); the {cell.name} cell (as built) also carries `h` "
-                "into its new state, where a mask would erase it (use zoneout_h there)."
-            )
+    if dropout.recurrent and _masked(cell) is None:
+        raise ValueError(
+            f"{name}: `dropout.recurrent` masks `h` where it enters the recurrent matmul, which the {cell.name} cell "
+            "does not declare (recurrax's lstm, gru, mgu and elman do, while their functions are as built); use "
+            "zoneout_h there."
+        )
     return dropout
 
 
@@ -112,10 +106,11 @@ def regularized(
     def project(params, x):
         return jnp.concatenate([cell.project(params, x[..., :num_inputs]), x[..., num_inputs:]], axis=-1)
 
+    masked_transition = _masked(cell)
+
     def transition(params, s, z):
         z, masks = z[..., :width], z[..., width:]
-        masked = s if rec_mask is None else s._replace(h=s.h * rec_mask)
-        new = cell.transition(params, masked, z)
+        new = cell.transition(params, s, z) if rec_mask is None else masked_transition(params, s, z, rec_mask)
         start, kept = 0, {}
         for field, size in widths.items():
             kept[field] = masks[..., start : start + size].astype(bool)
@@ -123,7 +118,7 @@ def regularized(
         return new._replace(**{f: jnp.where(kept[f], getattr(s, f), getattr(new, f)) for f in kept})
 
     xs = jnp.concatenate([xs, *zone], axis=-1) if zone else xs
-    return cell._replace(project=project, transition=transition, structure=None), xs
+    return cell._replace(project=project, transition=transition), xs
 
 
 def _expected_zoneout(cell: Cell, params: Params, s: State, z: Array, rates: dict[str, float]) -> State:
@@ -131,5 +126,12 @@ def _expected_zoneout(cell: Cell, params: Params, s: State, z: Array, rates: dic
     return new._replace(**{f: rate * getattr(s, f) + (1.0 - rate) * getattr(new, f) for f, rate in rates.items()})
 
 
+def _masked(cell: Cell) -> Any:
+    """The cell's declared transition with a recurrent-dropout mask on ``h``, or ``None``."""
+    structure = structure_of(cell)
+    return None if structure is None else structure.masked
+
+
 def _with_transition(cell: Cell, transition: Any) -> Cell:
-    return cell._replace(transition=transition, structure=None)
+    # The structure stays: its kind no longer applies (`structure_of` sees the new function), its layout still does.
+    return cell._replace(transition=transition)

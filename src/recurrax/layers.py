@@ -10,67 +10,16 @@ bidirectional=True)`` is ``stacked([bidirectional(lstm(H), lstm(H))] * 2)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from recurrax import dropout as _dropout
 from recurrax.backends.base import Backend, Remat
-from recurrax.core import (
-    Array,
-    Cell,
-    Params,
-    PRNGKey,
-    Shape,
-    Spec,
-    State,
-    built_with,
-    compared_by_spec,
-    constructor,
-)
+from recurrax.core import Array, Cell, Layer, Params, State, built_with, constructor
 from recurrax.dropout import RecurrentDropout
 from recurrax.scan import reverse_sequences, reversed_resets, scan
-
-
-class ApplyFn(Protocol):
-    def __call__(
-        self,
-        params: Params,
-        xs: Array,
-        state: State | None = None,
-        *,
-        lengths: Array | None = None,
-        resets: Array | None = None,
-        reset_state: State | None = None,
-        key: PRNGKey | None = None,
-        time_major: bool = False,
-    ) -> tuple[State, Array]: ...
-
-
-@compared_by_spec
-class Layer(NamedTuple):
-    """A sequence-to-sequence recurrent layer as a bundle of pure functions.
-
-    Attributes:
-      init: ``(key, input_size) -> params``.
-      initial_state: ``(params, batch_shape) -> state`` of zeros.
-      apply: ``(params, xs, state=None, *, lengths=None, resets=None, reset_state=None, key=None,
-        time_major=False) -> (final_state, outputs)``, with ``xs: (*batch, T, I)`` and ``outputs: (*batch, T, O)``;
-        ``lengths``, ``resets`` and ``reset_state`` as in :func:`recurrax.scan` (``reset_state`` in the layer's
-        state structure). ``key`` drives dropout; without it the layer is deterministic (evaluation mode).
-      name: a short name used in error messages.
-      spec: the builder and arguments that made the layer, or ``None``.
-
-    Like cells, two layers built by ``as_layer``, ``stacked`` or ``bidirectional`` with equal arguments are equal
-    and hash equal (until a function is replaced), and a layer is a pytree without leaves.
-    """
-
-    init: Callable[[PRNGKey, int], Params]
-    initial_state: Callable[[Params, Shape], State]
-    apply: ApplyFn
-    name: str = "layer"
-    spec: Spec | None = None
 
 
 class BidirectionalState(NamedTuple):
@@ -144,6 +93,87 @@ def _cell_layer(
         )
 
     return Layer(init=cell.init, initial_state=cell.initial_state, apply=apply, name=cell.name)
+
+
+def as_cell(layer: Cell | Layer, *, caller: str = "as_cell") -> Cell:
+    """The one-step form of ``layer``, for streaming and for :mod:`recurrax.dynamics`: a cell as it is, the cell of
+    ``as_layer(cell)``, and a :func:`stacked` layer of those as one cell that runs every layer for each time step.
+
+    The stack's state is the tuple of its layers' states (``state[1].c`` is the second layer's cell state), its
+    params those of the layer, its ``project`` the first layer's and its ``output`` what the stack outputs (with
+    ``residual``, the sum of the layers' outputs). Dropout acts only with a key, which a step has not: the cell is
+    the layer in evaluation. For speed over whole sequences run the layer itself, which runs layer after layer.
+
+    Args:
+      layer: a cell or a layer.
+      caller: the function named in errors.
+
+    Raises:
+      ValueError: for layers with no one-step form, such as :func:`bidirectional` (its backward direction needs
+        the whole sequence first): analyse each direction's cell.
+    """
+    if isinstance(layer, Cell):
+        return layer
+    if not isinstance(layer, Layer):
+        raise TypeError(f"{caller}: expected a recurrax.Cell or Layer, got {type(layer).__name__}.")
+    built = built_with(layer)
+    kind = None if built is None else built[0]
+    if kind == "_cell_layer":
+        return built[1]["cell"]
+    if kind == "stacked":
+        parts = tuple(as_cell(part, caller=caller) for part in built[1]["layers"])
+        return _stacked_cell(parts, residual=built[1]["residual"])
+    what = "a bidirectional layer (its backward direction needs the whole sequence first); analyse each direction"
+    raise ValueError(
+        f"{caller}: {layer.name} has no one-step form: "
+        + (what if kind == "bidirectional" else "only cells, as_layer(cell) and stacked layers of them have one")
+        + "."
+    )
+
+
+@constructor
+def _stacked_cell(cells: tuple[Cell, ...], *, residual: bool) -> Cell:
+    """The cell running ``cells`` one after another for each step (see :func:`as_cell`)."""
+    first, rest = cells[0], cells[1:]
+    name = "stacked(" + ", ".join(c.name for c in cells) + ")"
+
+    def init(key, input_size: int):
+        return stacked(list(cells), residual=residual).init(key, input_size)
+
+    def initial_state(params, batch_shape):
+        _check_tuple(name, "params", params, len(cells))
+        return tuple(c.initial_state(p, batch_shape) for c, p in zip(cells, params))
+
+    def project(params, x):
+        _check_tuple(name, "params", params, len(cells))
+        return first.project(params[0], x)
+
+    def transition(params, state, z):
+        _check_tuple(name, "params", params, len(cells))
+        _check_tuple(name, "state", state, len(cells))
+        new = [first.transition(params[0], state[0], z)]
+        y = first.output(new[0])
+        for c, p, s in zip(rest, params[1:], state[1:]):
+            new.append(c.step(p, s, y))
+            y = c.output(new[-1]) + y if residual else c.output(new[-1])
+        return tuple(new)
+
+    def output(state):
+        outs = [c.output(s) for c, s in zip(cells, state)]
+        return sum(outs[1:], outs[0]) if residual else outs[-1]
+
+    def step(params, state, x):
+        return transition(params, state, project(params, x))
+
+    return Cell(
+        init=init,
+        initial_state=initial_state,
+        step=step,
+        project=project,
+        transition=transition,
+        output=output,
+        name=name,
+    )
 
 
 def output_size(layer: Cell | Layer, params: Params, input_size: int) -> int:

@@ -2,17 +2,25 @@
 
 Each function draws on the matplotlib ``Axes`` it is given, or on a new ``Figure`` (made without
 ``pyplot``, so nothing global changes), and returns that figure; ``fig.savefig(path)`` writes it.
-Curves are passed as ``{label: values}`` so models and state fields can share one plot.
+Curves are passed as ``{label: values}`` so models and state fields can share one plot, or as the
+result of the same-named :mod:`recurrax.dynamics` function, e.g. ``plot.gradient_flow(dyn.gradient_flow(...))``
+(one curve per state field); a mapping's values may be such results too (``{"seed 0": spectrum, ...}``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
-from recurrax.dynamics.fixed_points import STABILITY_NAMES
+from recurrax.dynamics import _flat
+from recurrax.dynamics.fixed_points import STABILITY_NAMES, FixedPoints
+from recurrax.dynamics.gradient_flow import GradientFlow, ProductNorms
+from recurrax.dynamics.lyapunov import LyapunovSpectrum
+from recurrax.dynamics.perturbation import PerturbationResponse
+from recurrax.dynamics.timescales import GateTimescales
 
 _STYLE = {"stable": ("o", "tab:blue"), "unstable": ("X", "tab:red"), "saddle": ("^", "tab:orange")}
 
@@ -29,18 +37,60 @@ def _axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
     return fig, fig.add_subplot()
 
 
+def _fields(state: Any, prefix: str = "") -> dict[str, Any]:
+    """``{field name: leaf}`` of a state (``"h"``, ``"c"``), or of a state of states (``"c<-h"``: out from in)."""
+    leaves = jax.tree_util.tree_leaves_with_path(state)
+    names = ["<-".join(str(getattr(k, "name", getattr(k, "idx", k))) for k in path) for path, _ in leaves]
+    return {prefix + name: leaf for name, (_, leaf) in zip(names, leaves)}
+
+
+def _curves(data: Any, whole: Callable[[Any], dict[str, Any]], one: Callable[[Any], Any]) -> dict[str, Any]:
+    """``{label: values}`` from a mapping (arrays or results, read by ``one``) or one result (split by ``whole``)."""
+    if isinstance(data, Mapping):
+        return {label: one(value) for label, value in data.items()}
+    return whole(data)
+
+
+def _legend(ax: Any) -> None:
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend()
+
+
+def _flow_whole(result: Any) -> dict[str, Any]:
+    if isinstance(result, GradientFlow):
+        return _fields(result.norms)
+    if isinstance(result, ProductNorms):
+        return {**_fields(result.blocks), "total": result.total}
+    raise TypeError(
+        "plot.gradient_flow: `norms` must be {label: (T + 1,)}, a GradientFlow or a ProductNorms, "
+        f"got {type(result)}."
+    )
+
+
+def _flow_one(value: Any) -> Any:
+    return value.total if isinstance(value, GradientFlow | ProductNorms) else value
+
+
 def gradient_flow(
-    norms: Mapping[str, Any], *, ax: Any = None, title: str = "Gradient flow through time", log: bool = True
+    norms: Mapping[str, Any] | GradientFlow | ProductNorms,
+    *,
+    ax: Any = None,
+    title: str = "Gradient flow through time",
+    log: bool = True,
 ) -> Any:
     """``|| dL / d s_t ||`` against the steps back from the loss, ``T - t``, one curve per label.
 
     Args:
-      norms: ``{label: (T + 1,)}`` in boundary order, e.g. ``{"LSTM c": flow.norms.c, "LSTM h": flow.norms.h}``
-        from :func:`recurrax.dynamics.gradient_flow` (or ``ProductNorms`` entries).
+      norms: ``{label: (T + 1,)}`` in boundary order, e.g. ``{"LSTM c": flow.norms.c, "LSTM h": flow.norms.h}``;
+        or the :class:`~recurrax.dynamics.GradientFlow` itself (one curve per field of ``norms``), or a
+        :class:`~recurrax.dynamics.ProductNorms` from :func:`recurrax.dynamics.jacobian_product_norms` (one
+        curve per block, ``"c<-h"`` for ``|| d c_T / d h_t ||``, and ``"total"``); a mapping's values may be
+        such results (their ``total`` is drawn).
       ax: an ``Axes`` to draw on; a new figure when ``None``.
       title: the axes title.
       log: a logarithmic y axis.
     """
+    norms = _curves(norms, _flow_whole, _flow_one)
     fig, ax = _axes(ax, (6, 4))
     for label, values in norms.items():
         values = np.asarray(values, np.float64)
@@ -50,25 +100,46 @@ def gradient_flow(
     if log:
         ax.set_yscale("log")
     ax.set(xlabel="steps back from the loss, T - t", ylabel="gradient norm", title=title)
-    ax.legend()
+    _legend(ax)
     return fig
 
 
-def lyapunov_spectrum(spectra: Mapping[str, Any], *, ax: Any = None, title: str = "Lyapunov spectra") -> Any:
-    """Exponents against their index, one line per label: ``{label: (k,)}`` (e.g. ``LyapunovSpectrum.exponents``)."""
+def _exponents(value: Any) -> Any:
+    return value.exponents if isinstance(value, LyapunovSpectrum) else value
+
+
+def lyapunov_spectrum(
+    spectra: Mapping[str, Any] | LyapunovSpectrum, *, ax: Any = None, title: str = "Lyapunov spectra"
+) -> Any:
+    """Exponents against their index, one line per label.
+
+    Args:
+      spectra: ``{label: (k,)}`` (e.g. ``LyapunovSpectrum.exponents``), ``{label: LyapunovSpectrum}``, or one
+        :class:`~recurrax.dynamics.LyapunovSpectrum`. ``-inf`` exponents (directions mapped to zero) are left out.
+      ax: an ``Axes`` to draw on; a new figure when ``None``.
+      title: the axes title.
+    """
+    spectra = _curves(spectra, lambda result: {"exponents": _exponents(result)}, _exponents)
     fig, ax = _axes(ax, (6, 4))
     for label, exponents in spectra.items():
         exponents = np.asarray(exponents, np.float64)
+        exponents = np.where(np.isfinite(exponents), exponents, np.nan)
         ax.plot(np.arange(1, len(exponents) + 1), exponents, marker=".", label=label)
     ax.axhline(0.0, color="0.5", lw=0.8)
     ax.set(xlabel="index i", ylabel="exponent λ_i (per step)", title=title)
-    ax.legend()
+    _legend(ax)
     return fig
 
 
+def _kick_time(total: Any) -> int:
+    """The first boundary where the perturbed run differs from the clean one (0 if it never does)."""
+    moved = np.flatnonzero(np.asarray(total) > 0)
+    return int(moved[0]) if moved.size else 0
+
+
 def perturbation_decay(
-    responses: Mapping[str, Any],
-    t0: int = 0,
+    responses: Mapping[str, Any] | PerturbationResponse,
+    t0: int | None = None,
     *,
     ax: Any = None,
     normalise: bool = True,
@@ -78,22 +149,55 @@ def perturbation_decay(
     """Distance from the clean run against the steps since the kick, one curve per label.
 
     Args:
-      responses: ``{label: (T + 1,)}`` distances (``PerturbationResponse.distance.c`` ...).
-      t0: the boundary of the kick; the curves start there.
+      responses: ``{label: (T + 1,)}`` distances (``PerturbationResponse.distance.c`` ...); or one
+        :class:`~recurrax.dynamics.PerturbationResponse` (a curve per field and ``"total"``, all normalised
+        by the total kick, so each field's curve is its share of the kick); or ``{label: PerturbationResponse}``
+        (their ``total``).
+      t0: the boundary of the kick; the curves start there. ``None``: 0 for arrays, and for a
+        ``PerturbationResponse`` the first boundary where the runs differ (where the kick landed).
       normalise: divide by the distance at ``t0`` (the retained fraction).
     """
+    per_curve = normalise  # a PerturbationResponse's fields share one scale, the total kick
+    if isinstance(responses, PerturbationResponse):
+        t0 = _kick_time(responses.total) if t0 is None else t0
+        scale = np.asarray(responses.total, np.float64)[t0] if normalise else 1.0
+        curves = {**_fields(responses.distance), "total": responses.total}
+        responses = {label: np.asarray(d, np.float64) / scale for label, d in curves.items()}
+        per_curve = False
+    elif isinstance(responses, Mapping):
+        results = [v.total for v in responses.values() if isinstance(v, PerturbationResponse)]
+        if t0 is None:
+            t0 = min(_kick_time(total) for total in results) if results else 0
+        responses = {k: v.total if isinstance(v, PerturbationResponse) else v for k, v in responses.items()}
+    else:
+        raise TypeError(
+            "plot.perturbation_decay: `responses` must be {label: (T + 1,)} or a PerturbationResponse, "
+            f"got {type(responses)}."
+        )
     fig, ax = _axes(ax, (6, 4))
     for label, distance in responses.items():
         distance = np.asarray(distance, np.float64)[t0:]
-        if normalise:
+        if per_curve:
             distance = distance / distance[0]
         ax.plot(np.arange(len(distance)), distance, label=label)
     if log:
         ax.set_yscale("log")
     ylabel = "retained fraction of the kick" if normalise else "distance from the clean run"
     ax.set(xlabel="steps after the kick", ylabel=ylabel, title=title)
-    ax.legend()
+    _legend(ax)
     return fig
+
+
+def perturbation_response(
+    responses: Mapping[str, Any] | PerturbationResponse, t0: int | None = None, **kwargs: Any
+) -> Any:
+    """:func:`perturbation_decay` under the name of :func:`recurrax.dynamics.perturbation_response`."""
+    return perturbation_decay(responses, t0, **kwargs)
+
+
+def _flat_states(states: Any) -> Any:
+    """A state (a NamedTuple of leaves ``(..., n)``) as its flat real view ``(..., S)``; arrays as they are."""
+    return _flat.flatten(states) if isinstance(states, tuple) and hasattr(states, "_fields") else states
 
 
 def fixed_points(
@@ -108,10 +212,17 @@ def fixed_points(
 
     Args:
       trajectory: flat states ``(N, S)`` of one run, or ``(B, N, S)`` of ``B`` runs drawn separately
-        (e.g. ``dynamics.flatten(states)``).
-      points: flat fixed points ``(M, S)``.
+        (e.g. ``dynamics.flatten(states)``); or the states themselves, as :func:`recurrax.dynamics.trajectory`
+        returns them (leaves ``(N, n)`` or ``(B, N, n)``, flattened here, complex fields in their real view).
+      points: flat fixed points ``(M, S)``, their states (leaves ``(M, n)``), or the
+        :class:`~recurrax.dynamics.FixedPoints` from :func:`recurrax.dynamics.find_fixed_points` (its
+        ``linearization.stability`` then colours them unless ``stability`` is given).
       stability: ``(M,)`` classes (``dynamics.STABLE`` ...); all drawn alike when ``None``.
     """
+    if isinstance(points, FixedPoints):
+        stability = points.linearization.stability if stability is None else stability
+        points = points.states
+    trajectory, points = _flat_states(trajectory), _flat_states(points)
     fig, ax = _axes(ax, (5, 5))
     runs = np.asarray(trajectory, np.float64)
     runs = runs[None] if runs.ndim == 2 else runs
@@ -131,18 +242,29 @@ def fixed_points(
             marker, color = _STYLE[name]
             ax.scatter(projected[chosen, 0], projected[chosen, 1], marker=marker, color=color, label=name, zorder=3)
     ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
-    ax.legend()
+    _legend(ax)
     return fig
 
 
+def _unit_tau(value: Any) -> Any:
+    return value.unit_tau if isinstance(value, GateTimescales) else value
+
+
 def timescales(
-    taus: Mapping[str, Any], *, ax: Any = None, title: str = "Memory timescales", horizon: float | None = None
+    taus: Mapping[str, Any] | GateTimescales | Any,
+    *,
+    ax: Any = None,
+    title: str = "Memory timescales",
+    horizon: float | None = None,
 ) -> Any:
     """Each unit's timescale (steps), sorted from the slowest, one curve per label: ``{label: (H,)}``.
 
-    E.g. ``GateTimescales.unit_tau`` or :func:`recurrax.dynamics.jacobian_timescales`; a dashed line
-    marks ``horizon`` (the task's sequence length) when given.
+    E.g. ``GateTimescales.unit_tau`` or :func:`recurrax.dynamics.jacobian_timescales`; ``taus`` may also be
+    one :class:`~recurrax.dynamics.GateTimescales` (from :func:`recurrax.dynamics.gate_timescales`, its
+    ``unit_tau``), one array of timescales, or ``{label: GateTimescales}``. A dashed line marks ``horizon``
+    (the task's sequence length) when given.
     """
+    taus = _curves(taus, lambda result: {"timescales": _unit_tau(result)}, _unit_tau)
     fig, ax = _axes(ax, (6, 4))
     for label, tau in taus.items():
         tau = np.sort(np.asarray(tau, np.float64).ravel())[::-1]
@@ -151,5 +273,5 @@ def timescales(
         ax.axhline(horizon, color="0.5", ls="--", lw=0.8, label=f"T = {horizon:g}")
     ax.set_yscale("log")
     ax.set(xlabel="unit (slowest first)", ylabel="timescale (steps)", title=title)
-    ax.legend()
+    _legend(ax)
     return fig

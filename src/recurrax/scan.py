@@ -15,11 +15,21 @@ import numpy as np
 
 from recurrax import backends as _backends
 from recurrax.backends.base import Backend, Remat, Resets, restore, valid_mask, where_valid
-from recurrax.core import Array, Cell, Params, State, check_param_leaves, check_state
+from recurrax.core import (
+    Array,
+    Cell,
+    Layer,
+    Params,
+    PRNGKey,
+    State,
+    check_param_leaves,
+    check_state,
+    feature_axes,
+)
 
 
 def scan(
-    cell: Cell,
+    cell: Cell | Layer,
     params: Params,
     xs: Array,
     state: State | None = None,
@@ -36,6 +46,7 @@ def scan(
     return_states: bool = False,
     include_initial: bool = False,
     backend: str | Backend = "auto",
+    key: PRNGKey | None = None,
 ) -> tuple[State, Array] | tuple[State, Array, State]:
     """Runs ``cell`` over the time axis of ``xs``.
 
@@ -43,7 +54,9 @@ def scan(
     matmul, before the loop; only ``cell.transition`` runs inside the loop.
 
     Args:
-      cell: the cell.
+      cell: the cell, or a layer (``stacked``, ``bidirectional``, ``as_layer``; what ``from_torch`` and the other
+        converters return), which runs through its ``apply`` with ``state``, ``lengths``, ``resets``,
+        ``reset_state``, ``time_major`` and ``key``; the options its ``apply`` has not are refused by name.
       params: its params.
       xs: inputs ``(*batch, T, I)`` (or ``(T, *batch, I)`` with ``time_major``); ``(T, I)`` unbatched.
       state: the initial state (batch shape ``batch``); zeros when ``None``.
@@ -88,14 +101,41 @@ def scan(
         a backend's name (``"sequential"``, ``"native_lstm"``, ``"xla_lstm"``, ``"associative"``, ...; it raises
         if it cannot run the call, naming why), or a :class:`recurrax.backends.Backend`.
         ``recurrax.backends.available(cell, params, xs, ...)`` lists which can.
+      key: for a layer, drives its dropout (none without it, as in evaluation); a cell has none.
 
     Returns:
       ``(final_state, outputs)`` with ``outputs: (*batch, T, O)``, or
       ``(final_state, outputs, states)`` with ``return_states``.
     """
     xs = jnp.asarray(xs)
+    if isinstance(cell, Layer):
+        refused = {
+            "mask": mask is not None,
+            "masked_outputs": masked_outputs != "zeros",
+            "reverse": reverse,
+            "unroll": unroll is not None,
+            "remat": remat is not False,
+            "return_states": return_states,
+            "include_initial": include_initial,
+            "backend": not (isinstance(backend, str) and backend == "auto"),
+        }
+        given = [option for option, set_ in refused.items() if set_]
+        if given:
+            raise ValueError(
+                f"scan[{cell.name}]: a layer runs through its `apply`, which has no `{given[0]}`; set unroll, remat "
+                "and backend when building the layer, or scan `recurrax.as_cell(layer)` (one step at a time) for "
+                "the other options."
+            )
+        return cell.apply(
+            params, xs, state, lengths=lengths, resets=resets, reset_state=reset_state, key=key, time_major=time_major
+        )
     if not isinstance(cell, Cell):
-        raise TypeError(f"scan: `cell` must be a recurrax.Cell, got {type(cell).__name__}.")
+        raise TypeError(f"scan: `cell` must be a recurrax.Cell or Layer, got {type(cell).__name__}.")
+    if key is not None:
+        raise ValueError(
+            f"scan[{cell.name}]: `key` drives a layer's dropout, and a cell has none (use "
+            "`recurrax.as_layer(cell, dropout=...)` for dropout inside the recurrence)."
+        )
     name = f"scan[{cell.name}]"
     if xs.ndim < 2:
         raise ValueError(f"{name}: `xs` must have shape (*batch, T, I) (or (T, I)), got {tuple(xs.shape)}.")
@@ -103,10 +143,20 @@ def scan(
         raise ValueError(f"{name}: `include_initial=True` needs `return_states=True`.")
     _check_unroll(name, unroll)
     _check_remat(name, remat)
+    # A convolutional cell's examples are feature maps: batch-major, time sits before their spatial axes, and those
+    # axes count as batch axes of the state (`initial_state(params, (*batch, *spatial))`).
+    spatial = feature_axes(cell) - 1
+    if spatial:
+        given = [arg for arg, value in (("lengths", lengths), ("mask", mask), ("resets", resets)) if value is not None]
+        if given:
+            raise ValueError(
+                f"{name}: `{given[0]}` is not supported for a cell with spatial axes (a convolutional cell) yet; "
+                "run each group of equal-length sequences on its own."
+            )
     check_param_leaves(name, params)
     # Trace-only check in the caller's layout, so an error shows the shape of `xs` as given.
     jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct(xs.shape, xs.dtype))
-    xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
+    xs_tm = xs if time_major else jnp.moveaxis(xs, -2 - spatial, 0)
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
 
     lengths = check_lengths(cell.name, lengths, batch_shape, num_steps)
@@ -118,9 +168,8 @@ def scan(
         keep = _mask(name, mask, masked_outputs, batch_shape, num_steps, time_major, lengths, resets)
         options = dict(unroll=unroll, remat=remat, backend=backend)
         final, outputs, states = _masked_scan(cell, params, xs_tm, state, keep, masked_outputs, reverse, options)
-        return _laid_out(
-            final, outputs, states, state, batch_shape, time_major, reverse, return_states, include_initial
-        )
+        layout = (batch_shape, time_major, reverse, return_states, include_initial)
+        return _laid_out(final, outputs, states, state, *layout)
     segments = _resets(cell, params, resets, reset_state, batch_shape, num_steps, time_major, lengths, reverse)
     req = _backends.request(
         cell,
@@ -152,7 +201,7 @@ def scan(
                 states = jax.tree.map(lambda s: jnp.flip(s, 0), states)
             else:
                 states = _reversed_states(states, state, lengths)
-    layout = (batch_shape, time_major, reverse, return_states, include_initial)
+    layout = (batch_shape, time_major, reverse, return_states, include_initial, spatial)
     return _laid_out(final, outputs, states, state, *layout)
 
 
@@ -166,9 +215,11 @@ def _laid_out(
     reverse: bool,
     return_states: bool,
     include_initial: bool,
+    spatial: int = 0,
 ) -> tuple[State, Array] | tuple[State, Array, State]:
-    """The time-major results of a run, in original time order, laid out as :func:`scan` returns them."""
-    outputs = outputs if time_major else jnp.moveaxis(outputs, 0, -2)
+    """The time-major results of a run, in original time order, laid out as :func:`scan` returns them (batch-major,
+    time goes before the ``spatial`` axes that end the batch shape of a convolutional cell's state)."""
+    outputs = outputs if time_major else jnp.moveaxis(outputs, 0, -2 - spatial)
     if not return_states:
         return final, outputs
     if include_initial:
@@ -176,7 +227,7 @@ def _laid_out(
         pair = (states, first) if reverse else (first, states)
         states = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=0), *pair)
     if not time_major:
-        states = jax.tree.map(lambda s: jnp.moveaxis(s, 0, len(batch_shape)), states)
+        states = jax.tree.map(lambda s: jnp.moveaxis(s, 0, len(batch_shape) - spatial), states)
     return final, outputs, states
 
 

@@ -97,3 +97,21 @@ def test_bad_input(lstm_run):
         dyn.gradient_flow(cell, params, xs, lambda s: s.h, state)
     with pytest.raises(ValueError, match="method"):
         dyn.jacobian_product_norms(cell, params, xs, method="svd")
+
+
+def test_power_iteration_reports_its_convergence(lstm_run):
+    # The relative residual |A v - rho v| / rho of A = P^T P says how far the power iteration is from converged.
+    cell, params, xs, state, products = lstm_run
+    exact = np.linalg.norm(products, ord=2, axis=(-2, -1))  # NumPy's SVD of the finite-difference products
+    explicit = dyn.jacobian_product_norms(cell, params, xs, state, method="explicit")
+    assert np.all(np.asarray(explicit.residual) == 0) and np.all(np.asarray(explicit.block_residuals.c.c) == 0)
+    for num_iters, converged in [(2, False), (50, True), (200, True)]:
+        norms = dyn.jacobian_product_norms(cell, params, xs, state, method="power", num_iters=num_iters)
+        error = np.abs(np.asarray(norms.total) / exact - 1)
+        residual = np.asarray(norms.residual)
+        assert np.all(error <= residual + 1e-5)  # the norm's error is within (in fact well below) the residual
+        if converged:
+            assert residual.max() < 1e-4 and error.max() < 1e-5
+        else:
+            assert residual.max() > 0.1 and error.max() > 1e-2
+        assert norms.block_residuals.h.c.shape == (T + 1,)

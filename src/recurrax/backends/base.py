@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrax.core import Array, Cell, Params, State, Structure, structure_of
+from recurrax.core import Array, Cell, Params, State, Structure, feature_axes, structure_of
 
 Remat = bool | Callable[..., Any]
 """``remat``: ``False``, ``True`` (save nothing but the inputs), or a ``jax.checkpoint_policies`` policy."""
@@ -38,6 +38,8 @@ class Request(NamedTuple):
       remat: as :data:`Remat`.
       unroll: ``None`` (the backend's measured default), an ``int >= 1`` or a ``bool`` (as ``lax.scan``).
       return_states: whether every state over time is wanted.
+      feature_axes: the trailing axes one example's features span (:func:`recurrax.core.feature_axes`: 1, or
+        ``1 + n`` for a convolutional cell's ``n`` spatial axes), as the cell declares it, replaced functions or not.
     """
 
     structure: Structure | None
@@ -52,6 +54,7 @@ class Request(NamedTuple):
     remat: Remat = False
     unroll: int | bool | None = None
     return_states: bool = False
+    feature_axes: int = 1
 
     @property
     def rows(self) -> int:
@@ -143,6 +146,7 @@ def request(
         remat=remat,
         unroll=unroll,
         return_states=return_states,
+        feature_axes=feature_axes(cell),
     )
 
 

@@ -386,7 +386,11 @@ def _supports(req: Request) -> str | None:
         f"'newton' needs a real state and params, got {complex_[0]} (the LRU's state is complex; it is a linear "
         f"recurrence, which 'associative' runs exactly)"
         if complex_
-        else None
+        else None,
+        # Newton's solve treats every batch position as an independent system; a convolution couples them.
+        "'newton' solves each batch position's state apart, but a convolutional cell couples its spatial positions"
+        if req.feature_axes > 1
+        else None,
     )
 
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax.backends.base import Backend, Request, Resets, checkpointed, restore, where_valid
-from recurrax.core import Array, Cell, Params, State
+from recurrax.core import Array, Cell, Params, State, feature_axes
 
 
 def run(
@@ -18,7 +18,9 @@ def run(
 ):
     # Projected in the batch-major layout: the projection's matmul then merges the batch axes with time in that
     # order, which keeps a sharded leading batch axis sharded (time first would gather it onto every device).
-    zs = jnp.moveaxis(cell.project(params, jnp.moveaxis(xs, 0, -2)), -2, 0)
+    # Time goes in front of all of one example's feature axes (a convolutional cell's spatial axes and channels).
+    axis = -1 - feature_axes(cell)
+    zs = jnp.moveaxis(cell.project(params, jnp.moveaxis(xs, 0, axis)), axis, 0)
     gates = 1 if cell.structure is None else cell.structure.gates
     split = gates > 1 and zs.shape[-1] % gates == 0
     if split:

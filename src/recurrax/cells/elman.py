@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from recurrax import init as _init
 from recurrax.cells._common import check_activation, check_options, check_size, gate_params, matmul, zeros_state
-from recurrax.core import Cell, RNNState, constructor, make_cell
+from recurrax.core import Cell, RNNState, Structure, constructor, make_cell
 
 
 @constructor
@@ -59,11 +59,15 @@ def elman(
         z = matmul(x, params["w_i"], dtype)
         return z + params["b"] if use_bias else z
 
-    def transition(params, state, z):
+    def masked(params, state, z, h_in):
+        # `h_in` is what the recurrent matmul sees (h, or h with recurrent dropout); the residual adds h itself.
         h = state.h
-        pre = z + matmul(h, params["w_h"], dtype)
+        pre = z + matmul(h_in, params["w_h"], dtype)
         h_new = activation(pre + h if residual else pre)
         return RNNState(h=h_new.astype(h.dtype))
+
+    def transition(params, state, z):
+        return masked(params, state, z, state.h)
 
     return make_cell(
         name,
@@ -72,4 +76,5 @@ def elman(
         project=project,
         transition=transition,
         input_size=lambda params: params["w_i"].shape[0],
+        structure=Structure(masked=lambda params, state, z, mask: masked(params, state, z, state.h * mask)),
     )

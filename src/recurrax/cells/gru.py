@@ -77,23 +77,27 @@ def gru(
         z = matmul(x, params["w_i"], dtype)
         return z + params["b"] if use_bias else z
 
-    def transition(params, state, z):
+    def masked(params, state, z, h_in):
+        # `h_in` is what the recurrent matmuls see (h, or h with recurrent dropout); the update mixes h itself.
         h = state.h
         z_r, z_z, z_n = jnp.split(z, 3, axis=-1)
         if reset_after:
-            h_r, h_z, h_n = jnp.split(matmul(h, params["w_h"], dtype), 3, axis=-1)
+            h_r, h_z, h_n = jnp.split(matmul(h_in, params["w_h"], dtype), 3, axis=-1)
             r = gate_activation(z_r + h_r)
             u = gate_activation(z_z + h_z)
             if use_bias:
                 h_n = h_n + params["b_hn"]
             n = activation(z_n + r * h_n)
         else:
-            h_r, h_z = jnp.split(matmul(h, params["w_h"][:, : 2 * H], dtype), 2, axis=-1)
+            h_r, h_z = jnp.split(matmul(h_in, params["w_h"][:, : 2 * H], dtype), 2, axis=-1)
             r = gate_activation(z_r + h_r)
             u = gate_activation(z_z + h_z)
-            n = activation(z_n + matmul(r * h, params["w_h"][:, 2 * H :], dtype))
+            n = activation(z_n + matmul(r * h_in, params["w_h"][:, 2 * H :], dtype))
         h_new = (1.0 - u) * n + u * h
         return RNNState(h=h_new.astype(h.dtype))
+
+    def transition(params, state, z):
+        return masked(params, state, z, state.h)
 
     default_activations = gate_activation is jax.nn.sigmoid and activation is jnp.tanh
     return make_cell(
@@ -104,5 +108,9 @@ def gru(
         transition=transition,
         input_size=lambda params: params["w_i"].shape[0],
         # The plain reset-after GRU is the one recurrax.backends' sequence-level kernels run.
-        structure=Structure("gru" if reset_after and dtype is None and default_activations else None, gates=3),
+        structure=Structure(
+            "gru" if reset_after and dtype is None and default_activations else None,
+            gates=3,
+            masked=lambda params, state, z, mask: masked(params, state, z, state.h * mask),
+        ),
     )

@@ -157,5 +157,10 @@ def lstm(
         transition=transition,
         input_size=lambda params: params["w_i"].shape[0],
         # The plain variant is the LSTM that recurrax.backends' sequence-level kernels run.
-        structure=Structure("lstm" if plain else None, gates=4),
+        structure=Structure(
+            "lstm" if plain else None,
+            gates=4,
+            # h enters only the recurrent matmul, so recurrent dropout is the transition of the masked state.
+            masked=lambda params, state, z, mask: transition(params, state._replace(h=state.h * mask), z),
+        ),
     )

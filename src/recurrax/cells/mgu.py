@@ -80,18 +80,22 @@ def mgu(
         z = matmul(x, params["w_i"], dtype)
         return z + params["b"] if use_bias else z
 
-    def transition(params, state, z):
+    def masked(params, state, z, h_in):
+        # `h_in` is what the recurrent matmuls see (h, or h with recurrent dropout); the update mixes h itself.
         h = state.h
         z_f, z_n = jnp.split(z, 2, axis=-1)
-        f = gate_activation(z_f + matmul(h, params["w_h"][:, :H], dtype))
+        f = gate_activation(z_f + matmul(h_in, params["w_h"][:, :H], dtype))
         if flax:
-            h_n = matmul(h, params["w_h"][:, H:], dtype)
+            h_n = matmul(h_in, params["w_h"][:, H:], dtype)
             n = activation(z_n + f * (h_n + params["b_hn"] if use_bias else h_n))
             h_new = (1.0 - f) * n + f * h
         else:
-            n = activation(z_n + matmul(f * h, params["w_h"][:, H:], dtype))
+            n = activation(z_n + matmul(f * h_in, params["w_h"][:, H:], dtype))
             h_new = (1.0 - f) * h + f * n
         return RNNState(h=h_new.astype(h.dtype))
+
+    def transition(params, state, z):
+        return masked(params, state, z, state.h)
 
     return make_cell(
         name,
@@ -100,5 +104,5 @@ def mgu(
         project=project,
         transition=transition,
         input_size=lambda params: params["w_i"].shape[0],
-        structure=Structure(gates=2),
+        structure=Structure(gates=2, masked=lambda params, state, z, mask: masked(params, state, z, state.h * mask)),
     )

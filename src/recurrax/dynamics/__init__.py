@@ -10,10 +10,15 @@ named fields stay visible in the results (``.h`` and ``.c`` for an LSTM).
 - :func:`gradient_flow`: ``dL / d s_t`` for every ``t`` in one reverse pass, split by field;
   :func:`jacobian_product_norms`: ``|| d s_T / d s_t ||_2``.
 - :func:`perturbation_response`: how long a kick to ``h`` or ``c`` is remembered.
-- :func:`lyapunov_spectrum`: QR re-orthonormalisation, burn-in, finite-time exponents;
+- :func:`lyapunov_spectrum`: QR re-orthonormalisation, burn-in, finite-time exponents, Lyapunov vectors;
+  :func:`kaplan_yorke_dimension`, :func:`ks_entropy`, :func:`participation_ratio`: one-call summaries of it;
   :func:`parallelizability`: whether Newton's method (``backend="newton"``) can solve a run in parallel.
 - :func:`find_fixed_points` (:func:`minimize_speed`, :func:`linearize`): fixed and slow points.
 - :func:`gate_timescales`, :func:`jacobian_timescales`: memory timescales from gates and eigenvalues.
+
+States with complex fields (the LRU's ``x``) are analysed in a real view: each complex unit is two real
+coordinates, ``Re`` and ``Im`` interleaved (see :func:`flatten`), so Jacobians, spectra and gradients are
+those of a real map of real vectors.
 """
 
 from recurrax.dynamics._flat import flatten, unflatten
@@ -43,6 +48,7 @@ from recurrax.dynamics.jacobians import (
 from recurrax.dynamics.lyapunov import LyapunovSpectrum, lyapunov_spectrum
 from recurrax.dynamics.parallelizability import Parallelizability, parallelizability
 from recurrax.dynamics.perturbation import PerturbationResponse, field_perturbation, perturbation_response
+from recurrax.dynamics.spectrum import kaplan_yorke_dimension, ks_entropy, participation_ratio
 from recurrax.dynamics.timescales import GateTimescales, gate_tau, gate_timescales, jacobian_timescales, retention_gate
 from recurrax.dynamics.trajectory import trajectory
 
@@ -72,11 +78,14 @@ __all__ = [
     "input_jacobians",
     "jacobian_product_norms",
     "jacobian_timescales",
+    "kaplan_yorke_dimension",
+    "ks_entropy",
     "linearize",
     "linearize_matrix",
     "lyapunov_spectrum",
     "minimize_speed",
     "parallelizability",
+    "participation_ratio",
     "perturbation_response",
     "retention_gate",
     "speed",

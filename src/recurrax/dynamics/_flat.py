@@ -3,10 +3,19 @@
 The analyses work on one example at a time (vmap over batches, seeds or params): state leaves are
 ``(n_i,)`` vectors and the flat state is their concatenation in pytree order, ``(S,)`` with
 ``S = sum n_i``. For ``LSTMState(h, c)`` that is ``[h, c]``.
+
+Complex leaves (the LRU's ``x``) enter in their *real view*: each complex unit becomes two real
+coordinates, interleaved as ``[Re x_0, Im x_0, Re x_1, Im x_1, ...]``, so such a leaf counts ``2 n``
+in ``S``. Every analysis then differentiates a real map of real vectors (``jax`` cannot take the
+Jacobian of a non-holomorphic complex map), and a complex-diagonal recurrence ``x' = lambda x``
+has the block-diagonal real Jacobian of 2x2 blocks ``[[Re lambda, -Im lambda], [Im lambda, Re lambda]]``,
+one per unit, whose eigenvalues are ``lambda`` and its conjugate.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -15,10 +24,11 @@ import numpy as np
 
 from recurrax import core
 from recurrax.core import Array, Cell, Params, State
+from recurrax.layers import as_cell
 
 
 def check_state(fn: str, state: State, arg: str = "state", cell: Cell | None = None, params: Params = None) -> None:
-    """Raises unless every leaf of ``state`` is a floating-point vector ``(n,)`` (one example) and, given
+    """Raises unless every leaf of ``state`` is a float or complex vector ``(n,)`` (one example) and, given
     ``cell`` and ``params``, has the structure, sizes and dtypes of the cell's state."""
     leaves = jax.tree_util.tree_leaves_with_path(state)
     if not leaves:
@@ -26,9 +36,9 @@ def check_state(fn: str, state: State, arg: str = "state", cell: Cell | None = N
     for path, leaf in leaves:
         where = f"{arg}{jax.tree_util.keystr(path)}"
         dtype = jnp.result_type(leaf)
-        if not jnp.issubdtype(dtype, jnp.floating):
+        if not jnp.issubdtype(dtype, jnp.inexact):
             raise TypeError(
-                f"{fn}: `{where}` must be a real floating-point array to be differentiated, got dtype {dtype}."
+                f"{fn}: `{where}` must be a floating-point (or complex) array to be differentiated, got dtype {dtype}."
             )
         if np.ndim(leaf) != 1:
             raise ValueError(
@@ -39,21 +49,46 @@ def check_state(fn: str, state: State, arg: str = "state", cell: Cell | None = N
         core.check_state(fn, cell.initial_state, params, state, (), arg=arg)
 
 
+def is_complex(leaf: Any) -> bool:
+    """Whether ``leaf`` has a complex dtype (it then takes two real coordinates per unit)."""
+    return bool(jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating))
+
+
 def sizes(state: State) -> list[int]:
-    """The length of each leaf, in pytree order."""
-    return [int(np.shape(leaf)[-1]) for leaf in jax.tree_util.tree_leaves(state)]
+    """The length of each leaf in the flat (real) state, in pytree order: ``2 n`` for a complex leaf ``(n,)``."""
+    return [int(np.shape(leaf)[-1]) * (2 if is_complex(leaf) else 1) for leaf in jax.tree_util.tree_leaves(state)]
+
+
+def real_view(leaf: Array) -> Array:
+    """``(*batch, n)`` complex -> ``(*batch, 2 n)`` real, ``[Re_0, Im_0, Re_1, Im_1, ...]``; real leaves pass."""
+    if not is_complex(leaf):
+        return leaf
+    leaf = jnp.asarray(leaf)
+    return jnp.stack([leaf.real, leaf.imag], axis=-1).reshape(*leaf.shape[:-1], 2 * leaf.shape[-1])
+
+
+def from_real_view(vec: Array, like: Any) -> Array:
+    """The inverse of :func:`real_view`: ``vec[..., 2 n]`` as ``like``'s complex dtype (or ``vec[..., n]`` cast)."""
+    dtype = jnp.result_type(like)
+    if not is_complex(like):
+        return vec.astype(dtype)
+    pairs = vec.reshape(*vec.shape[:-1], vec.shape[-1] // 2, 2)
+    return jax.lax.complex(pairs[..., 0], pairs[..., 1]).astype(dtype)
 
 
 def flatten(state: State) -> Array:
-    """``(*batch, S)``: the leaves concatenated along their last (feature) axis."""
-    return jnp.concatenate(jax.tree_util.tree_leaves(state), axis=-1)
+    """``(*batch, S)`` real: the leaves (complex ones in their real view) concatenated along the feature axis."""
+    return jnp.concatenate([real_view(leaf) for leaf in jax.tree_util.tree_leaves(state)], axis=-1)
 
 
 def unflatten(like: State, vec: Array) -> State:
-    """The inverse of :func:`flatten`: splits ``vec[..., S]`` into leaves shaped (and typed) as ``like``'s."""
+    """The inverse of :func:`flatten`: splits ``vec[..., S]`` into leaves shaped (and typed) as ``like``'s.
+
+    A complex leaf of ``like`` takes ``2 n`` real coordinates back to ``n`` complex ones.
+    """
     leaves, tree = jax.tree_util.tree_flatten(like)
     parts = jnp.split(vec, np.cumsum(sizes(like))[:-1], axis=-1)
-    return jax.tree_util.tree_unflatten(tree, [p.astype(leaf.dtype) for p, leaf in zip(parts, leaves)])
+    return jax.tree_util.tree_unflatten(tree, [from_real_view(p, leaf) for p, leaf in zip(parts, leaves)])
 
 
 def blocks(like: State, matrix: Array, like_in: State | None = None) -> Any:
@@ -140,3 +175,14 @@ def concrete(x: Any) -> Any:
         return np.asarray(x)
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError, TypeError):
         return None
+
+
+def on_steps(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Lets the analysis ``fn(cell, ...)`` take a layer too, through its one-step form (:func:`recurrax.as_cell`):
+    a ``stacked`` network is analysed as one cell whose state is the tuple of its layers' states."""
+
+    @functools.wraps(fn)
+    def analysis(cell: Any, *args: Any, **kwargs: Any) -> Any:
+        return fn(as_cell(cell, caller=f"dynamics.{fn.__name__}"), *args, **kwargs)
+
+    return analysis

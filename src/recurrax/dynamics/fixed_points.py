@@ -7,6 +7,11 @@ The pipeline is three functions, the first two jit- and vmap-able:
 2. :func:`linearize`: the Jacobian's eigen-decomposition at a point, its stability class and time constants;
 3. :func:`find_fixed_points`: both, plus the data-dependent part (tolerance filter, de-duplication),
    which runs eagerly on concrete values.
+
+States with complex fields (the LRU's ``x``) are searched and linearised in the real view of
+:func:`recurrax.dynamics.flatten` (two real coordinates per complex unit, ``S`` counting them twice):
+the optimiser steps on real vectors, and a complex eigenvalue ``lambda`` of the recurrence appears
+with its conjugate.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class FixedPoints(NamedTuple):
     num_converged: int
 
 
+@_flat.on_steps
 def speed(cell: Cell, params: Params, state: State, x: Array) -> Array:
     """``q(s) = 1/2 || step(params, s, x) - s ||^2`` at one state (leaves ``(n,)``) and input ``x: (I,)``."""
     fn = "dynamics.speed"
@@ -70,6 +76,7 @@ def speed(cell: Cell, params: Params, state: State, x: Array) -> Array:
     return 0.5 * jnp.sum(jnp.square(f(s, cell.project(params, x)) - s))
 
 
+@_flat.on_steps
 def minimize_speed(
     cell: Cell,
     params: Params,
@@ -128,6 +135,7 @@ def minimize_speed(
     return _flat.unflatten(like, flat), speeds
 
 
+@_flat.on_steps
 def linearize(cell: Cell, params: Params, state: State, x: Array) -> Linearization:
     """The eigen-decomposition of ``d step(s, x) / d s`` at ``state`` (leaves ``(n,)``): class, time constants."""
     return linearize_matrix(step_jacobian(cell, params, state, x).matrix)
@@ -150,6 +158,7 @@ def eigen_time_constants(eigenvalues: Array) -> Array:
     return jnp.where(modulus < 1, -1.0 / jnp.log(jnp.minimum(modulus, 1.0 - 1e-12)), jnp.inf)
 
 
+@_flat.on_steps
 def find_fixed_points(
     cell: Cell,
     params: Params,

@@ -8,6 +8,10 @@ state-to-state derivative. For an LSTM (``LSTMState(h, c)``)::
     jac.matrix      # the whole (S, S) matrix on the flat state [h, c]
 
 For single-vector cells (``RNNState(h)``) there is one block, ``jac.blocks.h.h``.
+
+Complex fields (the LRU's ``x``) are taken in their real view (see :func:`recurrax.dynamics.flatten`):
+``Re`` and ``Im`` of each unit interleaved, so ``jac.blocks.x.x`` of ``LRUState(x, y)`` with ``N``
+complex units is ``(2N, 2N)`` real, block-diagonal of ``[[Re lambda, -Im lambda], [Im lambda, Re lambda]]``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from recurrax.dynamics.trajectory import trajectory
 
 
 class StepJacobian(NamedTuple):
-    """``d s' / d s``: ``blocks.<out>.<in>`` (``(n_out, n_in)`` each) and the flat ``matrix: (S, S)``.
+    """``d s' / d s``: ``blocks.<out>.<in>`` (``(n_out, n_in)``; ``2 n`` for a complex field) and ``matrix: (S, S)``.
 
     Along a trajectory every leaf gains a leading time axis ``T``.
     """
@@ -38,6 +42,7 @@ class InputJacobian(NamedTuple):
     matrix: Array
 
 
+@_flat.on_steps
 def step_jacobian(cell: Cell, params: Params, state: State, x: Array) -> StepJacobian:
     """``d step(params, state, x) / d state`` at one state ``(leaves (n,))`` and input ``x: (I,)``."""
     fn = "dynamics.step_jacobian"
@@ -46,6 +51,7 @@ def step_jacobian(cell: Cell, params: Params, state: State, x: Array) -> StepJac
     return StepJacobian(_flat.blocks(state, matrix), matrix)
 
 
+@_flat.on_steps
 def input_jacobian(cell: Cell, params: Params, state: State, x: Array) -> InputJacobian:
     """``d step(params, state, x) / d x`` at one state and input ``x: (I,)``."""
     fn = "dynamics.input_jacobian"
@@ -54,6 +60,7 @@ def input_jacobian(cell: Cell, params: Params, state: State, x: Array) -> InputJ
     return InputJacobian(_flat.blocks(state, matrix, x), matrix)
 
 
+@_flat.on_steps
 def step_jacobians(cell: Cell, params: Params, xs: Array, state: State | None = None) -> StepJacobian:
     """The step Jacobians along the trajectory driven by ``xs: (T, I)``.
 
@@ -65,6 +72,7 @@ def step_jacobians(cell: Cell, params: Params, xs: Array, state: State | None = 
     return jax.vmap(lambda s, x: step_jacobian(cell, params, s, x))(_drop_last(states), xs)
 
 
+@_flat.on_steps
 def input_jacobians(cell: Cell, params: Params, xs: Array, state: State | None = None) -> InputJacobian:
     """The input Jacobians ``d s_{t+1} / d x_t`` along the trajectory driven by ``xs``: ``matrix: (T, S, I)``."""
     states = trajectory(cell, params, xs, state)

@@ -4,6 +4,12 @@
 Jacobian-vector products, so the ``(S, S)`` matrix is never formed) and re-orthonormalised by a QR
 decomposition; the exponents are the time averages of ``log |R_ii|``. Inputs drive the run
 (``xs``); an autonomous run is a constant input, e.g. ``jnp.zeros((T, I))``.
+
+Complex state leaves (the LRU's ``x``) count as two real coordinates per unit (the real view of
+:func:`recurrax.dynamics.flatten`), so ``S`` counts them twice and a complex-diagonal ``x' = lambda x``
+contributes ``log |lambda_i|`` twice. Directions the step maps to zero (a read-out such as the LRU's
+``y``, which depends on ``x'`` and the input but not on ``y``) have ``R_ii = 0`` up to round-off: their
+exponents are ``-inf`` or very negative (about ``log`` of the float epsilon), never a rate.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ class LyapunovSpectrum(NamedTuple):
       finite: whether every state and every ``R`` stayed finite; when ``False`` the numbers are not
         a spectrum (the run diverged).
       first_nonfinite: the first step whose state or ``R`` was not finite, ``-1`` when none.
+      vectors: ``(S, k)``, the orthonormal tangent vectors ``Q`` after the last step (the Gram-Schmidt,
+        or backward, Lyapunov vectors at the final state, in the flat real state), column ``i`` for
+        ``exponents[i]``; see :func:`recurrax.dynamics.participation_ratio`.
     """
 
     exponents: Array
@@ -36,8 +45,10 @@ class LyapunovSpectrum(NamedTuple):
     finite_time: Array
     finite: Array
     first_nonfinite: Array
+    vectors: Array | None = None
 
 
+@_flat.on_steps
 def lyapunov_spectrum(
     cell: Cell,
     params: Params,
@@ -55,7 +66,8 @@ def lyapunov_spectrum(
       cell, params: the cell and its params.
       xs: one example's inputs ``(T, I)``.
       state: the initial state; zeros when ``None``.
-      k: the number of exponents, ``1 <= k <= S``; all ``S`` when ``None``.
+      k: the number of exponents, ``1 <= k <= S`` (the real state size: complex units count twice); all
+        ``S`` when ``None``.
       burn_in: steps run (state and tangent vectors) before averaging starts, ``0 <= burn_in < T``.
       key: a random orthonormal start for the tangent vectors; the first ``k`` unit vectors when ``None``.
       on_nonfinite: ``"raise"``: a diverged run raises ``FloatingPointError`` when the values are
@@ -95,11 +107,12 @@ def lyapunov_spectrum(
         return (s_new, q), (log_r, ok)
 
     zs = cell.project(params, xs)
-    _, (local, ok) = jax.lax.scan(body, (s0, q0), zs)
+    (_, q), (local, ok) = jax.lax.scan(body, (s0, q0), zs)
     local = local[burn_in:]
     steps = jnp.arange(1, local.shape[0] + 1, dtype=local.dtype)[:, None]
     finite_time = jnp.cumsum(local, axis=0) / steps
-    exponents = -jnp.sort(-finite_time[-1])
+    order = jnp.argsort(-finite_time[-1])
+    exponents = finite_time[-1][order]
     finite = jnp.all(ok)
     first = jnp.where(finite, -1, jnp.argmin(ok))
     report = _flat.concrete(finite)
@@ -108,4 +121,4 @@ def lyapunov_spectrum(
             f"{fn}: the trajectory diverged: the state or its tangent vectors are not finite from step "
             f"{int(first)} of T={num_steps}; no spectrum (pass on_nonfinite='flag' to get the flag instead)."
         )
-    return LyapunovSpectrum(exponents, local, finite_time, finite, first)
+    return LyapunovSpectrum(exponents, local, finite_time, finite, first, q[:, order])

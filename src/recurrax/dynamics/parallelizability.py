@@ -13,6 +13,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 
 from recurrax.core import Array, Cell, Params, State
+from recurrax.dynamics import _flat
 from recurrax.dynamics.lyapunov import lyapunov_spectrum
 
 
@@ -35,6 +36,7 @@ class Parallelizability(NamedTuple):
     finite: Array
 
 
+@_flat.on_steps
 def parallelizability(
     cell: Cell,
     params: Params,

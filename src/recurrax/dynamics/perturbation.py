@@ -1,4 +1,8 @@
-"""Perturbation response: how far a run pushed off course at ``t0`` stays from the clean run."""
+"""Perturbation response: how far a run pushed off course at ``t0`` stays from the clean run.
+
+Distances are Euclidean; for a complex field (the LRU's ``x``) that is the norm of its real view
+(``sqrt(sum |d|^2)``), the same as in :func:`recurrax.dynamics.flatten`.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ def field_perturbation(state: State, field: str, vector: Array) -> State:
     )
 
 
+@_flat.on_steps
 def perturbation_response(
     cell: Cell,
     params: Params,
@@ -59,12 +64,19 @@ def perturbation_response(
     xs = _flat.check_inputs(fn, cell, params, xs)
     state = _flat.initial_state(fn, cell, params, state)
     _flat.check_state(fn, perturbation, "perturbation")
-    if jax.tree_util.tree_structure(perturbation) != jax.tree_util.tree_structure(state) or _flat.sizes(
+    if jax.tree_util.tree_structure(perturbation) != jax.tree_util.tree_structure(state) or _shapes(
         perturbation
-    ) != _flat.sizes(state):
+    ) != _shapes(state):
         raise ValueError(
             f"{fn}: `perturbation` must be shaped like the state {_shapes(state)}, got {_shapes(perturbation)}."
         )
+    # A real kick of a complex field is a kick along the real axis; a complex kick of a real field has nowhere to go.
+    for (path, d), a in zip(jax.tree_util.tree_leaves_with_path(perturbation), jax.tree_util.tree_leaves(state)):
+        if _flat.is_complex(d) and not _flat.is_complex(a):
+            raise TypeError(
+                f"{fn}: `perturbation{jax.tree_util.keystr(path)}` is complex but that state field is real "
+                f"({jnp.result_type(a)})."
+            )
     num_steps = xs.shape[0]
     t0_value = _flat.concrete(t0)
     if t0_value is not None and not 0 <= int(t0_value) <= num_steps:
@@ -72,7 +84,7 @@ def perturbation_response(
     zs = cell.project(params, xs)
 
     def kick(s, t):
-        return jax.tree.map(lambda a, d: jnp.where(t == t0, a + d, a), s, perturbation)
+        return jax.tree.map(lambda a, d: jnp.where(t == t0, a + d, a).astype(a.dtype), s, perturbation)
 
     def body(carry, inputs):
         clean, pert = carry

@@ -5,7 +5,8 @@ A unit that keeps a fraction ``g`` of its value each step forgets with time cons
 
 - LSTM: the forget gate ``f`` (``c' = f c + i g``);
 - GRU: the update gate ``u`` (``h' = (1 - u) n + u h``);
-- MGU: ``1 - f`` (``h' = (1 - f) h + f n``).
+- MGU: ``1 - f`` (``h' = (1 - f) h + f n``);
+- LRU: ``|lambda|`` of each complex unit (``x' = lambda x + gamma B u``), constant over the run.
 
 The gates are recomputed from the cell's own ``project`` and the recurrent weights ``w_h`` in the
 documented gate order, in the params' dtype; only the plain variants are supported (peepholes,
@@ -26,6 +27,7 @@ from recurrax.dynamics.trajectory import trajectory
 
 # (number of gate blocks, index of the retention gate's block, whether the retained fraction is 1 - gate)
 _GATES = {"lstm": (4, 1, False), "gru": (3, 1, False), "mgu": (2, 0, True)}
+_FAMILIES = (*_GATES, "lru")
 _UNSUPPORTED = ("w_peep", "w_proj", "ln_i", "ln_h")
 
 
@@ -33,7 +35,7 @@ class GateTimescales(NamedTuple):
     """Retention gates and their timescales along a trajectory.
 
     Attributes:
-      gate: ``(T, H)``, the retained fraction of each unit at each step.
+      gate: ``(T, H)``, the retained fraction of each unit at each step (``(T, N)`` for the LRU's ``N`` units).
       tau: ``(T, H)``, ``-1 / log gate`` in steps.
       unit_tau: ``(H,)``, the timescale of each unit's mean gate over the run, ``-1 / log mean_t gate``.
     """
@@ -43,15 +45,19 @@ class GateTimescales(NamedTuple):
     unit_tau: Array
 
 
+@_flat.on_steps
 def retention_gate(cell: Cell, params: Params, state: State, x: Array) -> Array:
-    """The fraction of each unit's memory kept by one step, ``(H,)`` (see the module docstring)."""
+    """The fraction of each unit's memory kept by one step, ``(H,)`` (LRU: ``(N,)``; see the module docstring)."""
     fn = "dynamics.retention_gate"
-    if cell.name not in _GATES:
-        raise ValueError(f"{fn}: gate timescales are defined for {sorted(_GATES)}, got a {cell.name!r} cell.")
+    if cell.name not in _FAMILIES:
+        raise ValueError(f"{fn}: gate timescales are defined for {sorted(_FAMILIES)}, got a {cell.name!r} cell.")
     extra = [k for k in _UNSUPPORTED if k in params]
     if extra:
         raise ValueError(f"{fn}: only plain {cell.name} cells are supported, these params are not: {extra}.")
     x = _flat.check_point(fn, cell, params, state, x)
+    if cell.name == "lru":
+        # |lambda| = exp(-exp(nu_log)) (Orvieto et al., 2023): the input never gates the LRU's memory.
+        return jnp.exp(-jnp.exp(params["nu_log"]))
     num_gates, block, complement = _GATES[cell.name]
     z = cell.project(params, x)
     hidden = z.shape[-1] // num_gates
@@ -60,6 +66,7 @@ def retention_gate(cell: Cell, params: Params, state: State, x: Array) -> Array:
     return 1.0 - gate if complement else gate
 
 
+@_flat.on_steps
 def gate_timescales(cell: Cell, params: Params, xs: Array, state: State | None = None) -> GateTimescales:
     """The retention gate at every step of the run driven by ``xs: (T, I)``, as timescales."""
     states = trajectory(cell, params, xs, state)

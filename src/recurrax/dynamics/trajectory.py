@@ -7,6 +7,7 @@ from recurrax.dynamics import _flat
 from recurrax.scan import scan
 
 
+@_flat.on_steps
 def trajectory(cell: Cell, params: Params, xs: Array, state: State | None = None) -> State:
     """Every state of ``cell`` driven by ``xs``, the initial state first.
 
