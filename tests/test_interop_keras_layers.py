@@ -161,6 +161,41 @@ def test_masks_compute_what_keras_computes(kind, zero_output):
     chex.assert_trees_all_close([ys, *_state_leaves(final)], want, **TOL)
 
 
+def test_bidirectional_and_stacked_layers_take_masks_as_keras_does():
+    """A mask through ``bidirectional`` (the backward direction from each sequence's last kept step) equals Keras's
+    ``Bidirectional`` given the same mask, with zeros at masked steps (``zero_output_for_mask=True``)."""
+    inner = keras.layers.GRU(H, return_sequences=True, zero_output_for_mask=True)
+    layer = _built(keras.layers.Bidirectional(inner))
+    bi, params = rx_keras.from_keras(layer)
+    want = np.asarray(layer(XS, mask=MASK))
+    chex.assert_trees_all_close(rx.scan(bi, params, XS, mask=MASK)[1], want, **TOL)
+    stack = rx.stacked([bi, rx.lstm(H)])
+    stack_params = (params, rx.lstm(H).init(jax.random.key(0), 2 * H))
+    _, ys = stack.apply(stack_params, XS, mask=MASK)
+    _, top = rx.scan(rx.lstm(H), stack_params[1], bi.apply(params, XS, mask=MASK)[1], mask=MASK)
+    chex.assert_trees_all_close(ys, top, **TOL)
+
+
+def test_dropout_converts_to_recurrent_dropout_and_back():
+    """Keras's ``dropout`` / ``recurrent_dropout`` are ``RecurrentDropout(input, recurrent)``: inference (no key)
+    equals the Keras layer's call, a key drops units, and ``to_keras`` sets the same rates."""
+    layer = _built(keras.layers.GRU(H, dropout=0.25, recurrent_dropout=0.1, return_sequences=True))
+    converted, params = rx_keras.from_keras(layer)
+    rates = rx.RecurrentDropout(input=0.25, recurrent=0.1)
+    assert converted == rx.as_layer(rx.gru(H, reset_after=True), dropout=rates)
+    chex.assert_trees_all_close(rx.scan(converted, params, XS)[1], _keras_run(layer)[0], **TOL)
+    assert not np.allclose(rx.scan(converted, params, XS, key=jax.random.key(0))[1], _keras_run(layer)[0])
+    back = rx_keras.to_keras(converted, params)
+    assert (back.dropout, back.recurrent_dropout) == (0.25, 0.1)
+    bi = _built(keras.layers.Bidirectional(keras.layers.LSTM(H, dropout=0.5, return_sequences=True)))
+    bi_layer, bi_params = rx_keras.from_keras(bi)
+    chex.assert_trees_all_close(bi_layer.apply(bi_params, XS)[1], _keras_run(bi)[0], **TOL)
+    assert rx_keras.to_keras(bi_layer, bi_params).forward_layer.dropout == 0.5
+    zoneout = rx.as_layer(rx.lstm(H), dropout=rx.RecurrentDropout(zoneout_h=0.1))
+    with pytest.raises(ValueError, match="Keras's recurrent layers have no zoneout"):
+        rx_keras.to_keras(zoneout, rx.lstm(H).init(jax.random.key(0), I))
+
+
 def test_the_weight_list_functions_accept_the_layer_object():
     layer = _built(keras.layers.GRU(H, reset_after=False))
     cell, params = rx_keras.from_keras_gru(layer)

@@ -197,6 +197,7 @@ class ApplyFn(Protocol):
         reset_state: State | None = None,
         key: PRNGKey | None = None,
         time_major: bool = False,
+        mask: Array | None = None,
     ) -> tuple[State, Array]: ...
 
 
@@ -208,9 +209,10 @@ class Layer(NamedTuple):
       init: ``(key, input_size) -> params``.
       initial_state: ``(params, batch_shape) -> state`` of zeros.
       apply: ``(params, xs, state=None, *, lengths=None, resets=None, reset_state=None, key=None,
-        time_major=False) -> (final_state, outputs)``, with ``xs: (*batch, T, I)`` and ``outputs: (*batch, T, O)``;
-        ``lengths``, ``resets`` and ``reset_state`` as in :func:`recurrax.scan` (``reset_state`` in the layer's
-        state structure). ``key`` drives dropout; without it the layer is deterministic (evaluation mode).
+        time_major=False, mask=None) -> (final_state, outputs)``, with ``xs: (*batch, T, I)`` and
+        ``outputs: (*batch, T, O)``; ``lengths``, ``resets``, ``reset_state`` and ``mask`` as in
+        :func:`recurrax.scan` (``reset_state`` in the layer's state structure; masked outputs are zeros). ``key``
+        drives dropout; without it the layer is deterministic (evaluation mode).
       name: a short name used in error messages.
       spec: the builder and arguments that made the layer, or ``None``.
 

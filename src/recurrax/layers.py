@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 
 from recurrax import dropout as _dropout
-from recurrax.backends.base import Backend, Remat
-from recurrax.core import Array, Cell, Layer, Params, State, built_with, constructor
+from recurrax.backends.base import Backend, Remat, valid_mask
+from recurrax.core import ApplyFn, Array, Cell, Layer, Params, PRNGKey, State, built_with, constructor
 from recurrax.dropout import RecurrentDropout
-from recurrax.scan import reverse_sequences, reversed_resets, scan
+from recurrax.scan import check_mask, pack_kept, reverse_sequences, reversed_resets, scan, unpack_kept
 
 
 class BidirectionalState(NamedTuple):
@@ -66,7 +66,9 @@ def _cell_layer(
     remat: Remat,
     backend: str | Backend,
 ) -> Layer:
-    def apply(params, xs, state=None, *, lengths=None, resets=None, reset_state=None, key=None, time_major=False):
+    def apply(
+        params, xs, state=None, *, lengths=None, resets=None, reset_state=None, key=None, time_major=False, mask=None
+    ):
         run, xs = cell, jnp.asarray(xs)
         if dropout is not None:
             xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
@@ -87,6 +89,7 @@ def _cell_layer(
             resets=resets,
             reset_state=reset_state,
             time_major=time_major,
+            mask=mask,
             unroll=unroll,
             remat=remat,
             backend=backend,
@@ -239,7 +242,11 @@ def stacked(
     def initial_state(params, batch_shape):
         return tuple(layer.initial_state(p, batch_shape) for layer, p in zip(parts, params))
 
-    def apply(params, xs, state=None, *, lengths=None, resets=None, reset_state=None, key=None, time_major=False):
+    def apply(
+        params, xs, state=None, *, lengths=None, resets=None, reset_state=None, key=None, time_major=False, mask=None
+    ):
+        if mask is not None:  # every layer skips the same steps: pack them once, for the whole stack
+            return _packed(name, apply, params, xs, state, mask, lengths, resets, key, time_major)
         _check_tuple(name, "params", params, len(parts))
         if state is not None:
             _check_tuple(name, "state", state, len(parts))
@@ -263,6 +270,32 @@ def stacked(
         return tuple(finals), (ys if time_major else _batch_major(ys))
 
     return Layer(init=init, initial_state=initial_state, apply=apply, name=name)
+
+
+def _packed(
+    name: str,
+    apply: ApplyFn,
+    params: Params,
+    xs: Array,
+    state: State | None,
+    mask: Array,
+    lengths: Array | None,
+    resets: Array | None,
+    key: PRNGKey | None,
+    time_major: bool,
+) -> tuple[State, Any]:
+    """``apply`` over the steps ``mask`` keeps: each sequence's kept steps packed to its front, run with their
+    count as ``lengths``, and the outputs moved back (zeros at the skipped steps), as :func:`recurrax.scan` does."""
+    if resets is not None:
+        raise ValueError(f"{name}: `mask` and `resets` together are not supported (as in recurrax.scan).")
+    xs_tm = jnp.asarray(xs) if time_major else jnp.moveaxis(jnp.asarray(xs), -2, 0)
+    keep = check_mask(name, mask, xs_tm.shape[1:-1], xs_tm.shape[0], time_major)
+    if lengths is not None:
+        keep = keep & valid_mask(xs_tm.shape[0], jnp.asarray(lengths))
+    packed, count = pack_kept(xs_tm, keep)
+    final, ys = apply(params, packed, state, lengths=count, key=key, time_major=True)
+    ys = jax.tree.map(lambda y: unpack_kept(y, keep), ys)
+    return final, (ys if time_major else _batch_major(ys))
 
 
 def _batch_major(ys: Any) -> Any:
@@ -337,7 +370,11 @@ def bidirectional(
             fwd.initial_state(params["forward"], batch_shape), bwd.initial_state(params["backward"], batch_shape)
         )
 
-    def apply(params, xs, state=None, *, lengths=None, resets=None, reset_state=None, key=None, time_major=False):
+    def apply(
+        params, xs, state=None, *, lengths=None, resets=None, reset_state=None, key=None, time_major=False, mask=None
+    ):
+        if mask is not None:  # the backward direction then starts from each sequence's last kept step
+            return _packed(name, apply, params, xs, state, mask, lengths, resets, key, time_major)
         if not (isinstance(params, dict) and set(params) == {"forward", "backward"}):
             got = sorted(params) if isinstance(params, dict) else type(params).__name__
             raise TypeError(f"{name}: `params` must be a dict with keys ['backward', 'forward'], got {got}.")

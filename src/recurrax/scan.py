@@ -110,7 +110,6 @@ def scan(
     xs = jnp.asarray(xs)
     if isinstance(cell, Layer):
         refused = {
-            "mask": mask is not None,
             "masked_outputs": masked_outputs != "zeros",
             "reverse": reverse,
             "unroll": unroll is not None,
@@ -126,8 +125,17 @@ def scan(
                 "and backend when building the layer, or scan `recurrax.as_cell(layer)` (one step at a time) for "
                 "the other options."
             )
+        masked = {} if mask is None else {"mask": mask}  # a layer written before masks takes none
         return cell.apply(
-            params, xs, state, lengths=lengths, resets=resets, reset_state=reset_state, key=key, time_major=time_major
+            params,
+            xs,
+            state,
+            lengths=lengths,
+            resets=resets,
+            reset_state=reset_state,
+            key=key,
+            time_major=time_major,
+            **masked,
         )
     if not isinstance(cell, Cell):
         raise TypeError(f"scan: `cell` must be a recurrax.Cell or Layer, got {type(cell).__name__}.")
@@ -254,17 +262,7 @@ def _mask(
             f"{name}: `mask` and `resets` together are not supported (which masked step would a reset at a "
             "masked step apply to?); drop the masked steps' resets into the next valid step's, or pass `lengths`."
         )
-    mask = jnp.asarray(mask)
-    if mask.dtype != jnp.bool_:
-        raise TypeError(
-            f"{name}: `mask` must be a boolean array (True where a step counts), got dtype {mask.dtype}; "
-            "convert with `mask.astype(bool)` if it holds 0/1 flags."
-        )
-    layout = (num_steps, *batch_shape) if time_major else (*batch_shape, num_steps)
-    if tuple(mask.shape) != layout:
-        what = "(T, *batch)" if time_major else "(*batch, T)"
-        raise ValueError(f"{name}: `mask` must have shape {what} = {layout}, got {tuple(mask.shape)}.")
-    mask = mask if time_major else jnp.moveaxis(mask, -1, 0)
+    mask = check_mask(name, mask, batch_shape, num_steps, time_major)
     return mask if lengths is None else mask & valid_mask(num_steps, lengths)
 
 
@@ -285,31 +283,53 @@ def _masked_scan(
     from. A skipped step's state is the one carried over it: the state after the last kept step before it
     forward (after the first kept step after it in reverse), the initial state where there is none.
     """
-    count = jnp.sum(keep, axis=0, dtype=jnp.int32)
-    order = jnp.argsort(~keep, axis=0, stable=True)  # kept steps first, in time order
-    gather = lambda a, index: jnp.take_along_axis(  # noqa: E731
-        a, index.reshape(index.shape + (1,) * (a.ndim - index.ndim)), axis=0, mode="clip"
-    )
+    packed, count = pack_kept(xs, keep)
     final, ys, states = scan(
-        cell,
-        params,
-        gather(xs, order),
-        state,
-        lengths=count,
-        reverse=reverse,
-        time_major=True,
-        return_states=True,
-        **options,
+        cell, params, packed, state, lengths=count, reverse=reverse, time_major=True, return_states=True, **options
     )
     before = jnp.cumsum(keep, axis=0, dtype=jnp.int32) - keep  # kept steps before t: t's place in the run
-    outputs = where_valid(keep, gather(ys, before), jnp.zeros((), ys.dtype))
+    outputs = unpack_kept(ys, keep)
     # The state carried at t: after the kept step at place `before - 1` forward (t itself when kept, at `before`).
     at = before if reverse else before + keep - 1
     carried = (at < count) if reverse else (at >= 0)
-    states = jax.tree.map(lambda s, s0: where_valid(carried, gather(s, at), s0[None]), states, state)
+    states = jax.tree.map(lambda s, s0: where_valid(carried, _gather_steps(s, at), s0[None]), states, state)
     if masked_outputs == "state":
         outputs = where_valid(keep, outputs, cell.output(states).astype(outputs.dtype))
     return final, outputs, states
+
+
+def pack_kept(xs: Array, keep: Array) -> tuple[Array, Array]:
+    """``(packed, count)``: each sequence of the time-major ``xs: (T, *batch, ...)`` with its kept steps
+    (``keep: (T, *batch)``) moved to the front in order, and their number ``(*batch,)``, the ``lengths`` to run
+    ``packed`` with."""
+    order = jnp.argsort(~keep, axis=0, stable=True)
+    return _gather_steps(xs, order), jnp.sum(keep, axis=0, dtype=jnp.int32)
+
+
+def unpack_kept(ys: Array, keep: Array) -> Array:
+    """The outputs of a :func:`pack_kept` run moved back to the kept steps; zeros at the others."""
+    before = jnp.cumsum(keep, axis=0, dtype=jnp.int32) - keep
+    return where_valid(keep, _gather_steps(ys, before), jnp.zeros((), ys.dtype))
+
+
+def _gather_steps(a: Array, index: Array) -> Array:
+    """``a[index[t, b], b, ...]`` along the time axis (``index: (T, *batch)``, clipped into range)."""
+    return jnp.take_along_axis(a, index.reshape(index.shape + (1,) * (a.ndim - index.ndim)), axis=0, mode="clip")
+
+
+def check_mask(name: str, mask: Any, batch_shape: tuple[int, ...], num_steps: int, time_major: bool) -> Array:
+    """``mask`` checked (boolean, ``(*batch, T)`` or ``(T, *batch)``) and returned time-major."""
+    mask = jnp.asarray(mask)
+    if mask.dtype != jnp.bool_:
+        raise TypeError(
+            f"{name}: `mask` must be a boolean array (True where a step counts), got dtype {mask.dtype}; "
+            "convert with `mask.astype(bool)` if it holds 0/1 flags."
+        )
+    layout = (num_steps, *batch_shape) if time_major else (*batch_shape, num_steps)
+    if tuple(mask.shape) != layout:
+        what = "(T, *batch)" if time_major else "(*batch, T)"
+        raise ValueError(f"{name}: `mask` must have shape {what} = {layout}, got {tuple(mask.shape)}.")
+    return mask if time_major else jnp.moveaxis(mask, -1, 0)
 
 
 def reset(cell: Cell, params: Params, state: State, resets: Array, reset_state: State | None = None) -> State:

@@ -23,8 +23,9 @@ gate order needs a shuffle:
 
 The LSTM and GRU convert with any ``activation`` and ``recurrent_activation`` of :data:`ACTIVATIONS` (as the
 cells' ``activation`` and ``gate_activation``); only Keras's defaults, ``"tanh"`` and ``"sigmoid"``, run on the
-sequence-level backends. ``dropout`` and ``recurrent_dropout`` act only in training, so the
-converted cell computes the layer's inference function.
+sequence-level backends. A layer with ``dropout`` or ``recurrent_dropout`` converts to
+``recurrax.as_layer(cell, dropout=RecurrentDropout(input=..., recurrent=...))`` (variational masks, one per
+sequence, drawn from the ``key`` of ``apply``; none without it, as Keras in inference), and back.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ from recurrax.cells.elman import elman
 from recurrax.cells.gru import gru
 from recurrax.cells.lstm import lstm
 from recurrax.core import Cell, Params, built_with
+from recurrax.dropout import RecurrentDropout
 from recurrax.interop._cells import single_cell
-from recurrax.layers import MERGES, Layer, bidirectional
+from recurrax.layers import MERGES, Layer, as_layer, bidirectional
 
 _NAMES = ("kernel", "recurrent_kernel", "bias")
 Weights = Sequence[Any] | Mapping[str, Any]
@@ -291,7 +293,8 @@ def from_keras(layer: Any) -> tuple[Cell | Layer, Params]:
 
     Returns:
       ``(cell, params)`` for a single layer (``rx.scan(cell, params, xs)`` computes ``layer(xs)`` with
-      ``return_sequences=True``), ``(recurrax.bidirectional(...), params)`` for a ``Bidirectional``.
+      ``return_sequences=True``), ``(recurrax.as_layer(cell, dropout=...), params)`` for one with ``dropout`` or
+      ``recurrent_dropout``, ``(recurrax.bidirectional(...), params)`` for a ``Bidirectional``.
     """
     fn = "from_keras"
     kind = _keras_class(fn, layer)
@@ -336,6 +339,7 @@ def to_keras(cell_or_layer: Cell | Layer, params: Params, *, input_size: int | N
         built = built_with(cell_or_layer)
         kind = None if built is None else built[0]
         if kind == "_cell_layer":
+            options = {**options, **_keras_dropout(fn, cell_or_layer)}
             return to_keras(built[1]["cell"], params, input_size=input_size, **options)
         if kind != "bidirectional":
             raise ValueError(
@@ -356,8 +360,9 @@ def to_keras(cell_or_layer: Cell | Layer, params: Params, *, input_size: int | N
                     f"{fn}: the {direction} direction is a layer ({built[1][direction].name}); Keras wraps one cell "
                     "each way."
                 )
+            own = {**options, **_keras_dropout(fn, built[1][direction])}
             directions[direction] = _keras_rnn(
-                keras, cell, params[direction], options, go_backwards=direction == "backward", where=direction
+                keras, cell, params[direction], own, go_backwards=direction == "backward", where=direction
             )
         (f_layer, f_weights, size), (b_layer, b_weights, _) = directions["forward"], directions["backward"]
         if type(f_layer) is not type(b_layer):
@@ -431,13 +436,34 @@ def _read_layer(fn: str, layer: Any, kind: str, *, go_backwards: bool) -> tuple[
     return arrays, {k: config[k] for k in _options_of(kind)}
 
 
-def _from_layer(fn: str, layer: Any, *, backwards: bool) -> tuple[Cell, Params]:
+def _from_layer(fn: str, layer: Any, *, backwards: bool) -> tuple[Cell | Layer, Params]:
     kind = _keras_class(fn, layer)
     if kind is None or kind == "Bidirectional":
         raise TypeError(f"{fn}: expected an LSTM, GRU or SimpleRNN layer, got {kind or type(layer).__name__}.")
     # A backward layer runs reversed by construction; recurrax.bidirectional reverses it, so its cell is plain.
     arrays, options = _read_layer(fn, layer, kind, go_backwards=backwards)
-    return _FROM_WEIGHTS[kind](arrays, **options)
+    cell, params = _FROM_WEIGHTS[kind](arrays, **options)
+    rates = {
+        "input": float(getattr(layer, "dropout", 0.0)),
+        "recurrent": float(getattr(layer, "recurrent_dropout", 0.0)),
+    }
+    if any(rates.values()):
+        return as_layer(cell, dropout=RecurrentDropout(**rates)), params
+    return cell, params
+
+
+def _keras_dropout(fn: str, obj: Any) -> dict[str, float]:
+    """The Keras ``dropout`` / ``recurrent_dropout`` of ``as_layer(cell, dropout=...)`` (none for a plain cell)."""
+    built = built_with(obj) if isinstance(obj, Layer) else None
+    dropout = None if built is None or built[0] != "_cell_layer" else built[1]["dropout"]
+    if dropout is None:
+        return {}
+    if dropout.zoneout_h or dropout.zoneout_c:
+        raise ValueError(
+            f"{fn}: Keras's recurrent layers have no zoneout, but the layer has `zoneout_h={dropout.zoneout_h}`, "
+            f"`zoneout_c={dropout.zoneout_c}`."
+        )
+    return {"dropout": dropout.input, "recurrent_dropout": dropout.recurrent}
 
 
 def _options_of(kind: str) -> tuple[str, ...]:
