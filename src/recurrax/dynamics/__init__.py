@@ -13,7 +13,8 @@ named fields stay visible in the results (``.h`` and ``.c`` for an LSTM).
 - :func:`lyapunov_spectrum`: QR re-orthonormalisation, burn-in, finite-time exponents, Lyapunov vectors;
   :func:`kaplan_yorke_dimension`, :func:`ks_entropy`, :func:`participation_ratio`: one-call summaries of it;
   :func:`parallelizability`: whether Newton's method (``backend="newton"``) can solve a run in parallel.
-- :func:`find_fixed_points` (:func:`minimize_speed`, :func:`linearize`): fixed and slow points.
+- :func:`find_fixed_points` (:func:`minimize_speed`, :func:`linearize`): fixed and slow points;
+  :func:`slow_manifold`: whether they form a line attractor or a slow manifold.
 - :func:`gate_timescales`, :func:`jacobian_timescales`: memory timescales from gates and eigenvalues.
 
 States with complex fields (the LRU's ``x``) are analysed in a real view: each complex unit is two real
@@ -29,11 +30,13 @@ from recurrax.dynamics.fixed_points import (
     UNSTABLE,
     FixedPoints,
     Linearization,
+    SlowManifold,
     eigen_time_constants,
     find_fixed_points,
     linearize,
     linearize_matrix,
     minimize_speed,
+    slow_manifold,
     speed,
 )
 from recurrax.dynamics.gradient_flow import GradientFlow, ProductNorms, gradient_flow, jacobian_product_norms
@@ -66,6 +69,7 @@ __all__ = [
     "Parallelizability",
     "PerturbationResponse",
     "ProductNorms",
+    "SlowManifold",
     "StepJacobian",
     "eigen_time_constants",
     "field_perturbation",
@@ -88,6 +92,7 @@ __all__ = [
     "participation_ratio",
     "perturbation_response",
     "retention_gate",
+    "slow_manifold",
     "speed",
     "step_jacobian",
     "step_jacobians",

@@ -6,7 +6,9 @@ The pipeline is three functions, the first two jit- and vmap-able:
    Newton steps ``s <- s - (J - I)^{-1} (F(s) - s)``, each kept only where it lowers ``q``;
 2. :func:`linearize`: the Jacobian's eigen-decomposition at a point, its stability class and time constants;
 3. :func:`find_fixed_points`: both, plus the data-dependent part (tolerance filter, de-duplication),
-   which runs eagerly on concrete values.
+   which runs eagerly on concrete values;
+4. :func:`slow_manifold`: what the set of points found is: isolated attractors, a line attractor (Seung, 1996;
+   Mante et al., 2013), a plane..., from the eigenvalues near 1 and the points' principal components.
 
 States with complex fields (the LRU's ``x``) are searched and linearised in the real view of
 :func:`recurrax.dynamics.flatten` (two real coordinates per complex unit, ``S`` counting them twice):
@@ -208,3 +210,54 @@ def find_fixed_points(
         empty = jnp.zeros((0, size), jnp.complex64)
         lin = Linearization(empty[:, 0], empty.reshape(0, size, size), jnp.zeros((0,), jnp.int32), jnp.zeros((0, size)))
     return FixedPoints(points, jnp.asarray(q[index]), lin, int(flat.shape[0]), int(converged.size))
+
+
+class SlowManifold(NamedTuple):
+    """A summary of a set of fixed (or slow) points as a manifold of memory states; see :func:`slow_manifold`.
+
+    Attributes:
+      marginal: ``(M,)`` int, how many eigenvalues of each point's Jacobian have ``| |lambda| - 1 | < tol``:
+        directions the dynamics neither contract nor expand (1 along a line attractor, 2 on a plane).
+      dimension: the most common ``marginal`` count (0 for isolated points); ties go to the smaller count.
+      explained: ``(S,)``, the fraction of the points' variance along each principal component, decreasing
+        (zeros for fewer than two distinct points).
+      alignment: ``(M,)``, ``|cos|`` between each point's slowest mode (the eigenvector of the eigenvalue of
+        largest modulus, its real part) and the points' first principal component: near 1 where the manifold
+        runs along the marginal direction, as on a line attractor.
+    """
+
+    marginal: Array
+    dimension: Array
+    explained: Array
+    alignment: Array
+
+
+def slow_manifold(points: FixedPoints, *, tol: float = 0.05) -> SlowManifold:
+    """Line-attractor and slow-manifold summaries of ``points`` (from :func:`find_fixed_points`), jit-able.
+
+    A line attractor shows as ``dimension == 1``, ``explained[0]`` near 1 and ``alignment`` near 1: a continuum
+    of fixed points along one line, each with one marginal direction pointing along it.
+
+    Args:
+      points: the fixed points and their linearisations (leading axis ``M``).
+      tol: how close to 1 an eigenvalue's modulus must be to count as marginal.
+
+    Returns:
+      A :class:`SlowManifold`.
+    """
+    lin = points.linearization
+    moduli = jnp.abs(lin.eigenvalues)  # (M, S)
+    marginal = jnp.sum(jnp.abs(moduli - 1.0) < tol, axis=-1)
+    size = moduli.shape[-1]
+    counts = jnp.sum(marginal[:, None] == jnp.arange(size + 1)[None, :], axis=0)
+    dimension = jnp.argmax(counts)
+    flat = _flat.flatten(points.states)  # (M, S)
+    centred = flat - jnp.mean(flat, axis=0, keepdims=True)
+    _, singular, vt = jnp.linalg.svd(centred, full_matrices=True)
+    variance = jnp.zeros((size,), singular.dtype).at[: singular.shape[0]].set(singular**2)
+    total = jnp.sum(variance)
+    explained = jnp.where(total > 0, variance / jnp.where(total > 0, total, 1.0), 0.0)
+    slowest = jnp.real(lin.eigenvectors[:, :, 0])  # (M, S): the mode of largest modulus
+    slowest = slowest / jnp.maximum(jnp.linalg.norm(slowest, axis=-1, keepdims=True), 1e-30)
+    alignment = jnp.abs(slowest @ vt[0])
+    return SlowManifold(marginal, dimension, explained, alignment)
