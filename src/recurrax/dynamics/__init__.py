@@ -11,6 +11,7 @@ named fields stay visible in the results (``.h`` and ``.c`` for an LSTM).
   :func:`jacobian_product_norms`: ``|| d s_T / d s_t ||_2``.
 - :func:`perturbation_response`: how long a kick to ``h`` or ``c`` is remembered.
 - :func:`lyapunov_spectrum`: QR re-orthonormalisation, burn-in, finite-time exponents, Lyapunov vectors;
+  :func:`flossing_penalty`: the differentiable top-``k`` exponent penalty of gradient flossing;
   :func:`kaplan_yorke_dimension`, :func:`ks_entropy`, :func:`participation_ratio`: one-call summaries of it;
   :func:`parallelizability`: whether Newton's method (``backend="newton"``) can solve a run in parallel.
 - :func:`find_fixed_points` (:func:`minimize_speed`, :func:`linearize`): fixed and slow points;
@@ -48,7 +49,7 @@ from recurrax.dynamics.jacobians import (
     step_jacobian,
     step_jacobians,
 )
-from recurrax.dynamics.lyapunov import LyapunovSpectrum, lyapunov_spectrum
+from recurrax.dynamics.lyapunov import LyapunovSpectrum, flossing_penalty, lyapunov_spectrum
 from recurrax.dynamics.parallelizability import Parallelizability, parallelizability
 from recurrax.dynamics.perturbation import PerturbationResponse, field_perturbation, perturbation_response
 from recurrax.dynamics.spectrum import kaplan_yorke_dimension, ks_entropy, participation_ratio
@@ -75,6 +76,7 @@ __all__ = [
     "field_perturbation",
     "find_fixed_points",
     "flatten",
+    "flossing_penalty",
     "gate_tau",
     "gate_timescales",
     "gradient_flow",
