@@ -303,7 +303,28 @@ def test_bad_call_arguments(name):
         cell.step(params | {"w_h": other["w_h"]}, good, x)
     with pytest.raises(ValueError, match="`batch_shape` must end with the 2 spatial axes"):
         cell.initial_state(params, (B,))
-    with pytest.raises(ValueError, match="`lengths` is not supported for a cell with spatial axes"):
-        rx.scan(cell, params, jnp.zeros((B, T, 5, 5, C)), lengths=jnp.full((B,), T))
+    with pytest.raises(ValueError, match=r"`lengths` must have shape \(\*batch,\) = \(2,\), one value per sequence"):
+        rx.scan(cell, params, jnp.zeros((B, T, 5, 5, C)), lengths=jnp.full((B, 5), T))
     with pytest.raises(ValueError, match="`spatial_shape` must be 2 positive ints"):
         flattened(cell, (5,))
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_lengths_masks_and_resets_are_per_sequence(name):
+    """Given per sequence, they hold at every position of its maps: a padded sequence equals its valid part run
+    alone, a masked one its kept steps, a reset one its last segment from zeros."""
+    cell = CELLS[name](F, kernel_size=(3, 3))
+    params = _randomise(cell.init(jax.random.key(0), C))
+    xs = _xs(2)  # (B, T, *spatial, C)
+    final, ys = rx.scan(cell, params, xs, lengths=jnp.array([T, 2]))
+    alone_final, alone = rx.scan(cell, params, xs[1:, :2])
+    chex.assert_trees_all_close((jax.tree.map(lambda s: s[1:], final), ys[1:, :2]), (alone_final, alone), **TOL)
+    np.testing.assert_array_equal(ys[1, 2:], 0.0)
+    keep = np.ones((B, T), bool)
+    keep[0, 1] = False
+    masked_final, _ = rx.scan(cell, params, xs, mask=jnp.asarray(keep))
+    kept_final, _ = rx.scan(cell, params, xs[:1, keep[0]])
+    chex.assert_trees_all_close(jax.tree.map(lambda s: s[:1], masked_final), kept_final, **TOL)
+    resets = jnp.zeros((B, T), bool).at[:, 2].set(True)
+    _, reset_ys = rx.scan(cell, params, xs, resets=resets)
+    chex.assert_trees_all_close(reset_ys[:, 2:], rx.scan(cell, params, xs[:, 2:])[1], **TOL)

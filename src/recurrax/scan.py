@@ -154,18 +154,17 @@ def scan(
     # A convolutional cell's examples are feature maps: batch-major, time sits before their spatial axes, and those
     # axes count as batch axes of the state (`initial_state(params, (*batch, *spatial))`).
     spatial = feature_axes(cell) - 1
-    if spatial:
-        given = [arg for arg, value in (("lengths", lengths), ("mask", mask), ("resets", resets)) if value is not None]
-        if given:
-            raise ValueError(
-                f"{name}: `{given[0]}` is not supported for a cell with spatial axes (a convolutional cell) yet; "
-                "run each group of equal-length sequences on its own."
-            )
     check_param_leaves(name, params)
     # Trace-only check in the caller's layout, so an error shows the shape of `xs` as given.
     jax.eval_shape(cell.project, params, jax.ShapeDtypeStruct(xs.shape, xs.dtype))
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2 - spatial, 0)
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
+    if spatial:
+        # `lengths`, `mask` and `resets` are given per sequence and hold at every position of its maps.
+        over = dict(batch_shape=batch_shape, spatial=spatial, num_steps=num_steps, time_major=time_major)
+        lengths = _over_space(name, "lengths", lengths, per_step=False, **over)
+        mask = _over_space(name, "mask", mask, per_step=True, **over)
+        resets = _over_space(name, "resets", resets, per_step=True, **over)
 
     lengths = check_lengths(cell.name, lengths, batch_shape, num_steps)
     if state is None:
@@ -176,7 +175,7 @@ def scan(
         keep = _mask(name, mask, masked_outputs, batch_shape, num_steps, time_major, lengths, resets)
         options = dict(unroll=unroll, remat=remat, backend=backend)
         final, outputs, states = _masked_scan(cell, params, xs_tm, state, keep, masked_outputs, reverse, options)
-        layout = (batch_shape, time_major, reverse, return_states, include_initial)
+        layout = (batch_shape, time_major, reverse, return_states, include_initial, spatial)
         return _laid_out(final, outputs, states, state, *layout)
     segments = _resets(cell, params, resets, reset_state, batch_shape, num_steps, time_major, lengths, reverse)
     req = _backends.request(
@@ -211,6 +210,45 @@ def scan(
                 states = _reversed_states(states, state, lengths)
     layout = (batch_shape, time_major, reverse, return_states, include_initial, spatial)
     return _laid_out(final, outputs, states, state, *layout)
+
+
+def _over_space(
+    name: str,
+    arg: str,
+    value: Any,
+    *,
+    per_step: bool,
+    batch_shape: tuple[int, ...],
+    spatial: int,
+    num_steps: int,
+    time_major: bool,
+) -> Array | None:
+    """A convolutional cell's ``lengths`` ``(*batch,)`` or ``mask``/``resets`` ``(*batch, T)`` (``(T, *batch)``
+    time-major), given per sequence, broadcast over the ``spatial`` axes that end its state's batch shape (a value
+    already of that full shape passes as it is)."""
+    if value is None:
+        return None
+    value = jnp.asarray(value)
+    outer, maps = batch_shape[: len(batch_shape) - spatial], batch_shape[len(batch_shape) - spatial :]
+    if not per_step:
+        want, full = outer, batch_shape
+    elif time_major:
+        want, full = (num_steps, *outer), (num_steps, *batch_shape)
+    else:
+        want, full = (*outer, num_steps), (*batch_shape, num_steps)
+    if tuple(value.shape) == full:  # already broadcast (a masked run's inner call)
+        return value
+    if tuple(value.shape) != want:
+        layout = "(*batch,)" if not per_step else ("(T, *batch)" if time_major else "(*batch, T)")
+        raise ValueError(
+            f"{name}: `{arg}` must have shape {layout} = {want}, one value per sequence (the cell's spatial axes "
+            f"{maps} share it), got {tuple(value.shape)}."
+        )
+    if per_step and not time_major:  # (*outer, T) -> (*outer, 1.., T)
+        value = value.reshape(*outer, *(1,) * spatial, num_steps)
+    else:
+        value = value.reshape(*value.shape, *(1,) * spatial)
+    return jnp.broadcast_to(value, full)
 
 
 def _laid_out(

@@ -7,9 +7,9 @@ holds only the recurrent convolution.
 
 The spatial axes count as batch axes for ``initial_state`` (``batch_shape = (*batch, *spatial)``, the shape of
 ``x`` without its channels). :func:`recurrax.scan` takes ``xs: (*batch, T, *spatial, C)`` (the peers' video layout)
-or ``(T, *batch, *spatial, C)`` with ``time_major=True``; ``lengths``, ``mask`` and ``resets`` are not supported
-for these cells yet. :func:`flattened` gives the same cell on vectors, for :mod:`recurrax.dynamics`, whose analyses
-take one example's state as vectors.
+or ``(T, *batch, *spatial, C)`` with ``time_major=True``; ``lengths``, ``mask`` and ``resets`` are given per
+sequence (``(*batch,)``, ``(*batch, T)``) and hold at every position of its maps. :func:`flattened` gives the
+same cell on vectors, for :mod:`recurrax.dynamics`, whose analyses take one example's state as vectors.
 """
 
 from __future__ import annotations
