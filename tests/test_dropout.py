@@ -190,3 +190,12 @@ def test_zoneout_of_a_field_the_state_lacks_is_refused():
     layer = rx.as_layer(rx.gru(F), dropout=rx.RecurrentDropout(zoneout_c=0.1))
     with pytest.raises(ValueError, match=r"`dropout.zoneout_c` needs a state field `c`.*\['h'\]"):
         layer.apply(rx.gru(F).init(jax.random.key(0), F), XS)
+
+
+def test_the_one_step_form_of_a_zoneout_layer_is_its_evaluation():
+    """``as_cell`` of a layer with zoneout steps its expectation, as the layer computes without a key."""
+    layer = rx.as_layer(rx.lstm(F), dropout=rx.RecurrentDropout(input=0.3, zoneout_h=0.2, zoneout_c=0.6))
+    params = layer.init(jax.random.key(14), F)
+    want = layer.apply(params, XS[:3])
+    chex.assert_trees_all_close(rx.scan(rx.as_cell(layer), params, XS[:3]), want, atol=1e-6, rtol=1e-6)
+    assert not np.allclose(rx.scan(rx.lstm(F), params, XS[:3])[1], want[1], atol=1e-3)  # zoneout matters

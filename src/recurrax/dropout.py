@@ -69,19 +69,10 @@ def regularized(
 ) -> tuple[Cell, Array]:
     """``(cell, xs)`` to scan instead of the given ones, ``xs: (T, *batch, I)`` time-major, ``state`` the initial
     state (its batch shape gives the masks'). Without a key only zoneout's expectation changes the cell."""
-    zoneout = {"h": dropout.zoneout_h, "c": dropout.zoneout_c}
-    zoneout = {field: rate for field, rate in zoneout.items() if rate}
-    fields = getattr(state, "_fields", ())
-    for field in zoneout:
-        if field not in fields:
-            raise ValueError(
-                f"{cell.name}: `dropout.zoneout_{field}` needs a state field `{field}`, but the {cell.name} cell's "
-                f"state has {list(fields)}."
-            )
+    zoneout = _zoneout(dropout)
+    _check_fields(cell, state, zoneout)
     if key is None:
-        if not zoneout:
-            return cell, xs
-        return _with_transition(cell, lambda params, s, z: _expected_zoneout(cell, params, s, z, zoneout)), xs
+        return in_evaluation(cell, dropout), xs
     k_in, k_rec, k_zone = jax.random.split(key, 3)
     if dropout.input:
         keep = jax.random.bernoulli(k_in, 1.0 - dropout.input, xs.shape[1:])  # one mask per sequence
@@ -121,9 +112,35 @@ def regularized(
     return cell._replace(project=project, transition=transition), xs
 
 
-def _expected_zoneout(cell: Cell, params: Params, s: State, z: Array, rates: dict[str, float]) -> State:
-    new = cell.transition(params, s, z)
-    return new._replace(**{f: rate * getattr(s, f) + (1.0 - rate) * getattr(new, f) for f, rate in rates.items()})
+def in_evaluation(cell: Cell, dropout: RecurrentDropout) -> Cell:
+    """The cell that ``dropout`` makes of ``cell`` without a key: ``cell`` itself, or with zoneout its expectation,
+    ``s' = z s + (1 - z) s_new`` per field (what a layer computes in evaluation, and its one-step form)."""
+    rates = _zoneout(dropout)
+    if not rates:
+        return cell
+
+    def transition(params, s, z):
+        _check_fields(cell, s, rates)
+        new = cell.transition(params, s, z)
+        return new._replace(**{f: rate * getattr(s, f) + (1.0 - rate) * getattr(new, f) for f, rate in rates.items()})
+
+    return _with_transition(cell, transition)
+
+
+def _zoneout(dropout: RecurrentDropout) -> dict[str, float]:
+    """The zoneout rates in use, by state field."""
+    rates = {"h": dropout.zoneout_h, "c": dropout.zoneout_c}
+    return {field: rate for field, rate in rates.items() if rate}
+
+
+def _check_fields(cell: Cell, state: State, zoneout: dict[str, float]) -> None:
+    fields = getattr(state, "_fields", ())
+    for field in zoneout:
+        if field not in fields:
+            raise ValueError(
+                f"{cell.name}: `dropout.zoneout_{field}` needs a state field `{field}`, but the {cell.name} cell's "
+                f"state has {list(fields)}."
+            )
 
 
 def _masked(cell: Cell) -> Any:

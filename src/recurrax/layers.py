@@ -122,7 +122,8 @@ def as_cell(layer: Cell | Layer, *, caller: str = "as_cell") -> Cell:
     built = built_with(layer)
     kind = None if built is None else built[0]
     if kind == "_cell_layer":
-        return built[1]["cell"]
+        cell, dropout = built[1]["cell"], built[1]["dropout"]
+        return cell if dropout is None else _dropout.in_evaluation(cell, dropout)
     if kind == "stacked":
         parts = tuple(as_cell(part, caller=caller) for part in built[1]["layers"])
         return _stacked_cell(parts, residual=built[1]["residual"])

@@ -325,7 +325,7 @@ def _masked_scan(
     final, ys, states = scan(
         cell, params, packed, state, lengths=count, reverse=reverse, time_major=True, return_states=True, **options
     )
-    before = jnp.cumsum(keep, axis=0, dtype=jnp.int32) - keep  # kept steps before t: t's place in the run
+    before = _kept_before(keep)
     outputs = unpack_kept(ys, keep)
     # The state carried at t: after the kept step at place `before - 1` forward (t itself when kept, at `before`).
     at = before if reverse else before + keep - 1
@@ -346,8 +346,12 @@ def pack_kept(xs: Array, keep: Array) -> tuple[Array, Array]:
 
 def unpack_kept(ys: Array, keep: Array) -> Array:
     """The outputs of a :func:`pack_kept` run moved back to the kept steps; zeros at the others."""
-    before = jnp.cumsum(keep, axis=0, dtype=jnp.int32) - keep
-    return where_valid(keep, _gather_steps(ys, before), jnp.zeros((), ys.dtype))
+    return where_valid(keep, _gather_steps(ys, _kept_before(keep)), jnp.zeros((), ys.dtype))
+
+
+def _kept_before(keep: Array) -> Array:
+    """``(T, *batch)``: the kept steps before each ``t``, so a kept step's place in the packed run."""
+    return jnp.cumsum(keep, axis=0, dtype=jnp.int32) - keep
 
 
 def _gather_steps(a: Array, index: Array) -> Array:

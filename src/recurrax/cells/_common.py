@@ -53,6 +53,16 @@ def check_options(
         raise ValueError(f"{cell}: `chrono_t_max` initialises the gate bias, so it needs use_bias=True.")
 
 
+# The gate and candidate functions of the classic cells by default: the ones the sequence-level backends and the
+# torch, Haiku and Equinox cells compute (compared by identity, so a cell built with them keeps its fast path).
+DEFAULT_ACTIVATIONS = {"gate_activation": jax.nn.sigmoid, "activation": jnp.tanh}
+
+
+def default_activations(gate_activation: Any, activation: Any) -> bool:
+    """Whether a cell's ``gate_activation`` and ``activation`` are :data:`DEFAULT_ACTIVATIONS` (the same objects)."""
+    return gate_activation is DEFAULT_ACTIVATIONS["gate_activation"] and activation is DEFAULT_ACTIVATIONS["activation"]
+
+
 def check_activation(cell: str, arg: str, fn: Any) -> None:
     """Raises unless ``fn`` is a function mapping an array to one of the same shape (checked abstractly)."""
     if not callable(fn):

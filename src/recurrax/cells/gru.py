@@ -9,7 +9,15 @@ import jax
 import jax.numpy as jnp
 
 from recurrax import init as _init
-from recurrax.cells._common import check_activation, check_options, check_size, gate_params, matmul, zeros_state
+from recurrax.cells._common import (
+    check_activation,
+    check_options,
+    check_size,
+    default_activations,
+    gate_params,
+    matmul,
+    zeros_state,
+)
 from recurrax.core import Cell, RNNState, Structure, constructor, make_cell
 
 
@@ -99,7 +107,7 @@ def gru(
     def transition(params, state, z):
         return masked(params, state, z, state.h)
 
-    default_activations = gate_activation is jax.nn.sigmoid and activation is jnp.tanh
+    defaults = default_activations(gate_activation, activation)
     return make_cell(
         name,
         init=init_fn,
@@ -109,7 +117,7 @@ def gru(
         input_size=lambda params: params["w_i"].shape[0],
         # The plain reset-after GRU is the one recurrax.backends' sequence-level kernels run.
         structure=Structure(
-            "gru" if reset_after and dtype is None and default_activations else None,
+            "gru" if reset_after and dtype is None and defaults else None,
             gates=3,
             masked=lambda params, state, z, mask: masked(params, state, z, state.h * mask),
         ),

@@ -15,6 +15,7 @@ from recurrax.cells._common import (
     check_number,
     check_options,
     check_size,
+    default_activations,
     gate_params,
     matmul,
     zeros_state,
@@ -146,9 +147,9 @@ def lstm(
             h_new = matmul(h_new, params["w_proj"], dtype)
         return LSTMState(h=h_new.astype(h.dtype), c=c_new.astype(c.dtype))
 
-    default_activations = gate_activation is jax.nn.sigmoid and activation is jnp.tanh
+    defaults = default_activations(gate_activation, activation)
     plain = not (peephole or layer_norm) and proj_size is None and cell_clip is None and dtype is None
-    plain = plain and default_activations
+    plain = plain and defaults
     return make_cell(
         name,
         init=init_fn,

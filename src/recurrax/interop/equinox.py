@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from recurrax.cells._common import DEFAULT_ACTIVATIONS
 from recurrax.cells.gru import gru
 from recurrax.cells.lstm import lstm
 from recurrax.core import Cell, Params
@@ -35,10 +36,16 @@ if TYPE_CHECKING:
 # What Equinox's cells compute, as the options of recurrax's constructors: any other value changes the
 # recurrence, so it is refused. Options that only shape the initial params (init, forget_bias,
 # chrono_t_max) are free.
-_DEFAULTS = {"gate_activation": jax.nn.sigmoid, "activation": jnp.tanh}
 _EXACT = {
-    "lstm": {"peephole": False, "proj_size": None, "layer_norm": False, "cell_clip": None, "dtype": None, **_DEFAULTS},
-    "gru": {"reset_after": True, "dtype": None, **_DEFAULTS},
+    "lstm": {
+        "peephole": False,
+        "proj_size": None,
+        "layer_norm": False,
+        "cell_clip": None,
+        "dtype": None,
+        **DEFAULT_ACTIVATIONS,
+    },
+    "gru": {"reset_after": True, "dtype": None, **DEFAULT_ACTIVATIONS},
 }
 _GATES = {"lstm": 4, "gru": 3}
 

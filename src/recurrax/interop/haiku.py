@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from recurrax.cells._common import DEFAULT_ACTIVATIONS
 from recurrax.cells.elman import elman
 from recurrax.cells.gru import gru
 from recurrax.cells.lstm import lstm
@@ -51,12 +52,18 @@ _ENTRIES = {
     "gru": [("", ("w_i", "w_h", "b"))],
     "vanilla_rnn": [("/linear", ("w", "b")), ("/linear_1", ("w", "b"))],
 }
-_DEFAULTS = {"gate_activation": jax.nn.sigmoid, "activation": jnp.tanh}
 # What Haiku's modules compute, as recurrax constructor options; any other value changes the recurrence.
 # Options that only shape `init` (init, forget_bias, chrono_t_max) and param_dtype are free.
 _EXACT: dict[str, dict[str, Any]] = {
-    "lstm": {"peephole": False, "proj_size": None, "layer_norm": False, "cell_clip": None, "dtype": None, **_DEFAULTS},
-    "gru": {"reset_after": False, "dtype": None, **_DEFAULTS},
+    "lstm": {
+        "peephole": False,
+        "proj_size": None,
+        "layer_norm": False,
+        "cell_clip": None,
+        "dtype": None,
+        **DEFAULT_ACTIVATIONS,
+    },
+    "gru": {"reset_after": False, "dtype": None, **DEFAULT_ACTIVATIONS},
     "elman": {"activation": jax.nn.relu, "residual": False, "dtype": None},
 }
 

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from recurrax.cells._common import DEFAULT_ACTIVATIONS
 from recurrax.cells.elman import elman
 from recurrax.cells.gru import gru
 from recurrax.cells.lstm import lstm
@@ -426,7 +427,7 @@ def _unit(cell: Cell, params: Params, where: str, fn: str) -> _Unit:
             f"`dtype={jnp.dtype(options['dtype']).name}`."
         )
     nonlinearity = None
-    for option, default in (("gate_activation", jax.nn.sigmoid), ("activation", jnp.tanh)) if kind != "elman" else ():
+    for option, default in DEFAULT_ACTIVATIONS.items() if kind != "elman" else ():
         if options[option] is not default:
             shown = getattr(options[option], "__name__", repr(options[option]))
             raise ValueError(
