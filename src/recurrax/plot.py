@@ -20,6 +20,7 @@ from recurrax.dynamics.fixed_points import STABILITY_NAMES, FixedPoints
 from recurrax.dynamics.gradient_flow import GradientFlow, ProductNorms
 from recurrax.dynamics.lyapunov import LyapunovSpectrum
 from recurrax.dynamics.perturbation import PerturbationResponse
+from recurrax.dynamics.report import Report
 from recurrax.dynamics.timescales import GateTimescales
 
 _STYLE = {"stable": ("o", "tab:blue"), "unstable": ("X", "tab:red"), "saddle": ("^", "tab:orange")}
@@ -37,11 +38,18 @@ def _axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
     return fig, fig.add_subplot()
 
 
-def _fields(state: Any, prefix: str = "") -> dict[str, Any]:
-    """``{field name: leaf}`` of a state (``"h"``, ``"c"``), or of a state of states (``"c<-h"``: out from in)."""
-    leaves = jax.tree_util.tree_leaves_with_path(state)
-    names = ["<-".join(str(getattr(k, "name", getattr(k, "idx", k))) for k in path) for path, _ in leaves]
-    return {prefix + name: leaf for name, (_, leaf) in zip(names, leaves)}
+def _fields(state: Any) -> dict[str, Any]:
+    """``{field name: leaf}`` of a state (``"h"``, ``"c"``; ``"1.c"`` in a stack, see ``dynamics.field_names``)."""
+    return dict(zip(_flat.field_names(state), jax.tree_util.tree_leaves(state)))
+
+
+def _blocks(blocks: Any) -> dict[str, Any]:
+    """``{"out<-in": leaf}`` of a state of states (``"c<-h"``; ``"1.c<-0.h"`` in a stack)."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(blocks):
+        half = len(path) // 2  # the rows' and the columns' structures are the same state's
+        out[f"{_flat.path_name(path[:half])}<-{_flat.path_name(path[half:])}"] = leaf
+    return out
 
 
 def _curves(data: Any, whole: Callable[[Any], dict[str, Any]], one: Callable[[Any], Any]) -> dict[str, Any]:
@@ -60,7 +68,7 @@ def _flow_whole(result: Any) -> dict[str, Any]:
     if isinstance(result, GradientFlow):
         return _fields(result.norms)
     if isinstance(result, ProductNorms):
-        return {**_fields(result.blocks), "total": result.total}
+        return {**_blocks(result.blocks), "total": result.total}
     raise TypeError(
         "plot.gradient_flow: `norms` must be {label: (T + 1,)}, a GradientFlow or a ProductNorms, "
         f"got {type(result)}."
@@ -196,8 +204,9 @@ def perturbation_response(
 
 
 def _flat_states(states: Any) -> Any:
-    """A state (a NamedTuple of leaves ``(..., n)``) as its flat real view ``(..., S)``; arrays as they are."""
-    return _flat.flatten(states) if isinstance(states, tuple) and hasattr(states, "_fields") else states
+    """A state (a NamedTuple of leaves ``(..., n)``, or a stack's tuple of them) as its flat real view ``(..., S)``;
+    arrays as they are."""
+    return _flat.flatten(states) if isinstance(states, tuple) else states
 
 
 def fixed_points(
@@ -250,6 +259,13 @@ def _unit_tau(value: Any) -> Any:
     return value.unit_tau if isinstance(value, GateTimescales) else value
 
 
+def _whole_taus(result: Any) -> dict[str, Any]:
+    taus = _unit_tau(result)
+    if isinstance(taus, tuple):  # a stack's: one entry per layer
+        return {f"layer {i}": t for i, t in enumerate(taus)}
+    return {"timescales": taus}
+
+
 def timescales(
     taus: Mapping[str, Any] | GateTimescales | Any,
     *,
@@ -264,7 +280,7 @@ def timescales(
     ``unit_tau``), one array of timescales, or ``{label: GateTimescales}``. A dashed line marks ``horizon``
     (the task's sequence length) when given.
     """
-    taus = _curves(taus, lambda result: {"timescales": _unit_tau(result)}, _unit_tau)
+    taus = _curves(taus, _whole_taus, _unit_tau)
     fig, ax = _axes(ax, (6, 4))
     for label, tau in taus.items():
         tau = np.sort(np.asarray(tau, np.float64).ravel())[::-1]
@@ -275,3 +291,35 @@ def timescales(
     ax.set(xlabel="unit (slowest first)", ylabel="timescale (steps)", title=title)
     _legend(ax)
     return fig
+
+
+def report(result: Report, *, label: str = "") -> dict[str, Any]:
+    """The figures of a :func:`recurrax.dynamics.report`, ``{file name: Figure}``: ``gradient_flow.png``,
+    ``perturbation.png``, ``lyapunov.png``, ``timescales.png`` (with gated cells) and ``slow_points.png`` (with
+    slow points). ``label`` prefixes the titles and curves, e.g. the network's name."""
+    if not isinstance(result, Report):
+        raise TypeError(f"plot.report: `result` must be a dynamics.Report, got {type(result).__name__}.")
+    name = f"{label} " if label else ""
+    figures = {
+        "gradient_flow.png": gradient_flow(
+            {name + f: c for f, c in result.gradient.items()},
+            title=f"{name}|| dL / d s_t ||, relative to the gradient at T".strip(),
+        ),
+        "perturbation.png": perturbation_decay(
+            {f"{name}kick {f}": c for f, c in result.retention.items()},
+            result.t0,
+            normalise=False,
+            title=f"{name}retained fraction of a kick at t0".strip(),
+        ),
+        "lyapunov.png": lyapunov_spectrum({label or "spectrum": result.lyapunov}, title=f"{name}Lyapunov spectrum"),
+    }
+    if result.timescales:
+        figures["timescales.png"] = timescales(
+            {f"{name}{f}": t for f, t in result.timescales.items()},
+            horizon=result.num_steps,
+            title=f"{name}gate timescales".strip(),
+        )
+    points = result.fixed_points
+    if points is not None and points.q.shape[0] and result.trajectories is not None:
+        figures["slow_points.png"] = fixed_points(result.trajectories, points, title=f"{name}slow points".strip())
+    return figures

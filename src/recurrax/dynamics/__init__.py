@@ -17,13 +17,19 @@ named fields stay visible in the results (``.h`` and ``.c`` for an LSTM).
 - :func:`find_fixed_points` (:func:`minimize_speed`, :func:`linearize`): fixed and slow points;
   :func:`slow_manifold`: whether they form a line attractor or a slow manifold.
 - :func:`gate_timescales`, :func:`jacobian_timescales`: memory timescales from gates and eigenvalues.
+- :func:`report`: all of the above on a trained network, averaged over probe sequences, as one :class:`Report`
+  of numbers per state field (``recurrax.plot.report`` draws it).
+
+A ``stacked`` network is analysed as one cell whose state is the tuple of its layers' states (see
+:func:`recurrax.as_cell`): results carry that structure (``flow.norms[1].c`` is the second layer's ``c``), and
+:func:`field_names` names its leaves ``"0.h"``, ``"1.c"``, ... as :class:`Report` keys them.
 
 States with complex fields (the LRU's ``x``) are analysed in a real view: each complex unit is two real
 coordinates, ``Re`` and ``Im`` interleaved (see :func:`flatten`), so Jacobians, spectra and gradients are
 those of a real map of real vectors.
 """
 
-from recurrax.dynamics._flat import flatten, unflatten
+from recurrax.dynamics._flat import field_names, flatten, unflatten
 from recurrax.dynamics.fixed_points import (
     SADDLE,
     STABILITY_NAMES,
@@ -52,6 +58,7 @@ from recurrax.dynamics.jacobians import (
 from recurrax.dynamics.lyapunov import LyapunovSpectrum, flossing_penalty, lyapunov_spectrum
 from recurrax.dynamics.parallelizability import Parallelizability, parallelizability
 from recurrax.dynamics.perturbation import PerturbationResponse, field_perturbation, perturbation_response
+from recurrax.dynamics.report import Report, report
 from recurrax.dynamics.spectrum import kaplan_yorke_dimension, ks_entropy, participation_ratio
 from recurrax.dynamics.timescales import GateTimescales, gate_tau, gate_timescales, jacobian_timescales, retention_gate
 from recurrax.dynamics.trajectory import trajectory
@@ -70,9 +77,11 @@ __all__ = [
     "Parallelizability",
     "PerturbationResponse",
     "ProductNorms",
+    "Report",
     "SlowManifold",
     "StepJacobian",
     "eigen_time_constants",
+    "field_names",
     "field_perturbation",
     "find_fixed_points",
     "flatten",
@@ -93,6 +102,7 @@ __all__ = [
     "parallelizability",
     "participation_ratio",
     "perturbation_response",
+    "report",
     "retention_gate",
     "slow_manifold",
     "speed",

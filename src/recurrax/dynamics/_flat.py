@@ -27,6 +27,25 @@ from recurrax.core import Array, Cell, Params, State
 from recurrax.layers import as_cell
 
 
+def field_names(state: State) -> list[str]:
+    """The name of each leaf of ``state``, in pytree order: ``"h"``, ``"c"`` for a cell's state, ``"0.h"``,
+    ``"1.c"`` (layer, then field) for the tuple of states of a stack (:func:`recurrax.as_cell`)."""
+    return [path_name(path) for path, _ in jax.tree_util.tree_leaves_with_path(state)]
+
+
+def path_name(path: tuple[Any, ...]) -> str:
+    """A pytree key path as ``field_names`` writes it: attribute names and indices joined by dots."""
+    return ".".join(str(getattr(k, "name", getattr(k, "idx", getattr(k, "key", k)))) for k in path)
+
+
+def stack_parts(cell: Cell) -> tuple[tuple[Cell, ...], bool] | None:
+    """``(layer cells, residual)`` of the one-step form of a ``stacked`` layer, else ``None``."""
+    built = core.built_with(cell)
+    if built is None or built[0] != "_stacked_cell":
+        return None
+    return built[1]["cells"], built[1]["residual"]
+
+
 def check_state(fn: str, state: State, arg: str = "state", cell: Cell | None = None, params: Params = None) -> None:
     """Raises unless every leaf of ``state`` is a float or complex vector ``(n,)`` (one example) and, given
     ``cell`` and ``params``, has the structure, sizes and dtypes of the cell's state."""

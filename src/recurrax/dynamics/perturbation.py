@@ -26,13 +26,22 @@ class PerturbationResponse(NamedTuple):
 
 
 def field_perturbation(state: State, field: str, vector: Array) -> State:
-    """A perturbation shaped like ``state``: ``vector`` in ``field`` (e.g. ``"c"``), zeros elsewhere."""
-    if field not in state._fields:
-        raise ValueError(f"dynamics.field_perturbation: `field` must be one of {state._fields}, got {field!r}.")
-    zeros = jax.tree.map(jnp.zeros_like, state)
-    return zeros._replace(
-        **{field: jnp.broadcast_to(jnp.asarray(vector, getattr(state, field).dtype), getattr(state, field).shape)}
-    )
+    """A perturbation shaped like ``state``: ``vector`` in ``field``, zeros elsewhere.
+
+    ``field`` names a leaf as :func:`recurrax.dynamics.field_names` does: ``"c"`` for a cell's state, ``"1.c"``
+    for the second layer's ``c`` in a stack's tuple of states.
+    """
+    names = _flat.field_names(state)
+    if field not in names:
+        raise ValueError(f"dynamics.field_perturbation: `field` must be one of {names}, got {field!r}.")
+    leaves, tree = jax.tree_util.tree_flatten(state)
+    kicked = [
+        jnp.broadcast_to(jnp.asarray(vector, jnp.result_type(leaf)), jnp.shape(leaf))
+        if name == field
+        else jnp.zeros_like(leaf)
+        for name, leaf in zip(names, leaves)
+    ]
+    return jax.tree_util.tree_unflatten(tree, kicked)
 
 
 @_flat.on_steps
