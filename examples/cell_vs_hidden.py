@@ -1,8 +1,9 @@
 """What does an LSTM's cell state ``c`` carry that its hidden state ``h`` does not? Measured, on the adding problem.
 
-An LSTM, a GRU and an Elman RNN of the same hidden size are trained on the adding problem (two
-marked numbers among T random ones; the target is their sum; ``long_memory.fit``: ``recurrax.scan`` +
-optax, explicit keys), then taken apart with :mod:`recurrax.dynamics`:
+An LSTM, a GRU, an Elman RNN and a 2-layer LSTM of the same hidden size are trained on the adding problem
+(two marked numbers among T random ones; the target is their sum; ``long_memory.fit``: ``recurrax.scan`` +
+optax, explicit keys), then taken apart by :func:`recurrax.dynamics.report`, per state field (and per layer
+for the stack, which goes through ``torch.nn.LSTM(num_layers=2)`` and back when torch is installed):
 
 1. gradient flow: ``|| d y_T / d c_t ||`` and ``|| d y_T / d h_t ||`` for every ``t`` (one reverse pass
    per sequence) and the Jacobian products ``|| d c_T / d c_t ||``, ``|| d h_T / d h_t ||``;
@@ -37,92 +38,65 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 from long_memory import BASELINE_MSE, adding_batch, fit
 
-MODELS = {"lstm": rx.lstm, "gru": rx.gru, "elman": rx.elman}
-NAMES = {"lstm": "LSTM", "gru": "GRU", "elman": "Elman"}
+NAMES = {"lstm": "LSTM", "gru": "GRU", "elman": "Elman", "lstm2": "2-layer LSTM"}
 SLOW_Q, FIXED_Q = 1e-4, 1e-10  # speed thresholds of slow points and of (numerically exact) fixed points
 GRADIENT_FLOOR = 1e-6  # the gradient horizon: steps back until the read-out gradient falls below this fraction
+KICK, T0 = 1e-2, 1  # perturbations land just after the start, so retention is followed over the whole sequence
 
 
 def log(msg: str) -> None:
     print(f"[cell_vs_hidden] {msg}", flush=True)
 
 
-# ------------------------------------------------------------------------------------------- analysis
+def build(name: str, hidden: int) -> rx.Cell | rx.Layer:
+    """The network called ``name``; ``"lstm2"`` is ``torch.nn.LSTM(num_layers=2)``'s layout, two LSTMs stacked."""
+    if name == "lstm2":
+        return rx.stacked([rx.lstm(hidden), rx.lstm(hidden)])
+    return {"lstm": rx.lstm, "gru": rx.gru, "elman": rx.elman}[name](hidden)
 
 
-def readout(cell: rx.Cell, params, state) -> jax.Array:
-    """The prediction from a state: the linear read-out of ``h`` that ``long_memory.fit`` trains."""
-    return cell.output(state) @ params["head"]["w"] + params["head"]["b"]
+def through_torch(net: rx.Layer, params: dict, xs: jax.Array) -> tuple[rx.Layer, dict, dict]:
+    """The stack exported to ``torch.nn.LSTM(num_layers=2)`` and converted back with ``from_torch``, when torch is
+    installed, with the largest output difference between torch and recurrax; else the stack as it is."""
+    try:
+        import torch
+
+        from recurrax.interop.torch import from_torch, to_torch
+    except ImportError:
+        return net, params, {"converted": False, "why": "torch is not installed: the stack trained here is analysed"}
+    module = to_torch(net, params["cell"])
+    layer, cell_params = from_torch(module)
+    with torch.no_grad():
+        theirs = module(torch.from_numpy(np.array(xs)))[0].numpy()
+    _, ours = rx.scan(layer, cell_params, xs)
+    record = {
+        "converted": True,
+        "module": repr(module),
+        "max_abs_output_difference": float(np.abs(theirs - ours).max()),
+    }
+    return layer, {**params, "cell": cell_params}, record
 
 
-def gradient_flow(cell: rx.Cell, params, xs: jax.Array) -> dict[str, np.ndarray]:
-    """Mean over sequences of ``|| d y_T / d s_t ||`` per field, relative to the whole gradient at ``T``."""
-
-    def one(xs):
-        return dyn.gradient_flow(cell, params["cell"], xs, lambda s: readout(cell, params, s))
-
-    flow = jax.jit(jax.vmap(one))(xs)
-    scale = float(flow.total[:, -1].mean())
-    return {field: np.asarray(norms.mean(0)) / scale for field, norms in flow.norms._asdict().items()}
-
-
-def product_norms(cell: rx.Cell, params, xs: jax.Array) -> dict[str, np.ndarray]:
-    """``|| d s_T / d s_t ||_2`` along one sequence: the diagonal field blocks (``c.c``, ``h.h``) and the whole."""
-    norms = jax.jit(lambda xs: dyn.jacobian_product_norms(cell, params["cell"], xs))(xs)
-    out = {f"{f}.{f}": np.asarray(getattr(getattr(norms.blocks, f), f)) for f in norms.blocks._fields}
-    return {**out, "total": np.asarray(norms.total)}
-
-
-def retention(cell: rx.Cell, params, xs: jax.Array, t0: int, scale: float, key: jax.Array) -> dict[str, np.ndarray]:
-    """Mean retained fraction of a kick of size ``scale`` in a random direction, to each field at ``t0``."""
-    state0 = cell.initial_state(params["cell"], ())
-    out = {}
-    for field in state0._fields:
-        size = getattr(state0, field).shape[-1]
-        key, k = jax.random.split(key)
-        directions = jax.random.normal(k, (xs.shape[0], size))
-        directions = scale * directions / jnp.linalg.norm(directions, axis=-1, keepdims=True)
-
-        def one(xs, d, field=field):
-            kick = dyn.field_perturbation(state0, field, d)
-            return dyn.perturbation_response(cell, params["cell"], xs, kick, t0=t0).total
-
-        distance = jax.jit(jax.vmap(one))(xs, directions)
-        out[field] = np.asarray(distance.mean(0)) / scale
-    return out
-
-
-def gate_taus(cell: rx.Cell, params, xs: jax.Array) -> np.ndarray | None:
-    """Each unit's retention-gate timescale ``-1 / log mean f`` over the test sequences (``None`` for Elman)."""
-    if cell.name not in ("lstm", "gru"):
-        return None
-
-    def one(xs):
-        return dyn.gate_timescales(cell, params["cell"], xs).gate
-
-    gates = jax.jit(jax.vmap(one))(xs)  # (B, T, H)
-    return np.asarray(dyn.gate_tau(gates.mean((0, 1))))
-
-
-def lyapunov(cell: rx.Cell, params, xs: jax.Array, burn_in: int) -> dyn.LyapunovSpectrum:
-    """The full spectrum along one long input stream."""
-    return jax.jit(lambda xs: dyn.lyapunov_spectrum(cell, params["cell"], xs, burn_in=burn_in, on_nonfinite="flag"))(xs)
-
-
-def slow_points(cell: rx.Cell, params, xs: jax.Array, args, key: jax.Array) -> tuple[dyn.FixedPoints, np.ndarray]:
-    """Fixed/slow points at the resting input ``(0.5, 0)`` (a mean value, no marker), started along trajectories."""
-    states = jax.vmap(lambda xs: dyn.trajectory(cell, params["cell"], xs))(xs)
-    runs = dyn.flatten(states)  # (B, T + 1, S)
-    flat = runs.reshape(-1, runs.shape[-1])
-    pick = jax.random.choice(key, flat.shape[0], (args.fp_starts,), replace=False)
-    starts = dyn.unflatten(cell.initial_state(params["cell"], ()), flat[pick])
-    found = dyn.find_fixed_points(
-        cell, params["cell"], jnp.asarray([0.5, 0.0]), starts, num_steps=args.fp_steps, tol_q=SLOW_Q, tol_unique=0.05
+def analyse(name: str, net, params: dict, args, probe_xs, lyap_xs, key: jax.Array) -> dyn.Report:
+    """``dynamics.report`` of a trained network: gradients of its own read-out, kicks, timescales, spectrum, and
+    (for the LSTM) the slow points at the resting input ``(0.5, 0)``: a mean value, no marker."""
+    head = params["head"]
+    return dyn.report(
+        net,
+        params["cell"],
+        probe_xs,
+        key=key,
+        loss_fn=lambda s: rx.as_cell(net).output(s) @ head["w"] + head["b"],
+        t0=T0,
+        kick=KICK,
+        lyapunov_xs=lyap_xs,
+        burn_in=args.lyap_burn_in,
+        fixed_point_input=jnp.asarray([0.5, 0.0]) if name == "lstm" else None,
+        fixed_point_starts=args.fp_starts,
+        fixed_point_steps=args.fp_steps,
+        tol_q=SLOW_Q,
+        tol_unique=0.05,
     )
-    return found, np.asarray(runs)
-
-
-# ------------------------------------------------------------------------------------------- report
 
 
 def _slowest_decay(time_constants) -> float | None:
@@ -131,9 +105,50 @@ def _slowest_decay(time_constants) -> float | None:
     return float(finite.max()) if finite.size else None
 
 
-def at(curve: np.ndarray, steps_back: int) -> float:
-    """A ``(T + 1,)`` boundary-indexed curve's value ``steps_back`` steps before ``T``."""
-    return float(curve[len(curve) - 1 - steps_back])
+def record_of(rep: dyn.Report, args, back: int) -> dict:
+    """The numbers of a report that ``metrics.json`` and the table keep."""
+    after = [k for k in (10, 50, args.T - T0) if T0 + k <= args.T]
+    r = {
+        "fields": list(rep.fields),
+        "gradient": {f: c.tolist() for f, c in rep.gradient.items()},
+        "gradient_total": rep.gradient_total.tolist(),
+        "gradient_at_steps_back": rep.gradient_at(back),
+        "gradient_horizon": rep.gradient_horizon(GRADIENT_FLOOR),
+        "jacobian_product_at_steps_back": rep.products_at(back),
+        "retention": {f: c[T0:].tolist() for f, c in rep.retention.items()},
+        "retention_at_steps_after": {f: {str(k): float(c[T0 + k]) for k in after} for f, c in rep.retention.items()},
+        "lyapunov": {
+            "exponents": rep.lyapunov.tolist(),
+            "max": float(rep.lyapunov[0]),
+            "finite": rep.lyapunov_finite,
+            "kaplan_yorke": rep.kaplan_yorke,
+            "ks_entropy": rep.ks_entropy,
+            "steps": args.lyap_steps,
+            "burn_in": args.lyap_burn_in,
+        },
+        "notes": list(rep.notes),
+    }
+    if rep.timescales:
+        r["gate_timescales"] = {
+            f: {
+                "gate": "forget gate f" if f.endswith("c") else "update gate u",
+                "median": float(np.median(t)),
+                "max": float(np.max(t)),
+                "units_over_T": int(np.sum(t > args.T)),
+                "per_unit": t.tolist(),
+            }
+            for f, t in rep.timescales.items()
+        }
+    points = rep.fixed_points
+    if points is not None:
+        lin = points.linearization
+        r["slow_points"] = {
+            **rep.to_dict()["fixed_points"],
+            "input": [0.5, 0.0],
+            "fixed": int(np.sum(np.asarray(points.q) < FIXED_Q)),
+            "fixed_point_time_constant": _slowest_decay(lin.time_constants[0]) if points.q.shape[0] else None,
+        }
+    return r
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -150,104 +165,32 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args.lyap_steps, args.lyap_burn_in = (60, 20) if args.quick else (600, 100)
     args.fp_starts, args.fp_steps = (16, 200) if args.quick else (128, 1500)
     back = min(100, args.T)  # "steps back" at which the headline numbers are read
-    t0 = 1  # perturbations land just after the start, so retention is followed over the whole sequence
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     key = jax.random.key(args.seed)
-    k_train, k_probe, k_lyap, k_kick, k_fp = jax.random.split(key, 5)
+    k_train, k_probe, k_lyap, k_analyse = jax.random.split(key, 4)
 
     log(f"phase 1/2: training on the adding problem, T={args.T}, hidden {args.hidden}, {args.steps} steps each")
     trained, results = {}, {}
-    for name, k in zip(MODELS, jax.random.split(k_train, len(MODELS))):
-        trained[name], results[name] = fit(MODELS[name](args.hidden), args, k, name, tag="cell_vs_hidden/train")
+    for name, k in zip(NAMES, jax.random.split(k_train, len(NAMES))):
+        trained[name], results[name] = fit(build(name, args.hidden), args, k, name, tag="cell_vs_hidden/train")
         log(f"{name}: test MSE {results[name]['final_test_mse']:.4f} (trivial {BASELINE_MSE:.3f})")
 
-    log("phase 2/2: dynamics of the trained networks")
+    log("phase 2/2: dynamics of the trained networks (dynamics.report)")
     probe_xs, _ = adding_batch(k_probe, args.probe, args.T)
     # Lyapunov drive: the task's input statistics (random values, no markers) over a longer stream.
     lyap_xs = jnp.stack([jax.random.uniform(k_lyap, (args.lyap_steps,)), jnp.zeros(args.lyap_steps)], axis=-1)
-    curves: dict[str, dict] = {"gradient": {}, "retention": {}, "lyapunov": {}, "taus": {}}
-    fixed = None
-    for name in MODELS:
-        cell, params, r = MODELS[name](args.hidden), trained[name], results[name]
-        phase = time.perf_counter()
-        flow = gradient_flow(cell, params, probe_xs)
-        products = product_norms(cell, params, probe_xs[0])
-        kept = retention(cell, params, probe_xs, t0, 1e-2, k_kick)
-        taus = gate_taus(cell, params, probe_xs)
-        spectrum = lyapunov(cell, params, lyap_xs, args.lyap_burn_in)
-        r["gradient"] = {field: curve.tolist() for field, curve in flow.items()}
-        r["gradient_at_steps_back"] = {field: at(curve, back) for field, curve in flow.items()}
-        whole = np.sqrt(sum(curve**2 for curve in flow.values()))[::-1]  # by steps back
-        below = np.flatnonzero(whole < GRADIENT_FLOOR)
-        r["gradient_horizon"] = int(below[0]) if below.size else None
-        r["jacobian_product_at_steps_back"] = {block: at(curve, back) for block, curve in products.items()}
-        r["retention"] = {field: curve[t0:].tolist() for field, curve in kept.items()}
-        r["retention_at_steps_after"] = {
-            field: {str(k): float(curve[t0 + k]) for k in (10, 50, args.T - t0) if t0 + k <= args.T}
-            for field, curve in kept.items()
-        }
-        if taus is not None:
-            r["gate_timescales"] = {
-                "gate": "forget gate f" if name == "lstm" else "update gate u",
-                "median": float(np.median(taus)),
-                "max": float(np.max(taus)),
-                "units_over_T": int(np.sum(taus > args.T)),
-                "per_unit": sorted(taus.tolist(), reverse=True),
-            }
-        r["lyapunov"] = {
-            "exponents": np.asarray(spectrum.exponents).tolist(),
-            "max": float(spectrum.exponents[0]),
-            "finite": bool(spectrum.finite),
-            "steps": args.lyap_steps,
-            "burn_in": args.lyap_burn_in,
-        }
-        for field, curve in flow.items():
-            curves["gradient"][f"{NAMES[name]} {field}"] = curve
-        for field, curve in kept.items():
-            curves["retention"][f"{NAMES[name]}: kick {field}"] = np.concatenate([np.zeros(t0), curve[t0:]])
-        curves["lyapunov"][NAMES[name]] = spectrum.exponents
-        if taus is not None:
-            curves["taus"][f"{NAMES[name]} ({r['gate_timescales']['gate']})"] = taus
-        if name == "lstm":
-            fixed, fixed_traj = slow_points(cell, params, probe_xs, args, k_fp)
-            lin = fixed.linearization
-            r["slow_points"] = {
-                "input": [0.5, 0.0],
-                "found": int(fixed.q.shape[0]),
-                "starts": fixed.num_candidates,
-                "converged": fixed.num_converged,
-                "q": np.asarray(fixed.q).tolist(),
-                "fixed": int(np.sum(np.asarray(fixed.q) < FIXED_Q)),
-                "stability": [dyn.STABILITY_NAMES[int(s)] for s in np.asarray(lin.stability)],
-                "slowest_time_constant": [float(t[0]) for t in np.asarray(lin.time_constants)],
-                "fixed_point_time_constant": _slowest_decay(lin.time_constants[0]) if fixed.q.shape[0] else None,
-            }
-            if fixed.q.shape[0]:  # the eigen-timescales at the most precise point (the first)
-                modes = np.asarray(lin.time_constants[0])
-                curves["taus"]["LSTM (Jacobian eigenvalues at its fixed point)"] = modes[np.isfinite(modes)]
+    reports = {}
+    for name, k in zip(NAMES, jax.random.split(k_analyse, len(NAMES))):
+        phase, net, params = time.perf_counter(), build(name, args.hidden), trained[name]
+        if name == "lstm2":
+            net, params, results[name]["torch"] = through_torch(net, params, probe_xs)
+        reports[name] = analyse(name, net, params, args, probe_xs, lyap_xs, k)
+        results[name].update(record_of(reports[name], args, back))
         log(f"{name}: analysed in {time.perf_counter() - phase:.1f} s")
 
-    figures = {
-        "gradient_flow.png": plot.gradient_flow(
-            curves["gradient"], title="|| d y_T / d s_t ||, relative to the gradient at T"
-        ),
-        "perturbation.png": plot.perturbation_decay(
-            curves["retention"], t0, normalise=False, title="Retained fraction of a kick at t0"
-        ),
-        "lyapunov.png": plot.lyapunov_spectrum(curves["lyapunov"], title="Lyapunov spectra (driven by the task)"),
-        "timescales.png": plot.timescales(
-            {k: v for k, v in curves["taus"].items() if len(v)}, horizon=args.T, title="Memory timescales"
-        ),
-    }
-    if fixed is not None and fixed.q.shape[0]:
-        figures["slow_points.png"] = plot.fixed_points(
-            fixed_traj,
-            dyn.flatten(fixed.states),
-            fixed.linearization.stability,
-            title="LSTM slow points at x = (0.5, 0)",
-        )
+    figures = _figures(reports, args)
     for filename, fig in figures.items():
         fig.savefig(out / filename, dpi=110)
 
@@ -255,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     metrics = {
         "task": {"name": "adding problem", "T": args.T, "hidden": args.hidden, "baseline_mse": BASELINE_MSE},
         "steps_back": back,
-        "perturbation_t0": t0,
+        "perturbation_t0": T0,
         "models": results,
         "figures": sorted(figures),
         "seconds": total,
@@ -268,9 +211,60 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return record
 
 
+def _figures(reports: dict[str, dyn.Report], args) -> dict:
+    """The one-layer models side by side, and the 2-layer LSTM's own figures (``deep_*.png``)."""
+    single = {name: rep for name, rep in reports.items() if name != "lstm2"}
+
+    def curves(attr: str, label: str) -> dict:
+        return {
+            label.format(model=NAMES[n], field=f): c for n, rep in single.items() for f, c in getattr(rep, attr).items()
+        }
+
+    taus = {
+        f"{NAMES[n]} ({'forget gate f' if f == 'c' else 'update gate u'})": t
+        for n, rep in single.items()
+        for f, t in rep.timescales.items()
+    }
+    lstm = single["lstm"]
+    points = lstm.fixed_points
+    if points is not None and points.q.shape[0]:  # the eigen-timescales at the most precise point (the first)
+        modes = np.asarray(points.linearization.time_constants[0])
+        taus["LSTM (Jacobian eigenvalues at its fixed point)"] = modes[np.isfinite(modes)]
+    figures = {
+        "gradient_flow.png": plot.gradient_flow(
+            curves("gradient", "{model} {field}"), title="|| d y_T / d s_t ||, relative to the gradient at T"
+        ),
+        "perturbation.png": plot.perturbation_decay(
+            curves("retention", "{model}: kick {field}"),
+            T0,
+            normalise=False,
+            title="Retained fraction of a kick at t0",
+        ),
+        "lyapunov.png": plot.lyapunov_spectrum(
+            {NAMES[n]: rep.lyapunov for n, rep in single.items()}, title="Lyapunov spectra (driven by the task)"
+        ),
+        "timescales.png": plot.timescales(
+            {k: v for k, v in taus.items() if len(v)}, horizon=args.T, title="Memory timescales"
+        ),
+    }
+    if points is not None and points.q.shape[0]:
+        figures["slow_points.png"] = plot.fixed_points(
+            lstm.trajectories, points, title="LSTM slow points at x = (0.5, 0)"
+        )
+    if "lstm2" in reports:
+        deep = plot.report(reports["lstm2"], label="2-layer LSTM")
+        figures.update({f"deep_{name}": fig for name, fig in deep.items()})
+    return figures
+
+
+def _layers(r: dict) -> list[str]:
+    """The field-name prefixes of a model's layers: ``[""]`` for one cell, ``["0.", "1."]`` for a stack."""
+    return sorted({f[: f.rindex(".") + 1] for f in r["fields"]}) if "." in r["fields"][0] else [""]
+
+
 def summary_rows(results: dict, back: int) -> list[str]:
-    """The summary table, as Markdown rows."""
-    kept = next(iter(results.values()))["retention_at_steps_after"]["h"]
+    """The summary table, as Markdown rows: one per model, one per layer for the stack."""
+    kept = results["lstm"]["retention_at_steps_after"]["h"]
     after = "50" if "50" in kept else max(kept, key=int)
     head = (
         f"| model | test MSE | grad c / h at {back} back | ||dc_T/dc_t|| / ||dh_T/dh_t|| at {back} back "
@@ -279,14 +273,18 @@ def summary_rows(results: dict, back: int) -> list[str]:
     rows = [head, "| " + " | ".join(["---"] * 8) + " |"]
     for name, r in results.items():
         g, j, kept = r["gradient_at_steps_back"], r["jacobian_product_at_steps_back"], r["retention_at_steps_after"]
-        taus = r.get("gate_timescales")
-        tau = "-" if taus is None else f"{taus['median']:.1f} / {taus['max']:.0f}"
-        horizon = f"> {len(r['gradient']['h']) - 1}" if r["gradient_horizon"] is None else r["gradient_horizon"]
-        rows.append(
-            f"| {NAMES[name]} | {r['final_test_mse']:.4f} | {_pair(g.get('c'), g['h'])} "
-            f"| {_pair(j.get('c.c'), j['h.h'])} | {_pair(kept.get('c', {}).get(after), kept['h'][after])} "
-            f"| {tau} | {r['lyapunov']['max']:.3f} | {horizon} |"
-        )
+        horizon = f"> {len(r['gradient_total']) - 1}" if r["gradient_horizon"] is None else r["gradient_horizon"]
+        layers = _layers(r)
+        for i, at in enumerate(layers):
+            taus = r.get("gate_timescales", {}).get(at + ("c" if name.startswith("lstm") else "h"))
+            tau = "-" if taus is None else f"{taus['median']:.1f} / {taus['max']:.0f}"
+            label = NAMES[name] + (f", layer {i + 1}" if len(layers) > 1 else "")
+            rows.append(
+                f"| {label} | {r['final_test_mse']:.4f} | {_pair(g.get(at + 'c'), g[at + 'h'])} "
+                f"| {_pair(j.get(at + 'c'), j[at + 'h'])} "
+                f"| {_pair(kept.get(at + 'c', {}).get(after), kept[at + 'h'][after])} "
+                f"| {tau} | {r['lyapunov']['max']:.3f} | {horizon} |"
+            )
     return rows
 
 
@@ -354,6 +352,28 @@ def report(record: dict, rows: list[str], back: int) -> str:
             f"of the most precise point has a time constant of {_steps(sp['fixed_point_time_constant'])}.",
             "",
             "![slow points](slow_points.png)",
+            "",
+        ]
+    if "lstm2" in models:
+        deep = models["lstm2"]
+        torch = deep.get("torch", {})
+        how = (
+            f"exported with `to_torch` to `{torch['module']}` and converted back with `from_torch` (torch and "
+            f"recurrax outputs differ by at most {torch['max_abs_output_difference']:.1e}); the analysed "
+            "network is the converted one"
+            if torch.get("converted")
+            else torch.get("why", "")
+        )
+        lines += [
+            "## A 2-layer LSTM, per layer",
+            "",
+            f"Two stacked LSTMs of {task['hidden']} units (`rx.stacked`, the layout of "
+            f"`torch.nn.LSTM(num_layers=2)`), trained the same way; {how}. `dynamics.report` analyses the stack "
+            "as one cell whose state is the tuple of the layers' states, so every curve is per layer and field "
+            "(`0.c` is the first layer's cell state, `1.h` the second layer's hidden state, which the read-out "
+            "sees).",
+            "",
+            *[f"![{name}]({name})" for name in record["figures"] if name.startswith("deep_")],
             "",
         ]
     return "\n".join(lines)

@@ -45,8 +45,9 @@ def train(cell: rx.Cell, args, key: jax.Array, name: str) -> dict:
     return fit(cell, args, key, name)[1]
 
 
-def fit(cell: rx.Cell, args, key: jax.Array, name: str, *, tag: str = "long_memory") -> tuple[dict, dict]:
-    """:func:`train`, also returning the trained params ``{"cell": ..., "head": {"w", "b"}}``."""
+def fit(cell: rx.Cell | rx.Layer, args, key: jax.Array, name: str, *, tag: str = "long_memory") -> tuple[dict, dict]:
+    """:func:`train`, also returning the trained params ``{"cell": ..., "head": {"w", "b"}}``; ``cell`` may be a
+    ``stacked`` layer too (trained layer by layer over the sequence, read out from its last layer's ``h``)."""
     k_cell, k_head, k_test, key = jax.random.split(key, 4)
     params = {
         "cell": cell.init(k_cell, 2),
@@ -57,7 +58,7 @@ def fit(cell: rx.Cell, args, key: jax.Array, name: str, *, tag: str = "long_memo
 
     def predict(params, xs):
         final, _ = rx.scan(cell, params["cell"], xs)
-        return cell.output(final) @ params["head"]["w"] + params["head"]["b"]
+        return rx.as_cell(cell).output(final) @ params["head"]["w"] + params["head"]["b"]
 
     def loss_fn(params, xs, ys):
         return jnp.mean((predict(params, xs) - ys) ** 2)
