@@ -80,7 +80,8 @@ class Structure(NamedTuple):
       kind: ``"lstm"``: the plain LSTM of :func:`recurrax.lstm` (params ``w_i: (I, 4H)``, ``w_h: (H, 4H)``,
         optional ``b: (4H,)``; gate order i, f, g, o; no variant). ``"gru"``: the plain reset-after GRU of
         :func:`recurrax.gru` (``w_i, w_h, b`` and ``b_hn: (H,)``; r, z, n). ``"linear"``: ``transition`` is the
-        diagonal linear recurrence ``recurrence``. ``None``: nothing a backend may substitute.
+        diagonal linear recurrence ``recurrence``. ``"stack"``: ``layers`` stepped one above the other.
+        ``None``: nothing a backend may substitute.
       gates: how many equal gate blocks ``z`` holds side by side (4 for the LSTM's i, f, g, o). A layout hint for
         the sequential loop, which then stores the projected inputs as one array per block, so each step reads
         whole blocks (on CPU, XLA's fused gate math on slices of one step's slice is 2-6x slower). Values do not
@@ -94,6 +95,10 @@ class Structure(NamedTuple):
       masked: ``(params, state, z, mask) -> state``: the transition with ``state.h * mask`` where ``h`` enters the
         recurrent matmul and ``h`` itself elsewhere (the update of a GRU): recurrent dropout
         (:mod:`recurrax.dropout`); ``None`` for a cell with no such form.
+      layers, residual: for ``kind="stack"`` (:func:`recurrax.as_cell` of a ``stacked`` layer): the layers' cells,
+        each stepped on the output of the one below (params and state are tuples, one entry per layer), and
+        whether each layer after the first adds its input to its output. A backend may then run layer after
+        layer over the whole sequence, each layer on the backend that its own cell selects.
     """
 
     kind: str | None = None
@@ -102,6 +107,8 @@ class Structure(NamedTuple):
     of: tuple[Callable, Callable] | None = None
     feature_axes: int = 1
     masked: Callable[[Params, State, Array, Array], State] | None = None
+    layers: tuple[Cell, ...] | None = None
+    residual: bool = False
 
 
 class Spec:

@@ -17,7 +17,19 @@ import jax.numpy as jnp
 
 from recurrax import dropout as _dropout
 from recurrax.backends.base import Backend, Remat, valid_mask
-from recurrax.core import ApplyFn, Array, Cell, Layer, Params, PRNGKey, State, built_with, constructor
+from recurrax.core import (
+    ApplyFn,
+    Array,
+    Cell,
+    Layer,
+    Params,
+    PRNGKey,
+    State,
+    Structure,
+    built_with,
+    constructor,
+    feature_axes,
+)
 from recurrax.dropout import RecurrentDropout
 from recurrax.scan import check_mask, pack_kept, reverse_sequences, reversed_resets, scan, unpack_kept
 
@@ -100,20 +112,21 @@ def _cell_layer(
 
 def as_cell(layer: Cell | Layer, *, caller: str = "as_cell") -> Cell:
     """The one-step form of ``layer``, for streaming and for :mod:`recurrax.dynamics`: a cell as it is, the cell of
-    ``as_layer(cell)``, and a :func:`stacked` layer of those as one cell that runs every layer for each time step.
+        ``as_layer(cell)``, and a :func:`stacked` layer of those as one cell that runs every layer for each time step.
 
-    The stack's state is the tuple of its layers' states (``state[1].c`` is the second layer's cell state), its
-    params those of the layer, its ``project`` the first layer's and its ``output`` what the stack outputs (with
-    ``residual``, the sum of the layers' outputs). Dropout acts only with a key, which a step has not: the cell is
-    the layer in evaluation. For speed over whole sequences run the layer itself, which runs layer after layer.
+        The stack's state is the tuple of its layers' states (``state[1].c`` is the second layer's cell state), its
+        params those of the layer, its ``project`` the first layer's and its ``output`` what the stack outputs (with
+        ``residual``, the sum of the layers' outputs). Dropout acts only with a key, which a step has not: the cell is
+        the layer in evaluation. ``scan`` of the cell runs layer after layer over the whole sequence (the ``stack`` backend,
+    each layer on its own fastest backend), as the layer itself does; ``cell.step`` steps every layer.
 
-    Args:
-      layer: a cell or a layer.
-      caller: the function named in errors.
+        Args:
+          layer: a cell or a layer.
+          caller: the function named in errors.
 
-    Raises:
-      ValueError: for layers with no one-step form, such as :func:`bidirectional` (its backward direction needs
-        the whole sequence first): analyse each direction's cell.
+        Raises:
+          ValueError: for layers with no one-step form, such as :func:`bidirectional` (its backward direction needs
+            the whole sequence first): analyse each direction's cell.
     """
     if isinstance(layer, Cell):
         return layer
@@ -169,6 +182,9 @@ def _stacked_cell(cells: tuple[Cell, ...], *, residual: bool) -> Cell:
     def step(params, state, x):
         return transition(params, state, project(params, x))
 
+    structure = Structure(
+        "stack", of=(project, transition), feature_axes=feature_axes(first), layers=cells, residual=residual
+    )
     return Cell(
         init=init,
         initial_state=initial_state,
@@ -177,6 +193,7 @@ def _stacked_cell(cells: tuple[Cell, ...], *, residual: bool) -> Cell:
         transition=transition,
         output=output,
         name=name,
+        structure=structure,
     )
 
 

@@ -52,6 +52,8 @@ CELLS: dict[str, tuple[rx.Cell, int]] = {  # name: (cell, input size)
     "lstm_peephole": (rx.lstm(6, peephole=True), 3),
     "min_gru": (rx.min_gru(8), 4),
     "lru": (rx.lru(6, 5), 3),
+    # A stack as one cell (state: a tuple of the layers' states), with a residual connection: the `stack` backend.
+    "stack": (rx.as_cell(rx.stacked([rx.lstm(4), rx.gru(4)], residual=True)), 3),
 }
 # Every pair of a cell and a backend of the table (ids "cell-backend"); a test skips the pairs `available` rules out.
 every_cell = pytest.mark.parametrize("cell_name", list(CELLS))

@@ -14,13 +14,15 @@ xla_lstm       the plain LSTM (XLA, sequence derivative) any          any      a
 xla_gru        the plain GRU (XLA, sequence derivative)  any          any      never (only when named)
 associative    linear recurrences (min_gru, lru, ...)    any          any      GPU/TPU (tuning.LINEAR_AUTO)
 chunked        linear recurrences, chunked               any          any      where LINEAR_AUTO says
+stack          a stack of cells, layer after layer       any          any      always
 newton         every real-state cell, Newton in parallel any          any      never (only when named)
 sequential     every cell: ``lax.scan`` of its functions any          any      always (the last resort)
 ============== ========================================= ============ ======== ============================
 
 Every backend takes every option of :func:`recurrax.scan` (lengths, resets, reverse, time_major, batch dims,
 initial state, return_states, unroll, remat), except where its ``supports`` names one (``cudnn_lstm``: resets and
-return_states); ``cudnn_lstm`` has no forward mode.
+return_states); ``cudnn_lstm`` has no forward mode. ``stack`` runs each layer of :func:`recurrax.as_cell`'s stack on
+the backend ``auto`` picks for that layer among those with a forward mode (so a stack keeps ``jax.jvp`` on GPU).
 The conformance suite (``tests/backends/``) holds each to the results of ``sequential``.
 
 A new backend is its own module plus one entry in :data:`TABLE`.
@@ -36,11 +38,20 @@ from recurrax.backends.gpu import CUDNN_LSTM
 from recurrax.backends.linear import ASSOCIATIVE, CHUNKED
 from recurrax.backends.nonlinear import NEWTON, newton
 from recurrax.backends.sequential import BACKEND as SEQUENTIAL
+from recurrax.backends.stack import backend as _stack_backend
 from recurrax.backends.xla import GRU as XLA_GRU
 from recurrax.backends.xla import LSTM as XLA_LSTM
 from recurrax.core import Array, Cell, Params, State
 
 __all__ = ["TABLE", "Backend", "Request", "available", "get", "newton", "request", "select", "tuning", "which"]
+
+
+def _select_differentiable(req: Request) -> Backend:
+    """``auto`` among the backends with a forward mode: how ``stack`` picks each layer's backend."""
+    return next(b for b in TABLE if b.forward_mode and b.supports(req) is None and b.prefers(req))
+
+
+STACK = _stack_backend(_select_differentiable)
 
 TABLE: tuple[Backend, ...] = (
     NATIVE_LSTM,
@@ -50,6 +61,7 @@ TABLE: tuple[Backend, ...] = (
     XLA_GRU,
     ASSOCIATIVE,
     CHUNKED,
+    STACK,
     NEWTON,
     SEQUENTIAL,
 )

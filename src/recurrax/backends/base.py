@@ -172,6 +172,7 @@ def needs_kind(req: Request, kind: str, backend: str) -> str | None:
             "compute dtype)"
         ),
         "linear": "a cell that declares a linear recurrence (min_gru, min_lstm, lru)",
+        "stack": "the one-step form of a stacked layer (recurrax.as_cell(stacked([...])))",
     }[kind]
     return f"{backend!r} runs only {what}"
 

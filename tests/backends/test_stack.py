@@ -1,0 +1,60 @@
+"""The ``stack`` backend: ``scan`` of a stack's one-step form runs layer after layer, each on its own backend.
+
+Its values, states and derivatives under every option are held to the step-by-step loop by the conformance
+suite (the ``stack`` cell there); these tests pin which backends run, and that replaced functions are honoured.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import recurrax as rx
+from recurrax import backends
+
+
+def _stack(*cells):
+    return rx.as_cell(rx.stacked(list(cells)))
+
+
+def test_auto_runs_a_stack_layer_after_layer_with_each_layer_on_its_fast_backend():
+    cell = _stack(rx.lstm(8), rx.lstm(8))
+    params = cell.init(jax.random.key(0), 4)
+    xs = jax.random.normal(jax.random.key(1), (8, 32, 4))  # T * N = 256: native_lstm's size on CPU
+    assert backends.which(cell, params, xs) == "stack"
+    hlo = jax.jit(lambda p, x: rx.scan(cell, p, x)).lower(params, xs).as_text()
+    if jax.default_backend() == "cpu":  # one native kernel per layer, no step-by-step loop of the stack
+        assert hlo.count("custom_call @recurrax_lstm_forward") == 2
+    final, ys = rx.scan(cell, params, xs)
+    want_final, want = rx.scan(cell, params, xs, backend="sequential")
+    np.testing.assert_allclose(ys, want, rtol=1e-5, atol=1e-6)
+    for got, ref in zip(jax.tree.leaves(final), jax.tree.leaves(want_final)):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_a_replaced_function_is_honoured_in_a_layer_and_in_the_stack():
+    lstm = rx.lstm(3)
+    noisy = lstm._replace(transition=lambda p, s, z: jax.tree.map(lambda a: 0.5 * a, lstm.transition(p, s, z)))
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 2))
+
+    def loop(cell, params):
+        state = cell.initial_state(params, (2,))
+        for t in range(xs.shape[1]):
+            state = cell.step(params, state, xs[:, t])
+        return cell.output(state)
+
+    cell = _stack(noisy, rx.gru(3))
+    params = cell.init(jax.random.key(0), 2)
+    assert backends.which(cell, params, xs) == "stack"  # the layer's replaced transition runs on sequential
+    np.testing.assert_allclose(rx.scan(cell, params, xs)[1][:, -1], loop(cell, params), rtol=1e-6, atol=1e-7)
+
+    whole = _stack(rx.lstm(3), rx.gru(3))
+    replaced = whole._replace(transition=lambda p, s, z: jax.tree.map(jnp.zeros_like, whole.transition(p, s, z)))
+    assert backends.which(replaced, params, xs) == "sequential"
+    np.testing.assert_array_equal(rx.scan(replaced, params, xs)[1], 0.0)
+    with pytest.raises(ValueError, match=r"backend 'stack' cannot run this call: the cell's `project` or `transition`"):
+        rx.scan(replaced, params, xs, backend="stack")
+    with pytest.raises(ValueError, match=r"'stack' runs only the one-step form of a stacked layer"):
+        rx.scan(rx.lstm(3), rx.lstm(3).init(jax.random.key(0), 2), xs, backend="stack")
