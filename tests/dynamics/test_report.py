@@ -1,10 +1,10 @@
 """``dynamics.report`` against closed forms, and the per-layer analyses it is built on.
 
-An LRU whose units all have the same modulus ``r`` is a known case for every number the report gives: a
-kick to ``x`` keeps exactly ``r^k`` of its size after ``k`` steps (each unit rotates and shrinks by ``r``),
-``|| d x_T / d x_t || = r^(T - t)`` (with the read-out ``C = 0``, so the kick stays in ``x``), the gradient through ``x`` shrinks by ``r`` per step back, the gate
-timescale is ``-1 / log r`` and the Lyapunov spectrum holds ``log r`` twice per unit. Stacks are checked
-against each layer run on its own with ``rx.scan`` on what the layer below output.
+An LRU whose units all have the same modulus ``r`` is a known case for every number the report gives (with its
+read-out ``C = 0``, so a kick stays in ``x``): a kick to ``x`` keeps exactly ``r^k`` of its size after ``k`` steps
+(each unit rotates and shrinks by ``r``), ``|| d x_T / d x_t || = r^(T - t)``, the gradient through ``x`` shrinks
+by ``r`` per step back, the gate timescale is ``-1 / log r`` and the Lyapunov spectrum holds ``log r`` twice per
+unit. Stacks are checked against each layer run on its own with ``rx.scan`` on what the layer below output.
 """
 
 from __future__ import annotations
@@ -123,3 +123,19 @@ def test_report_refuses_bad_input_by_name():
         dyn.report(cell, params, jnp.zeros((4, T, 5)), key=jax.random.key(0))
     with pytest.raises(ValueError, match="must depend on the state"):
         dyn.report(cell, params, xs, key=jax.random.key(0), loss_fn=lambda s: jnp.zeros(()))
+
+
+def test_per_layer_analyses_under_jit_and_vmap_equal_a_loop():
+    net = rx.stacked([rx.lstm(3), rx.gru(2)])
+    params = net.init(jax.random.key(0), 2)
+    xs = jax.random.normal(jax.random.key(1), (3, 5, 2))
+    state = rx.as_cell(net).initial_state(params, ())
+    kick = dyn.field_perturbation(state, "0.c", 0.1 * jnp.ones(3))
+
+    def both(x):
+        return dyn.gate_timescales(net, params, x).gate, dyn.perturbation_response(net, params, x, kick, t0=1).total
+
+    batched = jax.jit(jax.vmap(both))(xs)
+    for i in range(xs.shape[0]):
+        for got, want in zip(jax.tree.leaves(batched), jax.tree.leaves(both(xs[i]))):
+            np.testing.assert_allclose(got[i], want, rtol=1e-6, atol=1e-7)
