@@ -48,10 +48,15 @@ def log(msg: str) -> None:
     print(f"[cell_vs_hidden] {msg}", flush=True)
 
 
-def build(name: str, hidden: int) -> rx.Cell | rx.Layer:
-    """The network called ``name``; ``"lstm2"`` is ``torch.nn.LSTM(num_layers=2)``'s layout, two LSTMs stacked."""
+def build(name: str, hidden: int, T: int) -> rx.Cell | rx.Layer:
+    """The network called ``name``; ``"lstm2"`` is ``torch.nn.LSTM(num_layers=2)``'s layout, two LSTMs stacked.
+
+    The stack starts from the chrono initialisation (Tallec & Ollivier, 2018: forget biases ``log U(1, T - 1)``):
+    with the default one, 2 of 4 seeds stayed at the trivial error for 3000 steps (lr 1e-2 and 3e-3, T = 120);
+    with it, 3 of 3 learned within 1500 steps at lr 1e-2.
+    """
     if name == "lstm2":
-        return rx.stacked([rx.lstm(hidden), rx.lstm(hidden)])
+        return rx.stacked([rx.lstm(hidden, chrono_t_max=T), rx.lstm(hidden, chrono_t_max=T)])
     return {"lstm": rx.lstm, "gru": rx.gru, "elman": rx.elman}[name](hidden)
 
 
@@ -174,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     log(f"phase 1/2: training on the adding problem, T={args.T}, hidden {args.hidden}, {args.steps} steps each")
     trained, results = {}, {}
     for name, k in zip(NAMES, jax.random.split(k_train, len(NAMES))):
-        trained[name], results[name] = fit(build(name, args.hidden), args, k, name, tag="cell_vs_hidden/train")
+        trained[name], results[name] = fit(build(name, args.hidden, args.T), args, k, name, tag="cell_vs_hidden/train")
         log(f"{name}: test MSE {results[name]['final_test_mse']:.4f} (trivial {BASELINE_MSE:.3f})")
 
     log("phase 2/2: dynamics of the trained networks (dynamics.report)")
@@ -183,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     lyap_xs = jnp.stack([jax.random.uniform(k_lyap, (args.lyap_steps,)), jnp.zeros(args.lyap_steps)], axis=-1)
     reports = {}
     for name, k in zip(NAMES, jax.random.split(k_analyse, len(NAMES))):
-        phase, net, params = time.perf_counter(), build(name, args.hidden), trained[name]
+        phase, net, params = time.perf_counter(), build(name, args.hidden, args.T), trained[name]
         if name == "lstm2":
             net, params, results[name]["torch"] = through_torch(net, params, probe_xs)
         reports[name] = analyse(name, net, params, args, probe_xs, lyap_xs, k)
@@ -267,7 +272,7 @@ def summary_rows(results: dict, back: int) -> list[str]:
     kept = results["lstm"]["retention_at_steps_after"]["h"]
     after = "50" if "50" in kept else max(kept, key=int)
     head = (
-        f"| model | test MSE | grad c / h at {back} back | ||dc_T/dc_t|| / ||dh_T/dh_t|| at {back} back "
+        f"| model | test MSE | grad c / h at {back} back | ‖dc_T/dc_t‖ / ‖dh_T/dh_t‖ at {back} back "
         f"| kick kept after {after}: c / h | gate tau: median / max | max Lyapunov | gradient horizon |"
     )
     rows = [head, "| " + " | ".join(["---"] * 8) + " |"]
@@ -313,7 +318,7 @@ def report(record: dict, rows: list[str], back: int) -> str:
         f"- **grad c / h**: ``|| d y_T / d c_t ||`` and ``|| d y_T / d h_t ||`` {back} steps before the read-out "
         "``y_T``, relative to the whole gradient at ``T``, mean over probe sequences (one reverse pass each, "
         "`recurrax.dynamics.gradient_flow`).",
-        "- **||dc_T/dc_t|| / ||dh_T/dh_t||**: spectral norms of the Jacobian products along one sequence "
+        "- **‖dc_T/dc_t‖ / ‖dh_T/dh_t‖**: spectral norms of the Jacobian products along one sequence "
         "(`jacobian_product_norms`).",
         f"- **kick kept**: distance from the clean run 50 steps after a kick of size 0.01 to ``c`` or ``h`` at "
         f"t0 = {record['perturbation_t0']}, divided by 0.01 (`perturbation_response`).",
@@ -349,7 +354,15 @@ def report(record: dict, rows: list[str], back: int) -> str:
             f"{sp['found']} distinct points with speed q < {SLOW_Q:g} from {sp['starts']} starts on the probe "
             f"trajectories, at the resting input (0.5, 0); {sp['fixed']} of them fixed points (q < {FIXED_Q:g}), "
             f"the others slow points. Stability of their linearisations: {kinds}. The slowest decaying mode "
-            f"of the most precise point has a time constant of {_steps(sp['fixed_point_time_constant'])}.",
+            f"of the most precise point has a time constant of {_steps(sp['fixed_point_time_constant'])}. "
+            + (
+                f"As a set (`dynamics.slow_manifold`) their most common number of eigenvalues near modulus 1 is "
+                f"{sp['manifold_dimension']}, and their first principal components hold "
+                f"{', '.join(f'{e:.1%}' for e in sp['explained'])} of their variance (a line attractor shows as "
+                "1 and nearly all on the first)."
+                if sp["manifold_dimension"] is not None
+                else ""
+            ),
             "",
             "![slow points](slow_points.png)",
             "",
@@ -368,7 +381,9 @@ def report(record: dict, rows: list[str], back: int) -> str:
             "## A 2-layer LSTM, per layer",
             "",
             f"Two stacked LSTMs of {task['hidden']} units (`rx.stacked`, the layout of "
-            f"`torch.nn.LSTM(num_layers=2)`), trained the same way; {how}. `dynamics.report` analyses the stack "
+            f"`torch.nn.LSTM(num_layers=2)`), from the chrono initialisation (forget biases `log U(1, T - 1)`; "
+            "with the default one, half the seeds tried stayed at the trivial error), trained the same way; "
+            f"{how}. `dynamics.report` analyses the stack "
             "as one cell whose state is the tuple of the layers' states, so every curve is per layer and field "
             "(`0.c` is the first layer's cell state, `1.h` the second layer's hidden state, which the read-out "
             "sees).",
