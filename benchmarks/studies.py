@@ -4,6 +4,8 @@ python -m benchmarks.studies unroll      # loop unroll per path (fused / generic
 python -m benchmarks.studies precision   # bf16 matmuls + float32 state against float32, 1,000 steps
 python -m benchmarks.studies remat       # peak memory and time of fwd+bwd at T = 4,096
 python -m benchmarks.studies hlo         # ops per step in the compiled loop bodies
+python -m benchmarks.studies stack       # a 2-layer LSTM: the stack's one-step form on `stack` / `sequential`,
+                                         # the stacked layer, torch.nn.LSTM(num_layers=2)
 """
 
 from __future__ import annotations
@@ -249,7 +251,70 @@ def interleaved(repeats: int) -> tuple[list[str], list[dict]]:
     return lines, rows
 
 
+def stack(repeats: int) -> tuple[list[str], list[dict]]:
+    """A 2-layer LSTM at B=32, T=128, I=H=256, forward and training (fwd+bwd), timed in interleaved rounds:
+    ``scan(as_cell(stack))`` on the ``stack`` backend (layer after layer) and on ``sequential`` (both layers
+    stepped together), ``scan`` of the ``stacked`` layer, and ``torch.nn.LSTM(num_layers=2)`` when installed."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import recurrax as rx
+    from benchmarks.timing import measure_interleaved
+
+    batch, steps, size = 32, 128, 256
+    layer = rx.stacked([rx.lstm(size), rx.lstm(size)])
+    cell = rx.as_cell(layer)
+    params = layer.init(jax.random.key(0), size)
+    xs = jax.random.normal(jax.random.key(1), (batch, steps, size))
+    variants = {
+        "as_cell, backend stack": (cell, {}),
+        "as_cell, backend sequential": (cell, {"backend": "sequential"}),
+        "stacked layer": (layer, {}),
+    }
+    lines = ["| mode | implementation | median ms | / stack backend |", "|---|---|---|---|"]
+    rows = []
+    for mode in ("fwd", "fwd+bwd"):
+        runs = {}
+        for name, (net, kw) in variants.items():
+
+            def fwd(p, x, net=net, kw=kw):
+                return rx.scan(net, p, x, **kw)[1]
+
+            fn = fwd if mode == "fwd" else jax.grad(lambda p, x, fwd=fwd: jnp.sum(fwd(p, x)), argnums=(0, 1))
+            compiled = jax.jit(fn)
+            runs[name] = lambda compiled=compiled: jax.block_until_ready(compiled(params, xs))
+        try:
+            import torch
+
+            module = torch.nn.LSTM(size, size, num_layers=2, batch_first=True)
+            tx = torch.from_numpy(np.array(xs)).requires_grad_(mode != "fwd")
+
+            def torch_run(module=module, tx=tx, mode=mode):
+                if mode == "fwd":
+                    with torch.no_grad():
+                        module(tx)
+                else:
+                    module.zero_grad()
+                    module(tx)[0].sum().backward()
+
+            runs["torch.nn.LSTM(num_layers=2)"] = torch_run
+        except ImportError:
+            pass
+        stats = measure_interleaved(runs, repeats=repeats, warmup=2)
+        base = stats["as_cell, backend stack"].median
+        for name, st in stats.items():
+            if isinstance(st, Exception):
+                lines.append(f"| {mode} | {name} | failed: {st} | |")
+                continue
+            rows.append(dict(mode=mode, impl=name, median_s=st.median, n=repeats))
+            lines.append(f"| {mode} | {name} | {st.median * 1e3:.1f} | {st.median / base:.2f} |")
+        print("\n".join(lines[-len(stats) :]), file=sys.stderr)
+    return lines, rows
+
+
 STUDIES = {
+    "stack": stack,
     "unroll": unroll,
     "precision": precision,
     "remat": remat,
