@@ -5,22 +5,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("matplotlib")
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cell_vs_hidden.py"
 
-
-def test_quick_run_writes_report_and_metrics(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("example_cell_vs_hidden", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    module.main(["--quick", "--out", str(tmp_path)])
+def test_quick_run_writes_report_and_metrics(tmp_path, example):
+    example("cell_vs_hidden").main(["--quick", "--out", str(tmp_path)])
 
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["example"] == "cell_vs_hidden" and metrics["args"]["quick"] is True

@@ -7,47 +7,39 @@ The full runs and their results are in ``examples/README.md``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
-
-def _run(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> dict:
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # Flax modules are dataclasses: they look it up
-    spec.loader.exec_module(module)
-    metrics = module.main(["--quick", "--epochs", "3", "--out", str(tmp_path), *args])
+def _run(name: str, tmp_path: Path, example, *args: str) -> dict:
+    metrics = example(name).main(["--quick", "--epochs", "3", "--out", str(tmp_path), *args])
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["example"] == name
     assert written["args"]["quick"] is True
     return metrics
 
 
-def test_char_lm_learns(tmp_path, monkeypatch):
-    m = _run("char_lm", tmp_path, monkeypatch, "--steps", "40")
+def test_char_lm_learns(tmp_path, example):
+    m = _run("char_lm", tmp_path, example, "--steps", "40")
     assert m["unigram_entropy_bpc"] > 3.0  # English-like text, not a degenerate sample
     assert m["final_train_bpc"] < m["first_train_bpc"] - 1.0
     assert m["history"][-1]["val_bpc"] < m["history"][0]["val_bpc"]
     assert m["sample"].startswith("Return the ")
 
 
-def test_sequence_classifier_learns(tmp_path, monkeypatch):
-    m = _run("sequence_classifier", tmp_path, monkeypatch, "--steps", "60", "--max-pairs", "6")
+def test_sequence_classifier_learns(tmp_path, example):
+    m = _run("sequence_classifier", tmp_path, example, "--steps", "60", "--max-pairs", "6")
     assert m["final_train_loss"] < m["first_train_loss"]
     assert 0.0 <= m["test_accuracy"] <= 1.0
     assert set(m["test_accuracy_by_kind"]) == {"balanced", "swapped", "flipped"}
 
 
 @pytest.mark.parametrize("cell", ["lstm"])
-def test_long_memory_learns(tmp_path, monkeypatch, cell):
-    m = _run("long_memory", tmp_path, monkeypatch, "--steps", "60", "--T", "20")
+def test_long_memory_learns(tmp_path, example, cell):
+    m = _run("long_memory", tmp_path, example, "--steps", "60", "--T", "20")
     history = m[cell]["history"]
     assert history[-1]["train_mse"] < history[0]["train_mse"]
     assert m["baseline_mse"] == pytest.approx(1 / 6)
@@ -55,8 +47,8 @@ def test_long_memory_learns(tmp_path, monkeypatch, cell):
 
 
 @pytest.mark.parametrize("cell", ["gru"])
-def test_ppo_memory_runs(tmp_path, monkeypatch, cell):
-    m = _run("ppo_memory", tmp_path, monkeypatch, "--cell", cell)
+def test_ppo_memory_runs(tmp_path, example, cell):
+    m = _run("ppo_memory", tmp_path, example, "--cell", cell)
     for name in ("recurrax", "flax", "mlp"):
         r = m[name]
         for key in ("return_last_updates", "success_last_updates", "ms_per_update", "max_replay_gap"):

@@ -6,10 +6,8 @@ the benchmark must print its table. No time is asserted.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,13 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_example_quick_learns_and_writes_metrics(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location(
-        "example_parallel_vs_sequential", ROOT / "examples" / "parallel_vs_sequential.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
+def test_example_quick_learns_and_writes_metrics(tmp_path, example):
+    module = example("parallel_vs_sequential")
     args = ["--quick", "--T", "16", "--steps", "60", "--lr", "0.03", "--epochs", "2", "--out", str(tmp_path)]
     metrics = module.main(args)
     written = json.loads((tmp_path / "metrics.json").read_text())

@@ -112,21 +112,21 @@ def _cell_layer(
 
 def as_cell(layer: Cell | Layer, *, caller: str = "as_cell") -> Cell:
     """The one-step form of ``layer``, for streaming and for :mod:`recurrax.dynamics`: a cell as it is, the cell of
-        ``as_layer(cell)``, and a :func:`stacked` layer of those as one cell that runs every layer for each time step.
+    ``as_layer(cell)``, and a :func:`stacked` layer of those as one cell that runs every layer for each time step.
 
-        The stack's state is the tuple of its layers' states (``state[1].c`` is the second layer's cell state), its
-        params those of the layer, its ``project`` the first layer's and its ``output`` what the stack outputs (with
-        ``residual``, the sum of the layers' outputs). Dropout acts only with a key, which a step has not: the cell is
-        the layer in evaluation. ``scan`` of the cell runs layer after layer over the whole sequence (the ``stack`` backend,
+    The stack's state is the tuple of its layers' states (``state[1].c`` is the second layer's cell state), its
+    params those of the layer, its ``project`` the first layer's and its ``output`` what the stack outputs (with
+    ``residual``, the sum of the layers' outputs). Dropout acts only with a key, which a step has not: the cell is
+    the layer in evaluation. ``scan`` of the cell runs layer after layer over the whole sequence (the ``stack`` backend,
     each layer on its own fastest backend), as the layer itself does; ``cell.step`` steps every layer.
 
-        Args:
-          layer: a cell or a layer.
-          caller: the function named in errors.
+    Args:
+      layer: a cell or a layer.
+      caller: the function named in errors.
 
-        Raises:
-          ValueError: for layers with no one-step form, such as :func:`bidirectional` (its backward direction needs
-            the whole sequence first): analyse each direction's cell.
+    Raises:
+      ValueError: for layers with no one-step form, such as :func:`bidirectional` (its backward direction needs
+        the whole sequence first): analyse each direction's cell.
     """
     if isinstance(layer, Cell):
         return layer
