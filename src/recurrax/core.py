@@ -87,7 +87,8 @@ class Structure(NamedTuple):
         whole blocks (on CPU, XLA's fused gate math on slices of one step's slice is 2-6x slower). Values do not
         depend on it.
       recurrence: the :class:`LinearRecurrence`, for ``kind="linear"``.
-      of: the ``(project, transition)`` pair described; filled in by :func:`make_cell`.
+      of: the functions described, ``(project, transition)``, filled in by :func:`make_cell`; a stack, whose
+        backend computes its outputs too, adds ``output``: ``(project, transition, output)``.
       feature_axes: how many trailing axes of ``x``, ``z`` and the state leaves one example's features span: 1 for
         vectors, ``1 + n`` for the convolutional cells (``n`` spatial axes and the channels, which ``project`` and
         ``transition`` mix). Backends keep the time and batch axes in front of them. Unlike ``gates``, values depend
@@ -104,7 +105,7 @@ class Structure(NamedTuple):
     kind: str | None = None
     gates: int = 1
     recurrence: LinearRecurrence | None = None
-    of: tuple[Callable, Callable] | None = None
+    of: tuple[Callable, ...] | None = None
     feature_axes: int = 1
     masked: Callable[[Params, State, Array, Array], State] | None = None
     layers: tuple[Cell, ...] | None = None
@@ -277,12 +278,12 @@ def feature_axes(cell: Cell) -> int:
 
 
 def structure_of(cell: Cell) -> Structure | None:
-    """``cell.structure`` while ``cell.project`` and ``cell.transition`` are the functions it describes, else None."""
+    """``cell.structure`` while the cell's functions are the ones it describes (``Structure.of``), else None."""
     structure = cell.structure
     if structure is None or structure.of is None:
         return None
-    project, transition = structure.of
-    return structure if (cell.project is project and cell.transition is transition) else None
+    current = (cell.project, cell.transition, cell.output)[: len(structure.of)]
+    return structure if all(a is b for a, b in zip(current, structure.of)) else None
 
 
 def make_cell(

@@ -117,8 +117,11 @@ def as_cell(layer: Cell | Layer, *, caller: str = "as_cell") -> Cell:
     The stack's state is the tuple of its layers' states (``state[1].c`` is the second layer's cell state), its
     params those of the layer, its ``project`` the first layer's and its ``output`` what the stack outputs (with
     ``residual``, the sum of the layers' outputs). Dropout acts only with a key, which a step has not: the cell is
-    the layer in evaluation. ``scan`` of the cell runs layer after layer over the whole sequence (the ``stack`` backend,
-    each layer on its own fastest backend), as the layer itself does; ``cell.step`` steps every layer.
+    the layer in evaluation. ``scan`` of the cell runs layer after layer over the whole sequence (the ``stack``
+    backend), each layer on the backend ``auto`` picks for it among those with a forward mode (so not
+    ``cudnn_lstm``); the ``unroll``, ``remat`` and ``backend`` given to ``stacked`` are the layer's, not the cell's:
+    pass them to ``scan``.
+    ``cell.step`` steps every layer.
 
     Args:
       layer: a cell or a layer.
@@ -183,7 +186,7 @@ def _stacked_cell(cells: tuple[Cell, ...], *, residual: bool) -> Cell:
         return transition(params, state, project(params, x))
 
     structure = Structure(
-        "stack", of=(project, transition), feature_axes=feature_axes(first), layers=cells, residual=residual
+        "stack", of=(project, transition, output), feature_axes=feature_axes(first), layers=cells, residual=residual
     )
     return Cell(
         init=init,

@@ -9,6 +9,7 @@ result of the same-named :mod:`recurrax.dynamics` function, e.g. ``plot.gradient
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -45,11 +46,11 @@ def _fields(state: Any) -> dict[str, Any]:
 
 def _blocks(blocks: Any) -> dict[str, Any]:
     """``{"out<-in": leaf}`` of a state of states (``"c<-h"``; ``"1.c<-0.h"`` in a stack)."""
-    out = {}
-    for path, leaf in jax.tree_util.tree_leaves_with_path(blocks):
-        half = len(path) // 2  # the rows' and the columns' structures are the same state's
-        out[f"{_flat.path_name(path[:half])}<-{_flat.path_name(path[half:])}"] = leaf
-    return out
+    leaves = jax.tree_util.tree_leaves_with_path(blocks)
+    n = math.isqrt(len(leaves))
+    # Rows and columns have the state's structure, so the diagonal block (i, i)'s path is field i's path twice.
+    names = [_flat.path_name(leaves[i * n + i][0][: len(leaves[i * n + i][0]) // 2]) for i in range(n)]
+    return {f"{names[k // n]}<-{names[k % n]}": leaf for k, (_, leaf) in enumerate(leaves)}
 
 
 def _curves(data: Any, whole: Callable[[Any], dict[str, Any]], one: Callable[[Any], Any]) -> dict[str, Any]:

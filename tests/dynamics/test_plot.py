@@ -118,39 +118,19 @@ def test_plots_take_lru_results():
     }
 
 
-def test_a_report_draws_its_figures_and_stacks_keep_their_layer_names(tmp_path):
-    net = rx.stacked([rx.lstm(3), rx.lstm(2)])
+def test_stack_results_keep_their_layer_names_even_nested():
+    net = rx.stacked([rx.stacked([rx.lstm(3), rx.gru(2)]), rx.lstm(2)])
     params = net.init(jax.random.key(0), 2)
-    xs = jax.random.normal(jax.random.key(1), (2, 6, 2))
-    rep = dyn.report(
-        net,
-        params,
-        xs,
-        key=jax.random.key(2),
-        fixed_point_input=jnp.zeros(2),
-        fixed_point_starts=4,
-        fixed_point_steps=20,
-        tol_q=1.0,
-    )
-    figures = plot.report(rep, label="2-layer")
-    assert set(figures) == {
-        "gradient_flow.png",
-        "perturbation.png",
-        "lyapunov.png",
-        "timescales.png",
-        "slow_points.png",
-    }
-    labels = [line.get_label() for line in figures["gradient_flow.png"].axes[0].lines]
-    assert labels == ["2-layer 0.h", "2-layer 0.c", "2-layer 1.h", "2-layer 1.c"]
-    curve = rep.gradient["1.c"]  # zero at T (the read-out sees h_T only): not drawn on the log axis
-    np.testing.assert_allclose(
-        figures["gradient_flow.png"].axes[0].lines[3].get_ydata(), np.where(curve > 0, curve, np.nan)
-    )
-    for name, fig in figures.items():
-        fig.savefig(tmp_path / name)
-    flow = plot.gradient_flow(dyn.gradient_flow(net, params, xs[0], lambda s: jnp.sum(s[1].h)))
-    assert [line.get_label() for line in flow.axes[0].lines] == ["0.h", "0.c", "1.h", "1.c"]
-    taus = plot.timescales(dyn.gate_timescales(net, params, xs[0]))
+    xs = jax.random.normal(jax.random.key(1), (5, 2))
+    flow = plot.gradient_flow(dyn.gradient_flow(net, params, xs, lambda s: jnp.sum(s[1].h)))
+    assert [line.get_label() for line in flow.axes[0].lines] == ["0.0.h", "0.0.c", "0.1.h", "1.h", "1.c"]
+    labels = [
+        line.get_label() for line in plot.gradient_flow(dyn.jacobian_product_norms(net, params, xs)).axes[0].lines
+    ]
+    assert labels[:3] == ["0.0.h<-0.0.h", "0.0.h<-0.0.c", "0.0.h<-0.1.h"] and "1.c<-0.1.h" in labels
+    assert len(labels) == 26 and labels[-1] == "total"
+    flat = rx.stacked([rx.lstm(3), rx.lstm(2)])
+    taus = plot.timescales(dyn.gate_timescales(flat, flat.init(jax.random.key(0), 2), xs))
     assert [line.get_label() for line in taus.axes[0].lines] == ["layer 0", "layer 1"]
     with pytest.raises(TypeError, match=r"must be a dynamics\.Report"):
         plot.report({"c": [1.0]})

@@ -73,6 +73,27 @@ def test_a_stack_is_reported_per_layer_and_field():
     assert rep.trajectories.shape == (3, 9, 11) and rep.fixed_points is not None
     record = rep.to_dict()
     assert record["fields"] == ["0.h", "0.c", "1.h"] and "fixed_points" in record
+    with pytest.raises(ValueError, match=r"`steps_back` must be an int in \[0, 8\], got 9"):
+        rep.gradient_at(9)
+    with pytest.raises(ValueError, match=r"`steps` must be an int in \[0, 7\], got 8"):
+        rep.retained_after(8)
+
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from recurrax import plot
+
+    figures = plot.report(rep, label="stack")
+    assert set(figures) == {
+        "gradient_flow.png",
+        "perturbation.png",
+        "lyapunov.png",
+        "timescales.png",
+        "slow_points.png",
+    }
+    lines = figures["gradient_flow.png"].axes[0].lines
+    assert [line.get_label() for line in lines] == ["stack 0.h", "stack 0.c", "stack 1.h"]
+    curve = rep.gradient["0.c"]  # zero at T (the read-out sees the last layer's h only): not drawn on a log axis
+    np.testing.assert_allclose(lines[1].get_ydata(), np.where(curve > 0, curve, np.nan))
 
 
 def test_a_kick_to_the_second_layer_never_reaches_the_first():
@@ -139,3 +160,24 @@ def test_per_layer_analyses_under_jit_and_vmap_equal_a_loop():
     for i in range(xs.shape[0]):
         for got, want in zip(jax.tree.leaves(batched), jax.tree.leaves(both(xs[i]))):
             np.testing.assert_allclose(got[i], want, rtol=1e-6, atol=1e-7)
+
+
+def test_a_mixed_or_nested_stack_reports_the_gates_it_has_and_names_the_others():
+    net = rx.stacked([rx.stacked([rx.lstm(3), rx.elman(3)]), rx.gru(2)])
+    params = net.init(jax.random.key(0), 2)
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 2))
+    rep = dyn.report(net, params, xs, key=jax.random.key(2))
+    assert rep.fields == ("0.0.h", "0.0.c", "0.1.h", "1.h")
+    assert set(rep.timescales) == {"0.0.c", "1.h"}
+    assert rep.notes == (
+        "no gate timescales for 0.1.elman: gate timescales are defined for "
+        "['gru', 'lru', 'lstm', 'mgu'], got a 'elman' cell",
+    )
+    _, below = rx.scan(rx.stacked([rx.lstm(3), rx.elman(3)]), params[0], xs)  # what the GRU on top reads
+    gates = jax.vmap(lambda x: dyn.gate_timescales(rx.gru(2), params[1], x).gate)(below)
+    np.testing.assert_allclose(rep.timescales["1.h"], np.sort(dyn.gate_tau(gates.mean((0, 1))))[::-1], rtol=1e-5)
+    with pytest.raises(ValueError, match=r"layer 0 of stacked.*layer 1 of stacked.*'elman'"):
+        dyn.gate_timescales(net, params, xs[0])
+    replaced = rx.lstm(3)._replace(transition=rx.lstm(3).transition)
+    with pytest.raises(ValueError, match="had a function replaced: its gates are unknown"):
+        dyn.gate_timescales(replaced, replaced.init(jax.random.key(0), 2), xs[0])

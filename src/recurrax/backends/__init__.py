@@ -46,12 +46,13 @@ from recurrax.core import Array, Cell, Params, State
 __all__ = ["TABLE", "Backend", "Request", "available", "get", "newton", "request", "select", "tuning", "which"]
 
 
-def _select_differentiable(req: Request) -> Backend:
-    """``auto`` among the backends with a forward mode: how ``stack`` picks each layer's backend."""
-    return next(b for b in TABLE if b.forward_mode and b.supports(req) is None and b.prefers(req))
+def _auto(req: Request, *, forward_mode: bool = False) -> Backend:
+    """What ``auto`` runs: the first backend of :data:`TABLE` that supports and prefers ``req`` (with
+    ``forward_mode``, among those that have one: how ``stack`` picks each layer's backend)."""
+    return next(b for b in TABLE if (b.forward_mode or not forward_mode) and b.supports(req) is None and b.prefers(req))
 
 
-STACK = _stack_backend(_select_differentiable)
+STACK = _stack_backend(lambda req: _auto(req, forward_mode=True))
 
 TABLE: tuple[Backend, ...] = (
     NATIVE_LSTM,
@@ -85,7 +86,7 @@ def select(req: Request, backend: str | Backend = "auto", *, name: str = "scan")
     ``ValueError`` giving its reason.
     """
     if isinstance(backend, str) and backend == "auto":
-        return next(b for b in TABLE if b.supports(req) is None and b.prefers(req))
+        return _auto(req)
     if isinstance(backend, str):
         chosen = get(backend)
     elif isinstance(backend, Backend):

@@ -158,9 +158,9 @@ def needs_kind(req: Request, kind: str, backend: str) -> str | None:
     if req.kind == kind:
         return None
     if req.declared == kind:
+        replaced = "`project`, `transition` or `output`" if kind == "stack" else "`project` or `transition`"
         return (
-            f"the cell's `project` or `transition` was replaced, and {backend!r} runs the {kind} equations, "
-            f"not the cell's functions"
+            f"the cell's {replaced} was replaced, and {backend!r} runs the {kind} equations, not the cell's functions"
         )
     what = {
         "lstm": (

@@ -39,11 +39,12 @@ def path_name(path: tuple[Any, ...]) -> str:
 
 
 def stack_parts(cell: Cell) -> tuple[tuple[Cell, ...], bool] | None:
-    """``(layer cells, residual)`` of the one-step form of a ``stacked`` layer, else ``None``."""
-    built = core.built_with(cell)
-    if built is None or built[0] != "_stacked_cell":
+    """``(layer cells, residual)`` of a stack's one-step form (``Structure("stack")``), else ``None`` (also once
+    its functions were replaced: what it computes is then not known to be the layers')."""
+    structure = core.structure_of(cell)
+    if structure is None or structure.kind != "stack":
         return None
-    return built[1]["cells"], built[1]["residual"]
+    return structure.layers, structure.residual
 
 
 def check_state(fn: str, state: State, arg: str = "state", cell: Cell | None = None, params: Params = None) -> None:

@@ -28,7 +28,7 @@ from recurrax.dynamics.gradient_flow import gradient_flow, jacobian_product_norm
 from recurrax.dynamics.lyapunov import lyapunov_spectrum
 from recurrax.dynamics.perturbation import field_perturbation, perturbation_response
 from recurrax.dynamics.spectrum import kaplan_yorke_dimension, ks_entropy
-from recurrax.dynamics.timescales import RETAINED, gate_tau, gate_timescales
+from recurrax.dynamics.timescales import RETAINED, gate_tau, gates_over, unsupported
 from recurrax.dynamics.trajectory import trajectory
 
 
@@ -81,16 +81,19 @@ class Report:
         return len(self.gradient_total) - 1
 
     def gradient_at(self, steps_back: int) -> dict[str, float]:
-        """``{field: gradient}`` ``steps_back`` steps before ``T``."""
-        return {f: float(curve[self.num_steps - steps_back]) for f, curve in self.gradient.items()}
+        """``{field: gradient}`` ``steps_back`` steps before ``T``, ``0 <= steps_back <= T``."""
+        at = self.num_steps - _within("Report.gradient_at", "steps_back", steps_back, self.num_steps)
+        return {f: float(curve[at]) for f, curve in self.gradient.items()}
 
     def products_at(self, steps_back: int) -> dict[str, float]:
-        """``{field or "total": || d s_T / d s_t ||}`` ``steps_back`` steps before ``T``."""
-        return {f: float(curve[self.num_steps - steps_back]) for f, curve in self.products.items()}
+        """``{field or "total": || d s_T / d s_t ||}`` ``steps_back`` steps before ``T``, ``0 <= steps_back <= T``."""
+        at = self.num_steps - _within("Report.products_at", "steps_back", steps_back, self.num_steps)
+        return {f: float(curve[at]) for f, curve in self.products.items()}
 
     def retained_after(self, steps: int) -> dict[str, float]:
-        """``{field: retained fraction}`` ``steps`` steps after the kick."""
-        return {f: float(curve[self.t0 + steps]) for f, curve in self.retention.items()}
+        """``{field: retained fraction}`` ``steps`` steps after the kick, ``0 <= steps <= T - t0``."""
+        at = self.t0 + _within("Report.retained_after", "steps", steps, self.num_steps - self.t0)
+        return {f: float(curve[at]) for f, curve in self.retention.items()}
 
     def gradient_horizon(self, floor: float = 1e-6) -> int | None:
         """Steps back until the whole gradient first falls below ``floor`` (relative to ``T``); ``None``: never."""
@@ -130,6 +133,12 @@ class Report:
                 "explained": None if manifold is None else np.asarray(manifold.explained)[:3].tolist(),
             }
         return out
+
+
+def _within(fn: str, arg: str, value: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value <= high:
+        raise ValueError(f"{fn}: `{arg}` must be an int in [0, {high}], got {value!r}.")
+    return int(value)
 
 
 @_flat.on_steps
@@ -182,6 +191,15 @@ def report(
         raise ValueError(f"{fn}: `t0` must be an int in [0, T={num_steps}), got {t0!r}.")
     if not kick > 0:
         raise ValueError(f"{fn}: `kick` must be positive, got {kick!r}.")
+    drive = xs[0] if lyapunov_xs is None else _flat.check_inputs(fn, cell, params, lyapunov_xs, "lyapunov_xs")
+    burn_in = drive.shape[0] // 5 if burn_in is None else burn_in
+    if isinstance(burn_in, bool) or not isinstance(burn_in, int | np.integer) or not 0 <= burn_in < drive.shape[0]:
+        raise ValueError(
+            f"{fn}: `burn_in` must be an int in [0, {drive.shape[0]}) (the Lyapunov drive's steps), got {burn_in!r}."
+        )
+    if fixed_point_input is not None:
+        fixed_point_input = _flat.check_inputs(fn, cell, params, fixed_point_input, "fixed_point_input", sequence=False)
+        _flat.check_count(fn, "fixed_point_starts", fixed_point_starts, low=1)
     state = _flat.initial_state(fn, cell, params, state)
     names = tuple(_flat.field_names(state))
     loss_fn = (lambda s: jnp.sum(cell.output(s))) if loss_fn is None else loss_fn
@@ -200,9 +218,12 @@ def report(
     products["total"] = np.asarray(norms.total)
 
     retention = {}
-    for f, leaf, k in zip(names, jax.tree.leaves(state), jax.random.split(k_kick, len(names))):
-        directions = jax.random.normal(k, (xs.shape[0], leaf.shape[-1]), jnp.real(leaf).dtype)
-        directions = kick * directions / jnp.linalg.norm(directions, axis=-1, keepdims=True)
+    for f, leaf, size, k in zip(
+        names, jax.tree.leaves(state), _flat.sizes(state), jax.random.split(k_kick, len(names))
+    ):
+        # Uniform on the field's sphere in the real view: a complex field is kicked in Re and Im alike.
+        directions = jax.random.normal(k, (xs.shape[0], size), jnp.real(leaf).dtype)
+        directions = _flat.from_real_view(kick * directions / jnp.linalg.norm(directions, axis=-1, keepdims=True), leaf)
 
         def kicked(x, d, f=f):
             return perturbation_response(cell, params, x, field_perturbation(state, f, d), t0=t0, state=state).total
@@ -211,8 +232,6 @@ def report(
 
     timescales = _timescales(cell, params, xs, state, notes)
 
-    drive = xs[0] if lyapunov_xs is None else _flat.check_inputs(fn, cell, params, lyapunov_xs, "lyapunov_xs")
-    burn_in = drive.shape[0] // 5 if burn_in is None else burn_in
     spectrum = jax.jit(lambda x: lyapunov_spectrum(cell, params, x, state, burn_in=burn_in, on_nonfinite="flag"))(drive)
 
     points = manifold = runs = None
@@ -220,7 +239,6 @@ def report(
         states = jax.jit(jax.vmap(lambda x: trajectory(cell, params, x, state)))(xs)
         runs = np.asarray(_flat.flatten(states))
         flat = runs.reshape(-1, runs.shape[-1])
-        _flat.check_count(fn, "fixed_point_starts", fixed_point_starts, low=1)
         pick = jax.random.choice(k_fp, flat.shape[0], (min(fixed_point_starts, flat.shape[0]),), replace=False)
         starts = _flat.unflatten(cell.initial_state(params, ()), jnp.asarray(flat)[pick])
         points = find_fixed_points(
@@ -252,20 +270,19 @@ def report(
 
 
 def _timescales(cell: Cell, params: Params, xs: Array, state: State, notes: list[str]) -> dict[str, np.ndarray]:
-    """``{kept field: unit timescales, slowest first}`` for each gated layer; what cannot be computed goes to notes."""
-    parts = _flat.stack_parts(cell)
-    cells, prefixes = (parts[0], [f"{i}." for i in range(len(parts[0]))]) if parts else ((cell,), [""])
-    ungated = [f"{p}{c.name}" for p, c in zip(prefixes, cells) if c.name not in RETAINED]
-    if ungated:
-        notes.append(f"no gate timescales: {', '.join(ungated)} has no retention gate")
-        return {}
-    try:
-        gates = jax.jit(jax.vmap(lambda x: gate_timescales(cell, params, x, state).gate))(xs)
-    except ValueError as err:
-        notes.append(f"no gate timescales: {err}")
-        return {}
-    gates = gates if parts else (gates,)
-    out = {}
-    for prefix, c, g in zip(prefixes, cells, gates):
-        out[prefix + RETAINED[c.name]] = np.sort(np.asarray(gate_tau(g.mean((0, 1)))))[::-1]
+    """``{kept field: unit timescales, slowest first}`` for each gated layer; the others go to ``notes``."""
+    gates = jax.jit(jax.vmap(lambda x: gates_over(cell, params, x, state, skip=True)))(xs)
+    out: dict[str, np.ndarray] = {}
+
+    def walk(c: Cell, p: Params, g: Any, prefix: str) -> None:
+        parts = _flat.stack_parts(c)
+        if parts is not None:
+            for i, (layer, layer_params, layer_gates) in enumerate(zip(parts[0], p, g)):
+                walk(layer, layer_params, layer_gates, f"{prefix}{i}.")
+        elif g is None:
+            notes.append(f"no gate timescales for {prefix}{c.name}: {unsupported(c, p)}")
+        else:
+            out[prefix + RETAINED[c.name]] = np.sort(np.asarray(gate_tau(g.mean((0, 1)))))[::-1]
+
+    walk(cell, params, gates, "")
     return out

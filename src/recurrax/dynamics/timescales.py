@@ -16,7 +16,7 @@ with one entry per layer, each computed from what that layer reads at that step.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,9 +29,25 @@ from recurrax.dynamics.trajectory import trajectory
 
 # (number of gate blocks, index of the retention gate's block, whether the retained fraction is 1 - gate)
 _GATES = {"lstm": (4, 1, False), "gru": (3, 1, False), "mgu": (2, 0, True)}
-_FAMILIES = (*_GATES, "lru")
-_UNSUPPORTED = ("w_peep", "w_proj", "ln_i", "ln_h")
 RETAINED = {"lstm": "c", "gru": "h", "mgu": "h", "lru": "x"}  # the state field each family's gate keeps
+_UNSUPPORTED = ("w_peep", "w_proj", "ln_i", "ln_h")
+
+
+def unsupported(cell: Cell, params: Params) -> str | None:
+    """Why the gates of ``cell`` (not a stack) cannot be recomputed, or ``None`` when they can."""
+    if cell.name not in RETAINED:
+        return f"gate timescales are defined for {sorted(RETAINED)}, got a {cell.name!r} cell"
+    built = core.built_with(cell)
+    if built is None:
+        return (
+            f"this {cell.name} was not built by recurrax.{cell.name} or had a function replaced: its gates are unknown"
+        )
+    if built[1].get("gate_activation", jax.nn.sigmoid) is not jax.nn.sigmoid:
+        return f"the gates are recomputed with the sigmoid; this {cell.name} has another `gate_activation`"
+    extra = [k for k in _UNSUPPORTED if k in params]
+    if extra:
+        return f"only plain {cell.name} cells are supported, these params are not: {extra}"
+    return None
 
 
 class GateTimescales(NamedTuple):
@@ -55,20 +71,45 @@ def retention_gate(cell: Cell, params: Params, state: State, x: Array) -> Array:
     """The fraction of each unit's memory kept by one step, ``(H,)`` (LRU: ``(N,)``; see the module docstring);
     for a stack, a tuple of them, one per layer."""
     fn = "dynamics.retention_gate"
+    x = _flat.check_point(fn, cell, params, state, x)
+    return gates(fn, cell, params, state, x, skip=False)
+
+
+@_flat.on_steps
+def gate_timescales(cell: Cell, params: Params, xs: Array, state: State | None = None) -> GateTimescales:
+    """The retention gate at every step of the run driven by ``xs: (T, I)``, as timescales."""
+    gate = gates_over(cell, params, xs, state, skip=False)
+    return GateTimescales(gate, jax.tree.map(gate_tau, gate), jax.tree.map(lambda g: gate_tau(g.mean(0)), gate))
+
+
+def gates_over(cell: Cell, params: Params, xs: Array, state: State | None, *, skip: bool) -> Any:
+    """:func:`gates` at every step of the run driven by ``xs: (T, I)``, leaves ``(T, H)``."""
+    states = trajectory(cell, params, xs, state)
+    before = jax.tree.map(lambda s: s[:-1], states)
+    return jax.vmap(lambda s, x: gates("dynamics.gate_timescales", cell, params, s, x, skip=skip))(before, xs)
+
+
+def gates(fn: str, cell: Cell, params: Params, state: State, x: Array, *, skip: bool) -> Any:
+    """The retention gate of one step (``(H,)``), or for a stack a tuple per layer, each from the input that
+    layer reads at that step. A cell whose gates cannot be recomputed (:func:`unsupported`) raises, or with
+    ``skip`` gives ``None``."""
     parts = _flat.stack_parts(cell)
     if parts is not None:
-        return _stack_gates(fn, cell, parts, params, state, x)
-    if cell.name not in _FAMILIES:
-        raise ValueError(f"{fn}: gate timescales are defined for {sorted(_FAMILIES)}, got a {cell.name!r} cell.")
-    built = core.built_with(cell)
-    if built is not None and built[1].get("gate_activation", jax.nn.sigmoid) is not jax.nn.sigmoid:
-        raise ValueError(
-            f"{fn}: the gates are recomputed with the sigmoid; this {cell.name} has another `gate_activation`."
-        )
-    extra = [k for k in _UNSUPPORTED if k in params]
-    if extra:
-        raise ValueError(f"{fn}: only plain {cell.name} cells are supported, these params are not: {extra}.")
-    x = _flat.check_point(fn, cell, params, state, x)
+        cells, residual = parts
+        out, y = [], x
+        for i, (c, p, s) in enumerate(zip(cells, params, state)):
+            try:
+                out.append(gates(fn, c, p, s, y, skip=skip))
+            except ValueError as err:
+                raise ValueError(f"{fn}: layer {i} of {cell.name}: {str(err).removeprefix(fn + ': ')}") from err
+            new = c.output(c.step(p, s, y))
+            y = new + y if residual and i > 0 else new
+        return tuple(out)
+    reason = unsupported(cell, params)
+    if reason is not None:
+        if skip:
+            return None
+        raise ValueError(f"{fn}: {reason}.")
     if cell.name == "lru":
         # |lambda| = exp(-exp(nu_log)) (Orvieto et al., 2023): the input never gates the LRU's memory.
         return jnp.exp(-jnp.exp(params["nu_log"]))
@@ -78,29 +119,6 @@ def retention_gate(cell: Cell, params: Params, state: State, x: Array) -> Array:
     cut = slice(block * hidden, (block + 1) * hidden)
     gate = jax.nn.sigmoid(z[cut] + state.h @ params["w_h"][:, cut])
     return 1.0 - gate if complement else gate
-
-
-@_flat.on_steps
-def gate_timescales(cell: Cell, params: Params, xs: Array, state: State | None = None) -> GateTimescales:
-    """The retention gate at every step of the run driven by ``xs: (T, I)``, as timescales."""
-    states = trajectory(cell, params, xs, state)
-    gate = jax.vmap(lambda s, x: retention_gate(cell, params, s, x))(jax.tree.map(lambda s: s[:-1], states), xs)
-    return GateTimescales(gate, jax.tree.map(gate_tau, gate), jax.tree.map(lambda g: gate_tau(g.mean(0)), gate))
-
-
-def _stack_gates(fn: str, cell: Cell, parts, params: Params, state: State, x: Array) -> tuple[Array, ...]:
-    """Each layer's retention gate at one step of a stack, from the input that layer reads at that step."""
-    cells, residual = parts
-    y = _flat.check_point(fn, cell, params, state, x)
-    gates = []
-    for i, (c, p, s) in enumerate(zip(cells, params, state)):
-        try:
-            gates.append(retention_gate(c, p, s, y))
-        except ValueError as err:
-            raise ValueError(f"{fn}: layer {i} of {cell.name}: {str(err).removeprefix(fn + ': ')}") from err
-        out = c.output(c.step(p, s, y))
-        y = out + y if residual and i > 0 else out
-    return tuple(gates)
 
 
 def gate_tau(gate: Array) -> Array:
