@@ -148,7 +148,7 @@ def record_of(rep: dyn.Report, args, back: int) -> dict:
     if points is not None:
         lin = points.linearization
         r["slow_points"] = {
-            **rep.to_dict()["fixed_points"],
+            **rep.fixed_points_summary(),
             "input": [0.5, 0.0],
             "fixed": int(np.sum(np.asarray(points.q) < FIXED_Q)),
             "fixed_point_time_constant": _slowest_decay(lin.time_constants[0]) if points.q.shape[0] else None,

@@ -24,9 +24,9 @@ def backend(choose: Callable[[Request], Backend]) -> Backend:
         cell: Cell, params: Params, xs: Array, state: State, lengths: Array | None, resets: Resets | None, req: Request
     ):
         layers, residual = cell.structure.layers, cell.structure.residual
-        finals, states, ys, below = [], [], xs, None
+        mask = None if resets is None else resets.mask
+        finals, states, ys = [], [], xs
         for i, (layer, p, s) in enumerate(zip(layers, params, state)):
-            mask = None if resets is None else resets.mask
             sub = request(
                 layer,
                 p,
@@ -41,8 +41,7 @@ def backend(choose: Callable[[Request], Backend]) -> Backend:
             )
             layer_resets = None if resets is None else Resets(mask, resets.state[i])
             final, out, over_time = choose(sub).run(layer, p, ys, s, lengths, layer_resets, sub)
-            ys = out + below if residual and i > 0 else out  # zero past each length, as every output is
-            below = ys
+            ys = out + ys if residual and i > 0 else out  # `ys` was this layer's input; zero past each length
             finals.append(final)
             states.append(over_time)
         return tuple(finals), ys, (tuple(states) if req.return_states else None)

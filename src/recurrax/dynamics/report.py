@@ -119,20 +119,26 @@ class Report:
             "kick": self.kick,
             "notes": list(self.notes),
         }
-        points = self.fixed_points
-        if points is not None:
-            lin, manifold = points.linearization, self.slow_manifold
-            out["fixed_points"] = {
-                "found": int(points.q.shape[0]),
-                "starts": points.num_candidates,
-                "converged": points.num_converged,
-                "q": np.asarray(points.q).tolist(),
-                "stability": [STABILITY_NAMES[int(s)] for s in np.asarray(lin.stability)],
-                "slowest_time_constant": [float(t[0]) for t in np.asarray(lin.time_constants)],
-                "manifold_dimension": None if manifold is None else int(manifold.dimension),
-                "explained": None if manifold is None else np.asarray(manifold.explained)[:3].tolist(),
-            }
+        if self.fixed_points is not None:
+            out["fixed_points"] = self.fixed_points_summary()
         return out
+
+    def fixed_points_summary(self) -> dict[str, Any] | None:
+        """The slow points as JSON-ready numbers (count, speeds, stability, slowest time constants, manifold)."""
+        points = self.fixed_points
+        if points is None:
+            return None
+        lin, manifold = points.linearization, self.slow_manifold
+        return {
+            "found": int(points.q.shape[0]),
+            "starts": points.num_candidates,
+            "converged": points.num_converged,
+            "q": np.asarray(points.q).tolist(),
+            "stability": [STABILITY_NAMES[int(s)] for s in np.asarray(lin.stability)],
+            "slowest_time_constant": [float(t[0]) for t in np.asarray(lin.time_constants)],
+            "manifold_dimension": None if manifold is None else int(manifold.dimension),
+            "explained": None if manifold is None else np.asarray(manifold.explained)[:3].tolist(),
+        }
 
 
 def _within(fn: str, arg: str, value: int, high: int) -> int:
@@ -217,18 +223,21 @@ def report(
     products = {f: np.asarray(blocks[i * len(names) + i]) for i, f in enumerate(names)}
     products["total"] = np.asarray(norms.total)
 
-    retention = {}
+    kicks = []  # per field, B perturbations shaped like the state; stacked so one compiled call runs them all
     for f, leaf, size, k in zip(
         names, jax.tree.leaves(state), _flat.sizes(state), jax.random.split(k_kick, len(names))
     ):
         # Uniform on the field's sphere in the real view: a complex field is kicked in Re and Im alike.
         directions = jax.random.normal(k, (xs.shape[0], size), jnp.real(leaf).dtype)
         directions = _flat.from_real_view(kick * directions / jnp.linalg.norm(directions, axis=-1, keepdims=True), leaf)
+        kicks.append(jax.vmap(lambda d, f=f: field_perturbation(state, f, d))(directions))
+    kicks = jax.tree.map(lambda *leaves: jnp.stack(leaves), *kicks)  # leaves (F, B, n)
 
-        def kicked(x, d, f=f):
-            return perturbation_response(cell, params, x, field_perturbation(state, f, d), t0=t0, state=state).total
+    def kicked(x, perturbation):
+        return perturbation_response(cell, params, x, perturbation, t0=t0, state=state).total
 
-        retention[f] = np.asarray(jax.jit(jax.vmap(kicked))(xs, directions).mean(0)) / kick
+    distances = jax.jit(jax.vmap(jax.vmap(kicked), in_axes=(None, 0)))(xs, kicks)  # (F, B, T + 1)
+    retention = {f: np.asarray(d.mean(0)) / kick for f, d in zip(names, distances)}
 
     timescales = _timescales(cell, params, xs, state, notes)
 

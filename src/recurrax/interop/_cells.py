@@ -5,8 +5,19 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+from recurrax.cells._common import DEFAULT_ACTIVATIONS
 from recurrax.core import Cell, built_with
 from recurrax.layers import Layer
+
+PLAIN_LSTM: dict[str, Any] = {
+    "peephole": False,
+    "proj_size": None,
+    "layer_norm": False,
+    "cell_clip": None,
+    "dtype": None,
+    **DEFAULT_ACTIVATIONS,
+}
+"""The options of :func:`recurrax.lstm` that a peer's plain LSTM cell fixes (the others only shape ``init``)."""
 
 
 def constructor_options(

@@ -27,7 +27,7 @@ from recurrax.cells._common import DEFAULT_ACTIVATIONS
 from recurrax.cells.gru import gru
 from recurrax.cells.lstm import lstm
 from recurrax.core import Cell, Params
-from recurrax.interop._cells import constructor_options
+from recurrax.interop._cells import PLAIN_LSTM, constructor_options
 from recurrax.layers import Layer
 
 if TYPE_CHECKING:
@@ -37,14 +37,7 @@ if TYPE_CHECKING:
 # recurrence, so it is refused. Options that only shape the initial params (init, forget_bias,
 # chrono_t_max) are free.
 _EXACT = {
-    "lstm": {
-        "peephole": False,
-        "proj_size": None,
-        "layer_norm": False,
-        "cell_clip": None,
-        "dtype": None,
-        **DEFAULT_ACTIVATIONS,
-    },
+    "lstm": PLAIN_LSTM,
     "gru": {"reset_after": True, "dtype": None, **DEFAULT_ACTIVATIONS},
 }
 _GATES = {"lstm": 4, "gru": 3}

@@ -38,7 +38,7 @@ from recurrax.cells.elman import elman
 from recurrax.cells.gru import gru
 from recurrax.cells.lstm import lstm
 from recurrax.core import Cell, Params
-from recurrax.interop._cells import constructor_options
+from recurrax.interop._cells import PLAIN_LSTM, constructor_options
 from recurrax.interop.equinox import _one_dtype
 from recurrax.layers import Layer
 
@@ -55,14 +55,7 @@ _ENTRIES = {
 # What Haiku's modules compute, as recurrax constructor options; any other value changes the recurrence.
 # Options that only shape `init` (init, forget_bias, chrono_t_max) and param_dtype are free.
 _EXACT: dict[str, dict[str, Any]] = {
-    "lstm": {
-        "peephole": False,
-        "proj_size": None,
-        "layer_norm": False,
-        "cell_clip": None,
-        "dtype": None,
-        **DEFAULT_ACTIVATIONS,
-    },
+    "lstm": PLAIN_LSTM,
     "gru": {"reset_after": False, "dtype": None, **DEFAULT_ACTIVATIONS},
     "elman": {"activation": jax.nn.relu, "residual": False, "dtype": None},
 }
