@@ -22,6 +22,7 @@ from jax.test_util import check_grads
 import recurrax as rx
 from recurrax.backends import tuning
 from recurrax.backends.cpu import build
+from recurrax.backends.cpu import gru as native_gru
 from recurrax.backends.cpu import lstm as native_lstm
 from reference import gru as numpy_gru
 from reference import lstm as numpy_lstm
@@ -256,6 +257,38 @@ def test_the_primitives_called_directly():
     jax.tree.map(np.testing.assert_array_equal, eager, jitted)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_lengths_run_each_row_to_its_length_and_zero_the_rest(kind):
+    """The kernels' ``lengths``: each row equals the full run up to its length, every result after it is exactly 0,
+    and the padded inputs are never read (NaN there reaches nothing). 13 rows: tiles of 6 (3 with AVX2) hold rows
+    of several lengths, and rows of lengths 0 and T."""
+    hidden, steps, rows = 32, 6, 13
+    params, xs, state = _problem(kind, hidden, (rows,), steps=steps)
+    lengths = jnp.array([6, 0, 3, 5, 6, 1, 2, 6, 4, 3, 0, 5, 2])
+    valid = (jnp.arange(steps) < lengths[:, None])[..., None]  # (N, T, 1)
+    mod = native_lstm if kind == "lstm" else native_gru
+    weights = (params["w_i"], params["b"], params["w_h"]) + ((params["b_hn"],) if kind == "gru" else ())
+    args = (xs, *weights, *state)
+    full = mod.forward(*args, keep_acts=True)
+    ragged = mod.forward(*args, lengths=lengths, keep_acts=True)
+    ragged_nan = mod.forward(jnp.where(valid, xs, jnp.nan), *args[1:], lengths=lengths, keep_acts=True)
+    for f, r, n in zip(full, ragged, ragged_nan):
+        np.testing.assert_allclose(r, jnp.where(valid, f, 0.0), atol=1e-6, rtol=1e-6)
+        assert np.all(np.asarray(r)[~np.broadcast_to(np.asarray(valid), r.shape)] == 0)
+        np.testing.assert_array_equal(n, r)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_check_grads_with_lengths(kind):
+    """Every derivative the kernels' ``lengths`` path defines, against numerical differences (zero-length row
+    included)."""
+    cell, _, _ = _cells(kind, 16)
+    params, xs, state = _problem(kind, 16, (4,), steps=4, inputs=3)
+    lengths = jnp.array([4, 0, 2, 3])
+    f = lambda p, x, s: jnp.sum(jnp.sin(_scan(cell, p, x, s, lengths=lengths)[1]))  # noqa: E731
+    check_grads(f, (params, xs, state), order=2, modes=["fwd", "rev"], eps=1e-2, atol=5e-2, rtol=5e-2)
+
+
 _AVX2_CHECK = """
 import numpy as np, jax, jax.numpy as jnp, recurrax as rx
 from recurrax.backends.cpu import build
@@ -272,6 +305,10 @@ for kind, step in (("lstm", lstm), ("gru", gru)):
     np.testing.assert_allclose(ys, run(step, to_numpy(params), xs, to_numpy(state))[1], atol=2e-5, rtol=2e-5)
     loss = lambda b, p: jnp.sum(jnp.sin(rx.scan(cell, p, xs, state, backend=b)[1]))
     got, want = jax.grad(loss, 1)(native, params), jax.grad(loss, 1)("sequential", params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(b).max(), rtol=1e-5), got, want)
+    lengths = jnp.array([6, 0, 3, 1, 6, 2, 4])  # 3-row tiles of mixed lengths
+    ragged = lambda b, p: jnp.sum(jnp.sin(rx.scan(cell, p, xs, state, lengths=lengths, backend=b)[1]))
+    got, want = jax.value_and_grad(ragged, 1)(native, params), jax.value_and_grad(ragged, 1)("sequential", params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(b).max(), rtol=1e-5), got, want)
 print("ok")
 """

@@ -463,12 +463,13 @@ def gate_params(kind: str, params: Params) -> tuple[Array, ...]:
 
 
 def gated_run(kind: str, sequence):
-    """A backend's ``run`` for the plain LSTM or GRU, from ``sequence(weights, xs, state, req) -> states``.
+    """A backend's ``run`` for the plain LSTM or GRU, from ``sequence(weights, xs, state, req, reset, lengths)``.
 
-    ``sequence`` sees :func:`gate_params`, ``xs: (T, N, I)``, the state's leaves ``(N, H)`` and the resets
-    (``None`` or ``(mask (T, N), *restored leaves (N, H))``), the batch dims flattened into ``N`` (the leading one
-    first, so a sharded batch axis stays sharded), and returns the state's leaves after every step, each
-    ``(T, N, H)``.
+    ``sequence`` sees :func:`gate_params`, ``xs: (T, N, I)``, the state's leaves ``(N, H)``, the resets
+    (``None`` or ``(mask (T, N), *restored leaves (N, H))``) and the lengths (``None`` or ``(N,)``), the batch dims
+    flattened into ``N`` (the leading one first, so a sharded batch axis stays sharded), and returns the state's
+    leaves after every step, each ``(T, N, H)``. Past a row's length they may be anything finite (a sequence may
+    run through the padding or skip it): :func:`~recurrax.backends.base.from_states` keeps only the valid steps.
     """
     make = LSTMState if kind == "lstm" else RNNState
 
@@ -478,25 +479,28 @@ def gated_run(kind: str, sequence):
         steps, batch = xs.shape[0], xs.shape[1:-1]
         rows = math.prod(batch)
 
-        def go(weights, xs, leaves, reset):
-            return sequence(weights, xs.reshape(steps, rows, xs.shape[-1]), leaves, req, reset)
+        def go(weights, xs, leaves, reset, lengths):
+            return sequence(weights, xs.reshape(steps, rows, xs.shape[-1]), leaves, req, reset, lengths)
 
         flat = lambda st: tuple(leaf.reshape(rows, leaf.shape[-1]) for leaf in st)  # noqa: E731
         reset = None if resets is None else (resets.mask.reshape(steps, rows), *flat(resets.state))
-        out = checkpointed(go, req.remat)(gate_params(kind, params), xs, flat(state), reset)
+        rows_lengths = None if lengths is None else jnp.broadcast_to(lengths, batch).reshape(rows)
+        out = checkpointed(go, req.remat)(gate_params(kind, params), xs, flat(state), reset, rows_lengths)
         states = make(*(a.reshape(steps, *batch, a.shape[-1]) for a in out))
         return from_states(cell, states, state, lengths, req)
 
     return run
 
 
-def _lstm(weights, xs, state, req: Request, reset):
+def _lstm(weights, xs, state, req: Request, reset, lengths):
+    del lengths  # runs through the padding (see gated_run)
     w_i, b, w_h = weights
     unroll = tuning.sequence_unroll(req.unroll, req.num_steps, req.platform)
     return lstm_sequence(w_i, b, w_h, xs, *state, unroll, tuning.PROJECTION_CHUNK.get(req.platform), reset)
 
 
-def _gru(weights, xs, state, req: Request, reset):
+def _gru(weights, xs, state, req: Request, reset, lengths):
+    del lengths  # runs through the padding (see gated_run)
     w_i, b, w_h, b_hn = weights
     unroll = tuning.sequence_unroll(req.unroll, req.num_steps, req.platform)
     return (gru_recurrence(w_h, b_hn, _project(w_i, b, xs), state[0], unroll, reset),)

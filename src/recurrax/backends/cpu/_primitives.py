@@ -155,6 +155,20 @@ def no_resets(like: Array, fields: int) -> tuple[Array, ...]:
     return (jnp.zeros((rows, 0), jnp.bool_), *(jnp.zeros((rows, 0), like.dtype) for _ in range(fields)))
 
 
+def no_lengths(like: Array) -> Array:
+    """The lengths operand of a call in which every row runs all its steps: ``(N, 0)`` int32."""
+    return jnp.zeros((like.shape[0], 0), jnp.int32)
+
+
+def past_lengths(lengths: Array, *seqs: Array) -> tuple[Array, ...]:
+    """``seqs (N, T, ...)`` with zeros past each row's length (``lengths: (N, 1)``; ``(N, 0)`` for none), as the
+    kernels write them."""
+    if lengths.shape[-1] == 0:
+        return seqs
+    valid = jnp.arange(seqs[0].shape[1]) < lengths  # (N, T)
+    return tuple(jnp.where(valid.reshape(*valid.shape, *(1,) * (s.ndim - 2)), s, 0).astype(s.dtype) for s in seqs)
+
+
 def projected(xs: Array, w_i: Array, b: Array, zs: Array) -> Array:
     """``b + zs + xs @ w_i``, the forward kernels' input side (``zs: (N, T, 0)`` for none), in JAX."""
     z = xs @ w_i + b

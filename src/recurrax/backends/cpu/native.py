@@ -25,7 +25,7 @@ from recurrax.backends.base import (
 )
 from recurrax.backends.cpu import gru as native_gru
 from recurrax.backends.cpu import lstm as native_lstm
-from recurrax.backends.cpu._primitives import HIDDEN_MULTIPLE, no_resets, swap
+from recurrax.backends.cpu._primitives import HIDDEN_MULTIPLE, no_lengths, no_resets, swap
 from recurrax.backends.cpu.build import load
 from recurrax.backends.xla import (
     dense,
@@ -57,6 +57,11 @@ def _kernel_resets(reset: tuple | None, like: Array, fields: int) -> tuple[Array
     return (reset[0].T, *reset[1:])
 
 
+def _kernel_lengths(lengths: Array | None, like: Array) -> Array:
+    """The kernels' lengths operand, ``(N, 1)`` int32, from ``lengths: (N,)``; ``(N, 0)`` for ``None``."""
+    return no_lengths(like) if lengths is None else lengths.astype(jnp.int32).reshape(-1, 1)
+
+
 def _restored_tangents(reset: tuple | None, dreset: tuple | None, like: Array, fields: int) -> tuple[Array, ...]:
     """The restored state's tangents for a tangent primitive (``(N, 0)`` without resets)."""
     if reset is None:
@@ -64,7 +69,9 @@ def _restored_tangents(reset: tuple | None, dreset: tuple | None, like: Array, f
     return tuple(dense(d, r) for d, r in zip(dreset[1:], reset[1:]))
 
 
-def _check_operands(fn: str, gates: int, xs: Array, h0: Array, reset: tuple | None, **named: Array) -> None:
+def _check_operands(
+    fn: str, gates: int, xs: Array, h0: Array, reset: tuple | None, lengths: Array | None, **named: Array
+) -> None:
     """Raises unless the operands agree with ``xs: (T, N, I)`` and ``h0: (N, H)``: the kernels read their buffers
     by these sizes, so a mismatch would read past them instead of failing."""
     if jnp.ndim(xs) != 3 or jnp.ndim(h0) != 2:
@@ -79,17 +86,29 @@ def _check_operands(fn: str, gates: int, xs: Array, h0: Array, reset: tuple | No
     if reset is not None:
         named = {**named, "reset[0]": reset[0], **{f"reset[{i}]": r for i, r in enumerate(reset[1:], 1)}}
         want |= {"reset[0]": (num_steps, rows)} | {f"reset[{i}]": (rows, hidden) for i in range(1, len(reset))}
+    if lengths is not None:
+        if not jnp.issubdtype(jnp.result_type(lengths), jnp.integer):
+            raise TypeError(f"{fn}: `lengths` must be integers, got {jnp.result_type(lengths)}.")
+        named, want = {**named, "lengths": lengths}, want | {"lengths": (rows,)}
     for arg, value in {"xs": xs, "h0": h0, **named}.items():
         if arg in want and tuple(jnp.shape(value)) != want[arg]:
             raise ValueError(f"{fn}: `{arg}` must have shape {want[arg]}, got {tuple(jnp.shape(value))}.")
         dtype = jnp.result_type(value)
-        if not arg.startswith("reset[0") and dtype != jnp.float32:
+        if arg not in ("reset[0]", "lengths") and dtype != jnp.float32:
             raise TypeError(f"{fn}: `{arg}` must be float32 (the kernels' only dtype), got {dtype}.")
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
 def lstm_sequence(
-    w_i: Array, b: Array, w_h: Array, xs: Array, h0: Array, c0: Array, unroll: int = 1, reset: tuple | None = None
+    w_i: Array,
+    b: Array,
+    w_h: Array,
+    xs: Array,
+    h0: Array,
+    c0: Array,
+    unroll: int = 1,
+    reset: tuple | None = None,
+    lengths: Array | None = None,
 ):
     """The plain LSTM over ``xs: (T, N, I)`` in the native kernel: ``(hs, cs)``, each ``(T, N, H)``.
 
@@ -98,32 +117,42 @@ def lstm_sequence(
         :data:`~recurrax.backends.cpu._primitives.HIDDEN_MULTIPLE`; h0, c0: ``(N, H)``.
       unroll: steps per loop iteration of the forward-mode tangent scan.
       reset: ``None`` or ``(mask (T, N), h_r, c_r (N, H))``: the state restored before the steps it marks.
+      lengths: ``None`` or ``(N,)`` int: row ``n`` runs its first ``lengths[n]`` steps and is zero after them,
+        where the kernels skip its work.
 
     Reverse mode runs the native backward pass; forward mode, :func:`recurrax.backends.xla.lstm_tangent_scan`.
     """
-    _check_operands("native.lstm_sequence", 4, xs, h0, reset, w_i=w_i, b=b, w_h=w_h, c0=c0)
+    _check_operands("native.lstm_sequence", 4, xs, h0, reset, lengths, w_i=w_i, b=b, w_h=w_h, c0=c0)
     xs, w_i, zs = _operands(*swap(xs), w_i)
-    return swap(*native_lstm.forward(xs, w_i, b, w_h, h0, c0, zs, _kernel_resets(reset, h0, 2))[:2])
+    return swap(*native_lstm.forward(xs, w_i, b, w_h, h0, c0, zs, _kernel_resets(reset, h0, 2), lengths)[:2])
 
 
 @functools.partial(lstm_sequence.defjvp, symbolic_zeros=True)
 def _lstm_sequence_jvp(unroll, primals, tangents):
-    w_i, b, w_h, xs, h0, c0, reset = primals
-    dw_i, db, dw_h, dxs, dh0, dc0, dreset = tangents
+    w_i, b, w_h, xs, h0, c0, reset, lengths = primals
+    dw_i, db, dw_h, dxs, dh0, dc0, dreset, _ = tangents
     xs, dxs = swap(xs, dxs)
     xs_k, w_i_k, zs = _operands(xs, w_i)
     resets, h_r, c_r = _kernel_resets(reset, h0, 2)
-    hs, cs, acts = native_lstm.forward(xs_k, w_i_k, b, w_h, h0, c0, zs, (resets, h_r, c_r), keep_acts=True)
+    hs, cs, acts = native_lstm.forward(xs_k, w_i_k, b, w_h, h0, c0, zs, (resets, h_r, c_r), lengths, keep_acts=True)
     dzs = projection_tangent(w_i, xs, dw_i, db, dxs, batch_major=True)
     dpre = gate_tangent(dzs, h0, hs, dw_h, acts, time_axis=1, reset=None if reset is None else (resets, h_r))
     linear = (dpre, dense(dh0, h0), dense(dc0, c0), *_restored_tangents(reset, dreset, h0, 2))
-    dhs, dcs = native_lstm.tangent(w_h, acts, cs, c0, resets, c_r, *linear, unroll)
+    dhs, dcs = native_lstm.tangent(w_h, acts, cs, c0, resets, c_r, _kernel_lengths(lengths, h0), *linear, unroll)
     return swap(hs, cs), swap(dhs, dcs)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(6,))
 def gru_sequence(
-    w_i: Array, b: Array, w_h: Array, b_hn: Array, xs: Array, h0: Array, unroll: int = 1, reset: tuple | None = None
+    w_i: Array,
+    b: Array,
+    w_h: Array,
+    b_hn: Array,
+    xs: Array,
+    h0: Array,
+    unroll: int = 1,
+    reset: tuple | None = None,
+    lengths: Array | None = None,
 ) -> Array:
     """The reset-after GRU over ``xs: (T, N, I)`` in the native kernel: ``hs: (T, N, H)``.
 
@@ -131,28 +160,29 @@ def gru_sequence(
       w_i: ``(I, 3H)``; b: ``(3H,)``; w_h: ``(H, 3H)``; b_hn: ``(H,)`` (gate order r, z, n); h0: ``(N, H)``.
       unroll: steps per loop iteration of the forward-mode tangent scan.
       reset: ``None`` or ``(mask (T, N), h_r (N, H))``: the state restored before the steps it marks.
+      lengths: ``None`` or ``(N,)`` int, as :func:`lstm_sequence`'s.
 
     Reverse mode runs the native backward pass; forward mode, :func:`recurrax.backends.xla.gru_tangent_scan`.
     """
-    _check_operands("native.gru_sequence", 3, xs, h0, reset, w_i=w_i, b=b, w_h=w_h, b_hn=b_hn)
+    _check_operands("native.gru_sequence", 3, xs, h0, reset, lengths, w_i=w_i, b=b, w_h=w_h, b_hn=b_hn)
     xs, w_i, zs = _operands(*swap(xs), w_i)
-    return swap(native_gru.forward(xs, w_i, b, w_h, b_hn, h0, zs, _kernel_resets(reset, h0, 1))[0])[0]
+    return swap(native_gru.forward(xs, w_i, b, w_h, b_hn, h0, zs, _kernel_resets(reset, h0, 1), lengths)[0])[0]
 
 
 @functools.partial(gru_sequence.defjvp, symbolic_zeros=True)
 def _gru_sequence_jvp(unroll, primals, tangents):
-    w_i, b, w_h, b_hn, xs, h0, reset = primals
-    dw_i, db, dw_h, db_hn, dxs, dh0, dreset = tangents
+    w_i, b, w_h, b_hn, xs, h0, reset, lengths = primals
+    dw_i, db, dw_h, db_hn, dxs, dh0, dreset, _ = tangents
     xs, dxs = swap(xs, dxs)
     xs_k, w_i_k, zs = _operands(xs, w_i)
     resets, h_r = _kernel_resets(reset, h0, 1)
-    hs, acts, hn = native_gru.forward(xs_k, w_i_k, b, w_h, b_hn, h0, zs, (resets, h_r), keep_acts=True)
+    hs, acts, hn = native_gru.forward(xs_k, w_i_k, b, w_h, b_hn, h0, zs, (resets, h_r), lengths, keep_acts=True)
     dzs = projection_tangent(w_i, xs, dw_i, db, dxs, batch_major=True)
     prev_reset = None if reset is None else (resets, h_r)
     da, dhn = gru_weight_tangents(h0, hs, dzs, dw_h, db_hn, time_axis=1, reset=prev_reset)
     da, dhn = (jnp.zeros_like(a) if d is None else d for a, d in ((acts, da), (hn, dhn)))
     linear = (da, dhn, dense(dh0, h0), *_restored_tangents(reset, dreset, h0, 1))
-    dhs = native_gru.tangent(w_h, acts, hn, hs, h0, resets, h_r, *linear, unroll)
+    dhs = native_gru.tangent(w_h, acts, hn, hs, h0, resets, h_r, _kernel_lengths(lengths, h0), *linear, unroll)
     return swap(hs)[0], swap(dhs)[0]
 
 
@@ -185,16 +215,16 @@ def _padded(weights: tuple[Array, ...], leaves: tuple[Array, ...], reset: tuple 
     return weights, tuple(pad(leaf, 1) for leaf in leaves), reset, hidden
 
 
-def _lstm(weights, xs, state, req: Request, reset):
+def _lstm(weights, xs, state, req: Request, reset, lengths):
     (w_i, b, w_h), (h0, c0), reset, hidden = _padded(weights, state, reset, 4)
     unroll = tuning.sequence_unroll(req.unroll, req.num_steps, req.platform)
-    return tuple(a[..., :hidden] for a in lstm_sequence(w_i, b, w_h, xs, h0, c0, unroll, reset))
+    return tuple(a[..., :hidden] for a in lstm_sequence(w_i, b, w_h, xs, h0, c0, unroll, reset, lengths))
 
 
-def _gru(weights, xs, state, req: Request, reset):
+def _gru(weights, xs, state, req: Request, reset, lengths):
     (w_i, b, w_h, b_hn), (h0,), reset, hidden = _padded(weights, state, reset, 3)
     unroll = tuning.sequence_unroll(req.unroll, req.num_steps, req.platform)
-    return (gru_sequence(w_i, b, w_h, b_hn, xs, h0, unroll, reset)[..., :hidden],)
+    return (gru_sequence(w_i, b, w_h, b_hn, xs, h0, unroll, reset, lengths)[..., :hidden],)
 
 
 def _supports(kind: str, name: str):

@@ -12,7 +12,7 @@
 // Layouts (batch-major, batch flattened): xs (N, T, I); w_i (I, G); b (G); w_h (H, G); states (N, H);
 // sequences (N, T, H) and gates (N, T, G); G = 4H (LSTM gates i, f, g, o) or 3H (GRU gates r, z, n).
 // Batch-major is the layout of the callers' arrays, so no transposes surround the calls; a tile's rows
-// are then T rows apart in a sequence.
+// are then T rows apart in a sequence, taken in the order of `Rows` (longest first, see Lengths).
 //
 // Resets (recurrax.scan's `resets`): resets (N, T) bool and a restored state (N, H) per field, or all three
 // empty. Step t of row n reads the restored state instead of its previous one where resets[n, t]; backward,
@@ -221,28 +221,26 @@ inline void clear_partials(vf (&acc)[kSplit<R>][R][4]) {
       for (int q = 0; q < 4; ++q) acc[j][r][q] = vf{};
 }
 
-// ptr[r] = base + r * stride: the rows of a tile.
-template <int R>
-inline void row_pointers(const float* (&ptr)[R], const float* base, int64_t stride) {
-  for (int r = 0; r < R; ++r) ptr[r] = base + r * stride;
-}
-
 // Row n of step t in a batch-major sequence (N, T, ...).
 inline int64_t seq_row(int64_t T, int64_t t, int64_t n) { return n * T + t; }
 
-// Row pointers to the state before step t for the rows r0..: `first` (N, width) at t = 0, else step t-1
+// ptr[r] = seq + (row rows[r] of step t) * width: a tile's rows of a sequence (N, T, width).
+template <int R>
+inline void step_rows(const float* (&ptr)[R], const float* seq, int64_t T, int64_t t, const int64_t* rows,
+                      int64_t width) {
+  for (int r = 0; r < R; ++r) ptr[r] = seq + seq_row(T, t, rows[r]) * width;
+}
+
+// Row pointers to the state before step t for the tile's rows: `first` (N, width) at t = 0, else step t-1
 // of `seq` (N, T, width); where resets[n, t] (resets (N, T), or null for none), row n of `restored` instead.
 template <int R>
 inline void previous_rows(const float* (&ptr)[R], const float* first, const float* seq, int64_t T, int64_t t,
-                          int64_t r0, int64_t width, const bool* resets = nullptr, const float* restored = nullptr) {
-  if (t == 0) {
-    row_pointers<R>(ptr, first + r0 * width, width);
-  } else {
-    row_pointers<R>(ptr, seq + seq_row(T, t - 1, r0) * width, T * width);
-  }
-  if (resets) {
-    for (int r = 0; r < R; ++r)
-      if (resets[seq_row(T, t, r0 + r)]) ptr[r] = restored + (r0 + r) * width;
+                          const int64_t* rows, int64_t width, const bool* resets = nullptr,
+                          const float* restored = nullptr) {
+  for (int r = 0; r < R; ++r) {
+    const int64_t n = rows[r];
+    ptr[r] = t == 0 ? first + n * width : seq + seq_row(T, t - 1, n) * width;
+    if (resets && resets[seq_row(T, t, n)]) ptr[r] = restored + n * width;
   }
 }
 
@@ -251,15 +249,15 @@ inline bool resets_at(const bool* resets, int64_t T, int64_t t, int64_t n) {
   return resets && t >= 0 && t < T && resets[seq_row(T, t, n)];
 }
 
-// Where row r0 + r resets before step s + 1, the NU vectors of v[r] are a cotangent of the restored state: they
-// are added to `into` (N, H) at units u0.. and cleared, so nothing flows to the state before the reset.
+// Where row rows[r] resets before step s + 1, the NU vectors of v[r] are a cotangent of the restored state:
+// they are added to `into` (N, H) at units u0.. and cleared, so nothing flows to the state before the reset.
 template <int R, int NU>
-inline void divert_at_resets(vf (&v)[R][NU], const bool* resets, int64_t T, int64_t s, int64_t r0, int64_t u0,
-                             int64_t H, float* into) {
+inline void divert_at_resets(vf (&v)[R][NU], const bool* resets, int64_t T, int64_t s, const int64_t* rows,
+                             int64_t u0, int64_t H, float* into) {
   for (int r = 0; r < R; ++r) {
-    if (!resets_at(resets, T, s + 1, r0 + r)) continue;
+    if (!resets_at(resets, T, s + 1, rows[r])) continue;
     for (int j = 0; j < NU; ++j) {
-      float* at = into + (r0 + r) * H + u0 + j * VW;
+      float* at = into + rows[r] * H + u0 + j * VW;
       store(at, load(at) + v[r][j]);
       v[r][j] = vf{};
     }
@@ -279,12 +277,10 @@ ffi::Error check_resets(ffi::Buffer<ffi::PRED>& resets, int64_t N, int64_t T, in
   return ffi::Error::Success();
 }
 
-// gh[r][v] += sum_k d[r][k] * panel[k][v], d's rows `stride` apart: one step's gate gradients times
-// w_h^T for NU vectors of units, the inner loop of every backward tile.
+// gh[r][v] += sum_k d[r][k] * panel[k][v]: one step's gate gradients (rows d[r]) times w_h^T for NU vectors
+// of units, the inner loop of every backward tile.
 template <int R, int NU>
-inline void accumulate_backward(vf (&gh)[R][NU], const float* d, int64_t stride, int64_t G, const float* panel) {
-  const float* rows[R];
-  row_pointers<R>(rows, d, stride);
+inline void accumulate_backward(vf (&gh)[R][NU], const float* const (&rows)[R], int64_t G, const float* panel) {
   for (int64_t k = 0; k < G; ++k) {
     const float* w = panel + k * NU * VW;
     vf wv[NU];
@@ -311,29 +307,71 @@ inline void with_size(int64_t n, const F& f) {
 constexpr int BR = MR;  // rows per backward tile
 constexpr int BU = 4;   // unit vectors per backward tile: BR x BU accumulators, like the forward tile
 
+// Lengths (recurrax.scan's `lengths`, right padding): lengths (N, 1) int32, or (N, 0) for every row running all
+// T steps. Row n runs steps t < lengths[n] (clamped to [0, T]); at the others nothing is computed and its
+// results there are zero, so its gradients there are zero too. The tiles take the rows by decreasing length,
+// so at each step the rows still running come first and a tile of finished rows costs only its zeros
+// (PyTorch's packed sequences, without repacking the arrays).
+struct Rows {
+  std::vector<int64_t> order;    // the rows by decreasing length (stable)
+  std::vector<int64_t> running;  // running[t]: how many rows run step t, t in [0, T)
+
+  int64_t at(int64_t t) const { return t < 0 ? static_cast<int64_t>(order.size()) : running[t]; }
+};
+
+Rows rows_by_length(ffi::Buffer<ffi::S32>& lengths, int64_t N, int64_t T) {
+  Rows rows{std::vector<int64_t>(N), std::vector<int64_t>(T, N)};
+  for (int64_t n = 0; n < N; ++n) rows.order[n] = n;
+  if (!lengths.element_count()) return rows;
+  std::vector<int64_t> len(N);
+  for (int64_t n = 0; n < N; ++n) len[n] = std::clamp<int64_t>(lengths.typed_data()[n], 0, T);
+  std::stable_sort(rows.order.begin(), rows.order.end(), [&](int64_t a, int64_t b) { return len[a] > len[b]; });
+  std::vector<int64_t> ending(T + 1, 0);  // ending[l]: rows of length l
+  for (int64_t n = 0; n < N; ++n) ++ending[len[n]];
+  for (int64_t t = 0, left = N; t < T; ++t) rows.running[t] = left -= ending[t];
+  return rows;
+}
+
+ffi::Error check_lengths(ffi::Buffer<ffi::S32>& lengths, int64_t N) {
+  if (lengths.element_count() && lengths.element_count() != N)
+    return ffi::Error::InvalidArgument("recurrax kernel: lengths must be (N, 1), or (N, 0) for none");
+  return ffi::Error::Success();
+}
+
 // A forward pass: T steps of tiles of MR rows (the last one shorter) x VW hidden units, chunk-major so
-// that consecutive tiles reuse one chunk's panel. tile(R, t, r0, chunk) computes one.
-template <typename Tile>
-void run_forward(ffi::ThreadPool& pool, int64_t T, int64_t N, int64_t H, double flops_per_step,
-                 const std::vector<float>& panels, const Tile& tile) {
-  const int64_t row_blocks = (N + MR - 1) / MR;
+// that consecutive tiles reuse one chunk's panel. tile(R, t, rows, chunk) computes one for the running rows
+// rows[0..R), and pad(t, n, chunk) writes the zeros of a row n that has ended.
+template <typename Tile, typename Pad>
+void run_forward(ffi::ThreadPool& pool, const Rows& rows, int64_t H, double flops_per_step,
+                 const std::vector<float>& panels, const Tile& tile, const Pad& pad) {
+  const int64_t N = rows.order.size(), T = rows.running.size(), row_blocks = (N + MR - 1) / MR;
   run_steps(pool, T, row_blocks * (H / VW), flops_per_step, 4.0 * panels.size(), [&](int64_t t, int64_t i) {
-    const int64_t u = i / row_blocks, r0 = i % row_blocks * MR;
-    with_size<MR>(N - r0, [&](auto R) { tile(R, t, r0, u); });
+    const int64_t u = i / row_blocks, r0 = i % row_blocks * MR, size = std::min<int64_t>(MR, N - r0);
+    const int64_t* idx = rows.order.data() + r0;
+    const int64_t live = std::clamp<int64_t>(rows.at(t) - r0, 0, size);
+    if (live > 0) with_size<MR>(live, [&](auto R) { tile(R, t, idx, u); });
+    for (int64_t r = live; r < size; ++r) pad(t, idx[r], u);
   });
 }
 
 // A backward pass: steps s = T-1 down to -1 (s = -1 produces the initial state's cotangent) of tiles
-// of BR rows x up to BU vectors of hidden units. tile(R, NU, s, r0, u0) computes one.
-template <typename Tile>
-void run_backward(ffi::ThreadPool& pool, int64_t T, int64_t N, int64_t H, double flops_per_step,
-                  const std::vector<float>& panels, const Tile& tile) {
+// of BR rows x up to BU vectors of hidden units. tile(R, NU, s, rows, u0) computes one for the running rows,
+// pad(s, n, u0, width) writes the zero gradients of a row n that has ended.
+template <typename Tile, typename Pad>
+void run_backward(ffi::ThreadPool& pool, const Rows& rows, int64_t H, double flops_per_step,
+                  const std::vector<float>& panels, const Tile& tile, const Pad& pad) {
+  const int64_t N = rows.order.size(), T = rows.running.size();
   const int64_t row_blocks = (N + BR - 1) / BR, vectors = H / VW, chunks = (vectors + BU - 1) / BU;
   run_steps(pool, T + 1, row_blocks * chunks, flops_per_step, 4.0 * panels.size(), [&](int64_t j, int64_t i) {
-    const int64_t u = i / row_blocks, r0 = i % row_blocks * BR;
-    with_size<BR>(N - r0, [&](auto R) {
-      with_size<BU>(vectors - u * BU, [&](auto NU) { tile(R, NU, T - 1 - j, r0, u * BU * VW); });
-    });
+    const int64_t u = i / row_blocks, r0 = i % row_blocks * BR, size = std::min<int64_t>(BR, N - r0), s = T - 1 - j;
+    const int64_t* idx = rows.order.data() + r0;
+    const int64_t live = std::clamp<int64_t>(rows.at(s) - r0, 0, size), nu = std::min<int64_t>(BU, vectors - u * BU);
+    if (live > 0) {
+      with_size<BR>(live, [&](auto R) {
+        with_size<BU>(nu, [&](auto NU) { tile(R, NU, s, idx, u * BU * VW); });
+      });
+    }
+    for (int64_t r = live; r < size; ++r) pad(s, idx[r], u * BU * VW, nu * VW);
   });
 }
 
@@ -387,25 +425,25 @@ struct Forward {
 };
 
 template <int R>
-void forward_tile(const Forward& p, int64_t t, int64_t r0, int64_t u) {
+void forward_tile(const Forward& p, int64_t t, const int64_t* rows, int64_t u) {
   const int64_t H = p.H, I = p.I, K = I + H, G = 4 * H, u0 = u * VW;
   const float* panel = p.panels + u * K * 4 * VW;
   vf acc[kSplit<R>][R][4];
   for (int q = 0; q < 4; ++q) {
     vf bq = load(p.b + q * H + u0);
     for (int r = 0; r < R; ++r)
-      acc[0][r][q] = p.zs ? bq + load(p.zs + seq_row(p.T, t, r0 + r) * G + q * H + u0) : bq;
+      acc[0][r][q] = p.zs ? bq + load(p.zs + seq_row(p.T, t, rows[r]) * G + q * H + u0) : bq;
   }
   clear_partials<R>(acc);
   const float *x[R], *h[R], *c[R];
-  row_pointers<R>(x, p.xs + seq_row(p.T, t, r0) * I, p.T * I);
-  previous_rows<R>(h, p.h0, p.hs, p.T, t, r0, H, p.resets, p.h_r);
-  previous_rows<R>(c, p.c0, p.cs, p.T, t, r0, H, p.resets, p.c_r);
+  step_rows<R>(x, p.xs, p.T, t, rows, I);
+  previous_rows<R>(h, p.h0, p.hs, p.T, t, rows, H, p.resets, p.h_r);
+  previous_rows<R>(c, p.c0, p.cs, p.T, t, rows, H, p.resets, p.c_r);
   accumulate<R, 0, 1, 2, 3>(acc, x, I, panel);
   accumulate<R, 0, 1, 2, 3>(acc, h, H, panel + I * 4 * VW);
   reduce<R>(acc);
   for (int r = 0; r < R; ++r) {
-    const int64_t row = seq_row(p.T, t, r0 + r);
+    const int64_t row = seq_row(p.T, t, rows[r]);
     vf i = vsigmoid(acc[0][r][0]), f = vsigmoid(acc[0][r][1]), g = vtanh(acc[0][r][2]), o = vsigmoid(acc[0][r][3]);
     vf c_new = f * load(c[r] + u0) + i * g;
     store(p.cs + row * H + u0, c_new);
@@ -420,25 +458,38 @@ void forward_tile(const Forward& p, int64_t t, int64_t r0, int64_t u) {
   }
 }
 
+// The zeros of row n at step t past its length, for the VW units of chunk u.
+void forward_pad(const Forward& p, int64_t t, int64_t n, int64_t u) {
+  const int64_t row = seq_row(p.T, t, n), H = p.H, u0 = u * VW;
+  store(p.cs + row * H + u0, vf{});
+  store(p.hs + row * H + u0, vf{});
+  if (p.acts)
+    for (int q = 0; q < 4; ++q) store(p.acts + row * 4 * H + q * H + u0, vf{});
+}
+
 ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_i,
                        ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> zs, ffi::Buffer<ffi::PRED> resets,
-                       ffi::Buffer<ffi::F32> h_r, ffi::Buffer<ffi::F32> c_r, ffi::ResultBuffer<ffi::F32> hs,
-                       ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> acts, bool keep_acts) {
+                       ffi::Buffer<ffi::F32> h_r, ffi::Buffer<ffi::F32> c_r, ffi::Buffer<ffi::S32> lengths,
+                       ffi::ResultBuffer<ffi::F32> hs, ffi::ResultBuffer<ffi::F32> cs,
+                       ffi::ResultBuffer<ffi::F32> acts, bool keep_acts) {
   auto xd = xs.dimensions(), hd = h0.dimensions();
   const int64_t N = xd[0], T = xd[1], I = xd[2], H = hd[1];
   if (auto e = check_sizes(H, 4 * H, w_h.dimensions()[1]); e.failure()) return e;
   if (auto e = check_resets(resets, N, T, std::min(h_r.element_count(), c_r.element_count()), H); e.failure())
     return e;
+  if (auto e = check_lengths(lengths, N); e.failure()) return e;
   if (T == 0 || N == 0) return ffi::Error::Success();
+  const Rows rows = rows_by_length(lengths, N, T);
   std::vector<float> panels = pack_forward(w_i.typed_data(), w_h.typed_data(), I, H, 4);
   Forward p{xs.typed_data(),  b.typed_data(),  h0.typed_data(), c0.typed_data(),
             zs.element_count() ? zs.typed_data() : nullptr, panels.data(),
             hs->typed_data(), cs->typed_data(), keep_acts ? acts->typed_data() : nullptr, T, I, H,
             resets_data(resets), h_r.typed_data(), c_r.typed_data()};
-  run_forward(pool, T, N, H, 8.0 * N * H * (I + H), panels, [&p](auto R, int64_t t, int64_t r0, int64_t u) {
-    forward_tile<decltype(R)::value>(p, t, r0, u);
-  });
+  run_forward(
+      pool, rows, H, 8.0 * N * H * (I + H), panels,
+      [&p](auto R, int64_t t, const int64_t* idx, int64_t u) { forward_tile<decltype(R)::value>(p, t, idx, u); },
+      [&p](int64_t t, int64_t n, int64_t u) { forward_pad(p, t, n, u); });
   return ffi::Error::Success();
 }
 
@@ -455,36 +506,41 @@ struct Backward {
   float *dh_r, *dc_r;  // the restored state's cotangents (N, H), accumulated
 };
 
-// For rows r0.. and NU * VW hidden units from u0: the cotangent reaching h_s from step s+1
+// For the tile's rows and NU * VW hidden units from u0: the cotangent reaching h_s from step s+1
 // (dpre[s+1] @ w_h^T, zero at the last step), then step s's gate cotangents and the cotangent of
 // c_{s-1}. With s < 0 it stores the cotangent reaching h_{-1} as the initial state's instead.
+// A row that has ended by step s + 1 has zero gate gradients there (its pad), so it gets nothing from that step,
+// and its carried cotangent of c is still zero.
 template <int R, int NU>
-void backward_tile(const Backward& p, int64_t s, int64_t r0, int64_t u0) {
+void backward_tile(const Backward& p, int64_t s, const int64_t* rows, int64_t u0) {
   const int64_t H = p.H, G = 4 * H;
   vf gh[R][NU];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NU; ++v) gh[r][v] = vf{};
-  if (s + 1 < p.T)
-    accumulate_backward<R, NU>(gh, p.dpre + seq_row(p.T, s + 1, r0) * G, p.T * G, G, p.panels + u0 * G);
+  if (s + 1 < p.T) {
+    const float* d[R];
+    step_rows<R>(d, p.dpre, p.T, s + 1, rows, G);
+    accumulate_backward<R, NU>(gh, d, G, p.panels + u0 * G);
+  }
   if (p.resets) {
-    divert_at_resets<R, NU>(gh, p.resets, p.T, s, r0, u0, H, p.dh_r);
+    divert_at_resets<R, NU>(gh, p.resets, p.T, s, rows, u0, H, p.dh_r);
     vf cc[R][NU];
     for (int r = 0; r < R; ++r)
-      for (int v = 0; v < NU; ++v) cc[r][v] = load(p.carry_c + (r0 + r) * H + u0 + v * VW);
-    divert_at_resets<R, NU>(cc, p.resets, p.T, s, r0, u0, H, p.dc_r);
+      for (int v = 0; v < NU; ++v) cc[r][v] = load(p.carry_c + rows[r] * H + u0 + v * VW);
+    divert_at_resets<R, NU>(cc, p.resets, p.T, s, rows, u0, H, p.dc_r);
     for (int r = 0; r < R; ++r)
-      for (int v = 0; v < NU; ++v) store(p.carry_c + (r0 + r) * H + u0 + v * VW, cc[r][v]);
+      for (int v = 0; v < NU; ++v) store(p.carry_c + rows[r] * H + u0 + v * VW, cc[r][v]);
   }
   if (s < 0) {
     for (int r = 0; r < R; ++r)
-      for (int v = 0; v < NU; ++v) store(p.dh0 + (r0 + r) * H + u0 + v * VW, gh[r][v]);
+      for (int v = 0; v < NU; ++v) store(p.dh0 + rows[r] * H + u0 + v * VW, gh[r][v]);
     return;
   }
   const float* cprev[R];
-  previous_rows<R>(cprev, p.c0, p.cs, p.T, s, r0, H, p.resets, p.c_r);
+  previous_rows<R>(cprev, p.c0, p.cs, p.T, s, rows, H, p.resets, p.c_r);
   for (int r = 0; r < R; ++r) {
     for (int v = 0; v < NU; ++v) {
-      const int64_t row = seq_row(p.T, s, r0 + r), unit = u0 + v * VW, at = (r0 + r) * H + unit;
+      const int64_t row = seq_row(p.T, s, rows[r]), unit = u0 + v * VW, at = rows[r] * H + unit;
       const float* a = p.acts + row * G + unit;
       vf i = load(a), f = load(a + H), g = load(a + 2 * H), o = load(a + 3 * H);
       vf tc = vtanh(load(p.cs + row * H + unit));
@@ -502,10 +558,16 @@ void backward_tile(const Backward& p, int64_t s, int64_t r0, int64_t u0) {
   }
 }
 
+// The zero gate gradients of row n at step s past its length, for `width` units from u0.
+void backward_pad(float* dpre, int64_t T, int64_t G, int64_t H, int64_t s, int64_t n, int64_t u0, int64_t width) {
+  float* d = dpre + seq_row(T, s, n) * G + u0;
+  for (int64_t q = 0; q < G / H; ++q) std::fill(d + q * H, d + q * H + width, 0.0f);
+}
+
 ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
                         ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::PRED> resets,
-                        ffi::Buffer<ffi::F32> c_r, ffi::Buffer<ffi::F32> ct_hs, ffi::Buffer<ffi::F32> ct_cs,
-                        ffi::ResultBuffer<ffi::F32> dpre, ffi::ResultBuffer<ffi::F32> dh0,
+                        ffi::Buffer<ffi::F32> c_r, ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::F32> ct_hs,
+                        ffi::Buffer<ffi::F32> ct_cs, ffi::ResultBuffer<ffi::F32> dpre, ffi::ResultBuffer<ffi::F32> dh0,
                         ffi::ResultBuffer<ffi::F32> dc0, ffi::ResultBuffer<ffi::F32> dh_r,
                         ffi::ResultBuffer<ffi::F32> dc_r) {
   auto cd = cs.dimensions();
@@ -513,6 +575,7 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Bu
   if (auto e = check_sizes(H, 4 * H, w_h.dimensions()[1]); e.failure()) return e;
   if (auto e = check_resets(resets, N, T, std::min(c_r.element_count(), dh_r->element_count()), H); e.failure())
     return e;
+  if (auto e = check_lengths(lengths, N); e.failure()) return e;
   std::fill(dh_r->typed_data(), dh_r->typed_data() + dh_r->element_count(), 0.0f);
   std::fill(dc_r->typed_data(), dc_r->typed_data() + dc_r->element_count(), 0.0f);
   if (N == 0) return ffi::Error::Success();
@@ -529,9 +592,14 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Bu
   Backward p{acts.typed_data(), cs.typed_data(), c0.typed_data(), ct_h, ct_c,
              panels.data(), dpre->typed_data(), carry_c, dh0->typed_data(), T, H,
              resets_data(resets), c_r.typed_data(), dh_r->typed_data(), dc_r->typed_data()};
-  run_backward(pool, T, N, H, 8.0 * N * H * H, panels, [&p](auto R, auto NU, int64_t s, int64_t r0, int64_t u0) {
-    backward_tile<decltype(R)::value, decltype(NU)::value>(p, s, r0, u0);
-  });
+  run_backward(
+      pool, rows_by_length(lengths, N, T), H, 8.0 * N * H * H, panels,
+      [&p](auto R, auto NU, int64_t s, const int64_t* idx, int64_t u0) {
+        backward_tile<decltype(R)::value, decltype(NU)::value>(p, s, idx, u0);
+      },
+      [&p](int64_t s, int64_t n, int64_t u0, int64_t width) {
+        backward_pad(p.dpre, p.T, 4 * p.H, p.H, s, n, u0, width);
+      });
   return ffi::Error::Success();
 }
 
@@ -553,7 +621,7 @@ struct GruForward {
 };
 
 template <int R>
-void gru_forward_tile(const GruForward& p, int64_t t, int64_t r0, int64_t u) {
+void gru_forward_tile(const GruForward& p, int64_t t, const int64_t* rows, int64_t u) {
   const int64_t H = p.H, I = p.I, K = I + H, u0 = u * VW;
   const float* panel = p.panels + u * K * 3 * VW;
   vf acc[kSplit<R>][R][4];  // r, z, the candidate's input part, its recurrent part h_n
@@ -565,7 +633,7 @@ void gru_forward_tile(const GruForward& p, int64_t t, int64_t r0, int64_t u) {
       acc[0][r][2] = bn;
       acc[0][r][3] = bhn;
       if (p.zs) {
-        const float* z = p.zs + seq_row(p.T, t, r0 + r) * 3 * H + u0;
+        const float* z = p.zs + seq_row(p.T, t, rows[r]) * 3 * H + u0;
         acc[0][r][0] += load(z);
         acc[0][r][1] += load(z + H);
         acc[0][r][2] += load(z + 2 * H);
@@ -574,13 +642,13 @@ void gru_forward_tile(const GruForward& p, int64_t t, int64_t r0, int64_t u) {
   }
   clear_partials<R>(acc);
   const float *x[R], *h[R];
-  row_pointers<R>(x, p.xs + seq_row(p.T, t, r0) * I, p.T * I);
-  previous_rows<R>(h, p.h0, p.hs, p.T, t, r0, H, p.resets, p.h_r);
+  step_rows<R>(x, p.xs, p.T, t, rows, I);
+  previous_rows<R>(h, p.h0, p.hs, p.T, t, rows, H, p.resets, p.h_r);
   accumulate<R, 0, 1, 2>(acc, x, I, panel);
   accumulate<R, 0, 1, 3>(acc, h, H, panel + I * 3 * VW);
   reduce<R>(acc);
   for (int r = 0; r < R; ++r) {
-    const int64_t row = seq_row(p.T, t, r0 + r);
+    const int64_t row = seq_row(p.T, t, rows[r]);
     vf rg = vsigmoid(acc[0][r][0]), ug = vsigmoid(acc[0][r][1]), hn = acc[0][r][3];
     vf n = vtanh(acc[0][r][2] + rg * hn);
     vf hp = load(h[r] + u0);
@@ -595,24 +663,37 @@ void gru_forward_tile(const GruForward& p, int64_t t, int64_t r0, int64_t u) {
   }
 }
 
+// The zeros of row n at step t past its length, for the VW units of chunk u.
+void gru_forward_pad(const GruForward& p, int64_t t, int64_t n, int64_t u) {
+  const int64_t row = seq_row(p.T, t, n), H = p.H, u0 = u * VW;
+  store(p.hs + row * H + u0, vf{});
+  if (p.acts) {
+    for (int q = 0; q < 3; ++q) store(p.acts + row * 3 * H + q * H + u0, vf{});
+    store(p.hn + row * H + u0, vf{});
+  }
+}
+
 ffi::Error GruForwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> w_i,
                           ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b_hn,
                           ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> zs, ffi::Buffer<ffi::PRED> resets,
-                          ffi::Buffer<ffi::F32> h_r, ffi::ResultBuffer<ffi::F32> hs,
+                          ffi::Buffer<ffi::F32> h_r, ffi::Buffer<ffi::S32> lengths, ffi::ResultBuffer<ffi::F32> hs,
                           ffi::ResultBuffer<ffi::F32> acts, ffi::ResultBuffer<ffi::F32> hn, bool keep_acts) {
   auto xd = xs.dimensions(), hd = h0.dimensions();
   const int64_t N = xd[0], T = xd[1], I = xd[2], H = hd[1];
   if (auto e = check_sizes(H, 3 * H, w_h.dimensions()[1]); e.failure()) return e;
   if (auto e = check_resets(resets, N, T, h_r.element_count(), H); e.failure()) return e;
+  if (auto e = check_lengths(lengths, N); e.failure()) return e;
   if (T == 0 || N == 0) return ffi::Error::Success();
+  const Rows rows = rows_by_length(lengths, N, T);
   std::vector<float> panels = pack_forward(w_i.typed_data(), w_h.typed_data(), I, H, 3);
   GruForward p{xs.typed_data(), b.typed_data(), b_hn.typed_data(), h0.typed_data(),
                zs.element_count() ? zs.typed_data() : nullptr, panels.data(),
                hs->typed_data(), keep_acts ? acts->typed_data() : nullptr, keep_acts ? hn->typed_data() : nullptr,
                T, I, H, resets_data(resets), h_r.typed_data()};
-  run_forward(pool, T, N, H, 6.0 * N * H * (I + H), panels, [&p](auto R, int64_t t, int64_t r0, int64_t u) {
-    gru_forward_tile<decltype(R)::value>(p, t, r0, u);
-  });
+  run_forward(
+      pool, rows, H, 6.0 * N * H * (I + H), panels,
+      [&p](auto R, int64_t t, const int64_t* idx, int64_t u) { gru_forward_tile<decltype(R)::value>(p, t, idx, u); },
+      [&p](int64_t t, int64_t n, int64_t u) { gru_forward_pad(p, t, n, u); });
   return ffi::Error::Success();
 }
 
@@ -629,30 +710,34 @@ struct GruBackward {
   float* dh_r;  // its cotangent (N, H), accumulated
 };
 
-// For rows r0.. and NU * VW units from u0: the cotangent reaching h_s through step s+1's gates
+// For the tile's rows and NU * VW units from u0: the cotangent reaching h_s through step s+1's gates
 // ([da_r, da_z, dh_n] at s+1 times w_h^T, zero at the last step) plus the direct one, then step s's gates'.
+// A row that has ended by step s + 1 has zero gradients there and a zero carry (as the LSTM's).
 template <int R, int NU>
-void gru_backward_tile(const GruBackward& p, int64_t s, int64_t r0, int64_t u0) {
+void gru_backward_tile(const GruBackward& p, int64_t s, const int64_t* rows, int64_t u0) {
   const int64_t H = p.H, G = 3 * H;
   vf gh[R][NU];
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NU; ++v) gh[r][v] = load(p.carry + (r0 + r) * H + u0 + v * VW);
+    for (int v = 0; v < NU; ++v) gh[r][v] = load(p.carry + rows[r] * H + u0 + v * VW);
   if (s + 1 < p.T) {
     const float* panel = p.panels + u0 * G;
-    accumulate_backward<R, NU>(gh, p.dzs + seq_row(p.T, s + 1, r0) * G, p.T * G, 2 * H, panel);
-    accumulate_backward<R, NU>(gh, p.dhn + seq_row(p.T, s + 1, r0) * H, p.T * H, H, panel + 2 * H * NU * VW);
+    const float *dz[R], *dn[R];
+    step_rows<R>(dz, p.dzs, p.T, s + 1, rows, G);
+    step_rows<R>(dn, p.dhn, p.T, s + 1, rows, H);
+    accumulate_backward<R, NU>(gh, dz, 2 * H, panel);
+    accumulate_backward<R, NU>(gh, dn, H, panel + 2 * H * NU * VW);
   }
-  if (p.resets) divert_at_resets<R, NU>(gh, p.resets, p.T, s, r0, u0, H, p.dh_r);
+  if (p.resets) divert_at_resets<R, NU>(gh, p.resets, p.T, s, rows, u0, H, p.dh_r);
   if (s < 0) {
     for (int r = 0; r < R; ++r)
-      for (int v = 0; v < NU; ++v) store(p.carry + (r0 + r) * H + u0 + v * VW, gh[r][v]);
+      for (int v = 0; v < NU; ++v) store(p.carry + rows[r] * H + u0 + v * VW, gh[r][v]);
     return;
   }
   const float* hprev[R];
-  previous_rows<R>(hprev, p.h0, p.hs, p.T, s, r0, H, p.resets, p.h_r);
+  previous_rows<R>(hprev, p.h0, p.hs, p.T, s, rows, H, p.resets, p.h_r);
   for (int r = 0; r < R; ++r) {
     for (int v = 0; v < NU; ++v) {
-      const int64_t row = seq_row(p.T, s, r0 + r), unit = u0 + v * VW, at = (r0 + r) * H + unit;
+      const int64_t row = seq_row(p.T, s, rows[r]), unit = u0 + v * VW, at = rows[r] * H + unit;
       const float* a = p.acts + row * G + unit;
       vf rg = load(a), ug = load(a + H), n = load(a + 2 * H), h_n = load(p.hn + row * H + unit);
       vf g = gh[r][v];
@@ -670,14 +755,15 @@ void gru_backward_tile(const GruBackward& p, int64_t s, int64_t r0, int64_t u0) 
 
 ffi::Error GruBackwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> acts,
                            ffi::Buffer<ffi::F32> hn, ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> h0,
-                           ffi::Buffer<ffi::PRED> resets, ffi::Buffer<ffi::F32> h_r, ffi::Buffer<ffi::F32> ct_hs,
-                           ffi::ResultBuffer<ffi::F32> dzs, ffi::ResultBuffer<ffi::F32> dhn,
+                           ffi::Buffer<ffi::PRED> resets, ffi::Buffer<ffi::F32> h_r, ffi::Buffer<ffi::S32> lengths,
+                           ffi::Buffer<ffi::F32> ct_hs, ffi::ResultBuffer<ffi::F32> dzs, ffi::ResultBuffer<ffi::F32> dhn,
                            ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dh_r) {
   auto hd = hs.dimensions();
   const int64_t N = hd[0], T = hd[1], H = hd[2];
   if (auto e = check_sizes(H, 3 * H, w_h.dimensions()[1]); e.failure()) return e;
   if (auto e = check_resets(resets, N, T, std::min(h_r.element_count(), dh_r->element_count()), H); e.failure())
     return e;
+  if (auto e = check_lengths(lengths, N); e.failure()) return e;
   std::fill(dh_r->typed_data(), dh_r->typed_data() + dh_r->element_count(), 0.0f);
   if (N == 0) return ffi::Error::Success();
   float* carry = dh0->typed_data();
@@ -688,9 +774,15 @@ ffi::Error GruBackwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi:
                 ct_hs.element_count() ? ct_hs.typed_data() : nullptr, panels.data(),
                 dzs->typed_data(), dhn->typed_data(), carry, T, H,
                 resets_data(resets), h_r.typed_data(), dh_r->typed_data()};
-  run_backward(pool, T, N, H, 6.0 * N * H * H, panels, [&p](auto R, auto NU, int64_t s, int64_t r0, int64_t u0) {
-    gru_backward_tile<decltype(R)::value, decltype(NU)::value>(p, s, r0, u0);
-  });
+  run_backward(
+      pool, rows_by_length(lengths, N, T), H, 6.0 * N * H * H, panels,
+      [&p](auto R, auto NU, int64_t s, const int64_t* idx, int64_t u0) {
+        gru_backward_tile<decltype(R)::value, decltype(NU)::value>(p, s, idx, u0);
+      },
+      [&p](int64_t s, int64_t n, int64_t u0, int64_t width) {
+        backward_pad(p.dzs, p.T, 3 * p.H, p.H, s, n, u0, width);
+        std::fill(p.dhn + seq_row(p.T, s, n) * p.H + u0, p.dhn + seq_row(p.T, s, n) * p.H + u0 + width, 0.0f);
+      });
   return ffi::Error::Success();
 }
 
@@ -709,6 +801,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxLstmForward, LstmForward,
                                   .Arg<ffi::Buffer<ffi::PRED>>()  // resets ((N, 0): none)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h_r ((N, 0): none)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // c_r ((N, 0): none)
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths ((N, 0): none)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // hs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // cs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // acts ((0, 0, 0) unless keep_acts)
@@ -723,6 +816,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxLstmBackward, LstmBackward,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // c0
                                   .Arg<ffi::Buffer<ffi::PRED>>()  // resets ((N, 0): none)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // c_r ((N, 0): none)
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths ((N, 0): none)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ct_hs
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ct_cs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dpre (N, T, 4H)
@@ -743,6 +837,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxGruForward, GruForwardCall,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // zs ((N, T, 0): none)
                                   .Arg<ffi::Buffer<ffi::PRED>>()  // resets ((N, 0): none)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h_r ((N, 0): none)
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths ((N, 0): none)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // hs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // acts: r, u, n ((N, T, 0) unless keep_acts)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // hn: h_n ((N, T, 0) unless keep_acts)
@@ -758,6 +853,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RecurraxGruBackward, GruBackwardCall,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
                                   .Arg<ffi::Buffer<ffi::PRED>>()  // resets ((N, 0): none)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h_r ((N, 0): none)
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths ((N, 0): none)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ct_hs ((N, T, 0) for zero)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dzs (N, T, 3H), in acts' buffer
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dhn (N, T, H), in hn's buffer
