@@ -277,10 +277,13 @@ ffi::Error check_resets(ffi::Buffer<ffi::PRED>& resets, int64_t N, int64_t T, in
   return ffi::Error::Success();
 }
 
-// gh[r][v] += sum_k d[r][k] * panel[k][v]: one step's gate gradients (rows d[r]) times w_h^T for NU vectors
-// of units, the inner loop of every backward tile.
+// gh[r][v] += sum_k d[r][k] * panel[k][v], d[r] row rows[r] of step t of the sequence `seq` (N, T, width): one
+// step's gate gradients times w_h^T for NU vectors of units, the inner loop of every backward tile.
 template <int R, int NU>
-inline void accumulate_backward(vf (&gh)[R][NU], const float* const (&rows)[R], int64_t G, const float* panel) {
+inline void accumulate_backward(vf (&gh)[R][NU], const float* seq, int64_t T, int64_t t, const int64_t* idx,
+                                int64_t width, int64_t G, const float* panel) {
+  const float* rows[R];
+  step_rows<R>(rows, seq, T, t, idx, width);
   for (int64_t k = 0; k < G; ++k) {
     const float* w = panel + k * NU * VW;
     vf wv[NU];
@@ -517,11 +520,7 @@ void backward_tile(const Backward& p, int64_t s, const int64_t* rows, int64_t u0
   vf gh[R][NU];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NU; ++v) gh[r][v] = vf{};
-  if (s + 1 < p.T) {
-    const float* d[R];
-    step_rows<R>(d, p.dpre, p.T, s + 1, rows, G);
-    accumulate_backward<R, NU>(gh, d, G, p.panels + u0 * G);
-  }
+  if (s + 1 < p.T) accumulate_backward<R, NU>(gh, p.dpre, p.T, s + 1, rows, G, G, p.panels + u0 * G);
   if (p.resets) {
     divert_at_resets<R, NU>(gh, p.resets, p.T, s, rows, u0, H, p.dh_r);
     vf cc[R][NU];
@@ -721,11 +720,8 @@ void gru_backward_tile(const GruBackward& p, int64_t s, const int64_t* rows, int
     for (int v = 0; v < NU; ++v) gh[r][v] = load(p.carry + rows[r] * H + u0 + v * VW);
   if (s + 1 < p.T) {
     const float* panel = p.panels + u0 * G;
-    const float *dz[R], *dn[R];
-    step_rows<R>(dz, p.dzs, p.T, s + 1, rows, G);
-    step_rows<R>(dn, p.dhn, p.T, s + 1, rows, H);
-    accumulate_backward<R, NU>(gh, dz, 2 * H, panel);
-    accumulate_backward<R, NU>(gh, dn, H, panel + 2 * H * NU * VW);
+    accumulate_backward<R, NU>(gh, p.dzs, p.T, s + 1, rows, G, 2 * H, panel);
+    accumulate_backward<R, NU>(gh, p.dhn, p.T, s + 1, rows, H, H, panel + 2 * H * NU * VW);
   }
   if (p.resets) divert_at_resets<R, NU>(gh, p.resets, p.T, s, rows, u0, H, p.dh_r);
   if (s < 0) {
