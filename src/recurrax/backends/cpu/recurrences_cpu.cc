@@ -237,10 +237,14 @@ template <int R>
 inline void previous_rows(const float* (&ptr)[R], const float* first, const float* seq, int64_t T, int64_t t,
                           const int64_t* rows, int64_t width, const bool* resets = nullptr,
                           const float* restored = nullptr) {
-  for (int r = 0; r < R; ++r) {
-    const int64_t n = rows[r];
-    ptr[r] = t == 0 ? first + n * width : seq + seq_row(T, t - 1, n) * width;
-    if (resets && resets[seq_row(T, t, n)]) ptr[r] = restored + n * width;
+  if (t == 0) {
+    for (int r = 0; r < R; ++r) ptr[r] = first + rows[r] * width;
+  } else {
+    step_rows<R>(ptr, seq, T, t - 1, rows, width);
+  }
+  if (resets) {
+    for (int r = 0; r < R; ++r)
+      if (resets[seq_row(T, t, rows[r])]) ptr[r] = restored + rows[r] * width;
   }
 }
 
