@@ -112,6 +112,12 @@ class Structure(NamedTuple):
     residual: bool = False
 
 
+def next_input(out: Array, inp: Array, *, residual: bool, layer: int) -> Array:
+    """What the layer above layer ``layer`` of a stack reads: its output ``out``, plus its input ``inp`` where the
+    stack is ``residual`` and the layer is not the first (whose input may have another size)."""
+    return out + inp if residual and layer > 0 else out
+
+
 class Spec:
     """What built a cell or layer: ``key`` (constructor, arguments) compared and hashed, and ``built``, its fields
     as built (not compared: a cell equals another by ``key`` only while its fields are still these)."""

@@ -29,6 +29,7 @@ from recurrax.core import (
     built_with,
     constructor,
     feature_axes,
+    next_input,
 )
 from recurrax.dropout import RecurrentDropout
 from recurrax.scan import check_mask, pack_kept, reverse_sequences, reversed_resets, scan, unpack_kept
@@ -173,14 +174,14 @@ def _stacked_cell(cells: tuple[Cell, ...], *, residual: bool) -> Cell:
         _check_tuple(name, "state", state, len(cells))
         new = [first.transition(params[0], state[0], z)]
         y = first.output(new[0])
-        for c, p, s in zip(rest, params[1:], state[1:]):
+        for i, (c, p, s) in enumerate(zip(rest, params[1:], state[1:]), 1):
             new.append(c.step(p, s, y))
-            y = c.output(new[-1]) + y if residual else c.output(new[-1])
+            y = next_input(c.output(new[-1]), y, residual=residual, layer=i)
         return tuple(new)
 
     def output(state):
         outs = [c.output(s) for c, s in zip(cells, state)]
-        return sum(outs[1:], outs[0]) if residual else outs[-1]
+        return sum(outs[1:], outs[0]) if residual else outs[-1]  # next_input's sum, written out
 
     def step(params, state, x):
         return transition(params, state, project(params, x))
@@ -281,8 +282,7 @@ def stacked(
             s = None if state is None else state[i]
             r = None if reset_state is None else reset_state[i]
             final, out = layer.apply(p, ys, s, lengths=lengths, **segments(resets, r), key=keys[i], time_major=True)
-            if residual and i > 0:
-                out = out + ys
+            out = next_input(out, ys, residual=residual, layer=i)
             if dropout and key is not None and i < len(parts) - 1:
                 keep = jax.random.bernoulli(jax.random.fold_in(keys[i], 1), 1.0 - dropout, out.shape)
                 out = jnp.where(keep, out / (1.0 - dropout), 0.0).astype(out.dtype)

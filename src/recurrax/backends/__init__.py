@@ -24,7 +24,8 @@ initial state, return_states, unroll, remat), except where its ``supports`` name
 return_states); ``cudnn_lstm`` has no forward mode. ``stack`` runs each layer of :func:`recurrax.as_cell`'s stack on
 the backend ``auto`` picks for that layer among those with a forward mode (so a stack keeps ``jax.jvp`` on GPU).
 The native kernels skip the steps past each row's ``lengths`` and cuDNN reads them itself; the others run through
-the padding and keep only the valid steps. The conformance suite (``tests/backends/``) holds each to the results of ``sequential``.
+the padding and keep only the valid steps. The conformance suite (``tests/backends/``) holds each to the results
+of ``sequential``.
 
 A new backend is its own module plus one entry in :data:`TABLE`.
 """

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from recurrax.backends.base import Backend, Request, Resets, needs_kind, request
-from recurrax.core import Array, Cell, Params, State
+from recurrax.core import Array, Cell, Params, State, next_input
 
 
 def backend(choose: Callable[[Request], Backend]) -> Backend:
@@ -41,7 +41,7 @@ def backend(choose: Callable[[Request], Backend]) -> Backend:
             )
             layer_resets = None if resets is None else Resets(mask, resets.state[i])
             final, out, over_time = choose(sub).run(layer, p, ys, s, lengths, layer_resets, sub)
-            ys = out + ys if residual and i > 0 else out  # `ys` was this layer's input; zero past each length
+            ys = next_input(out, ys, residual=residual, layer=i)  # `ys` was this layer's input; zero past lengths
             finals.append(final)
             states.append(over_time)
         return tuple(finals), ys, (tuple(states) if req.return_states else None)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax import core
-from recurrax.core import Array, Cell, Params, State
+from recurrax.core import Array, Cell, Params, State, next_input
 from recurrax.dynamics import _flat
 from recurrax.dynamics.fixed_points import eigen_time_constants
 from recurrax.dynamics.trajectory import trajectory
@@ -103,7 +103,7 @@ def gates(fn: str, cell: Cell, params: Params, state: State, x: Array, *, skip: 
             except ValueError as err:
                 raise ValueError(f"{fn}: layer {i} of {cell.name}: {str(err).removeprefix(fn + ': ')}") from err
             new = c.output(c.step(p, s, y))
-            y = new + y if residual and i > 0 else new
+            y = next_input(new, y, residual=residual, layer=i)
         return tuple(out)
     reason = unsupported(cell, params)
     if reason is not None:
