@@ -260,8 +260,8 @@ def test_the_primitives_called_directly():
 @pytest.mark.parametrize("kind", KINDS)
 def test_lengths_run_each_row_to_its_length_and_zero_the_rest(kind):
     """The kernels' ``lengths``: each row equals the full run up to its length, every result after it is exactly 0,
-    and the padded inputs are never read (NaN there reaches nothing). 13 rows: tiles of 6 (3 with AVX2) hold rows
-    of several lengths, and rows of lengths 0 and T."""
+    and the padded inputs are never read (NaN there reaches no result of the kernels). 13 rows: tiles of 6 (3 with
+    AVX2) hold rows of several lengths, and rows of lengths 0 and T."""
     hidden, steps, rows = 32, 6, 13
     params, xs, state = _problem(kind, hidden, (rows,), steps=steps)
     lengths = jnp.array([6, 0, 3, 5, 6, 1, 2, 6, 4, 3, 0, 5, 2])

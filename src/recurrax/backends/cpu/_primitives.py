@@ -160,6 +160,14 @@ def no_lengths(like: Array) -> Array:
     return jnp.zeros((like.shape[0], 0), jnp.int32)
 
 
+def lengths_operand(lengths: Array | None, like: Array, steps: int) -> Array:
+    """The kernels' lengths operand from ``lengths: (N,)`` (``None``: :func:`no_lengths`), clamped to ``[0, steps]``
+    before the cast to int32, so wide integers cannot wrap."""
+    if lengths is None:
+        return no_lengths(like)
+    return jnp.clip(lengths, 0, steps).astype(jnp.int32).reshape(-1, 1)
+
+
 def past_lengths(lengths: Array, *seqs: Array) -> tuple[Array, ...]:
     """``seqs (N, T, ...)`` with zeros past each row's length (``lengths: (N, 1)``; ``(N, 0)`` for none), as the
     kernels write them."""

@@ -27,7 +27,7 @@ from jax.extend.core import Primitive
 from recurrax.backends.cpu._primitives import (
     define_recurrence,
     f32,
-    no_lengths,
+    lengths_operand,
     no_resets,
     past_lengths,
     projected,
@@ -121,7 +121,7 @@ def forward(
     """
     zs = xs[..., :0] if zs is None else zs
     reset = no_resets(h0, 2) if reset is None else reset
-    lengths = no_lengths(h0) if lengths is None else lengths.astype(jnp.int32).reshape(-1, 1)
+    lengths = lengths_operand(lengths, h0, xs.shape[1])
     return tuple(_primitives()["forward"].bind(xs, w_i, b, w_h, h0, c0, zs, *reset, lengths, keep_acts=keep_acts))
 
 

@@ -30,7 +30,7 @@ from recurrax.backends.base import (
 )
 from recurrax.backends.cpu import gru as native_gru
 from recurrax.backends.cpu import lstm as native_lstm
-from recurrax.backends.cpu._primitives import HIDDEN_MULTIPLE, no_lengths, no_resets, swap
+from recurrax.backends.cpu._primitives import HIDDEN_MULTIPLE, lengths_operand, no_resets, swap
 from recurrax.backends.cpu.build import load
 from recurrax.backends.xla import (
     dense,
@@ -60,11 +60,6 @@ def _kernel_resets(reset: tuple | None, like: Array, fields: int) -> tuple[Array
     if reset is None:
         return no_resets(like, fields)
     return (reset[0].T, *reset[1:])
-
-
-def _kernel_lengths(lengths: Array | None, like: Array) -> Array:
-    """The kernels' lengths operand, ``(N, 1)`` int32, from ``lengths: (N,)``; ``(N, 0)`` for ``None``."""
-    return no_lengths(like) if lengths is None else lengths.astype(jnp.int32).reshape(-1, 1)
 
 
 def _restored_tangents(reset: tuple | None, dreset: tuple | None, like: Array, fields: int) -> tuple[Array, ...]:
@@ -122,8 +117,10 @@ def lstm_sequence(
         :data:`~recurrax.backends.cpu._primitives.HIDDEN_MULTIPLE`; h0, c0: ``(N, H)``.
       unroll: steps per loop iteration of the forward-mode tangent scan.
       reset: ``None`` or ``(mask (T, N), h_r, c_r (N, H))``: the state restored before the steps it marks.
-      lengths: ``None`` or ``(N,)`` int: row ``n`` runs its first ``lengths[n]`` steps and is zero after them,
-        where the kernels skip its work.
+      lengths: ``None`` or ``(N,)`` int: row ``n`` runs its first ``lengths[n]`` steps (clamped to ``[0, T]``) and
+        is zero after them, where the kernels skip its work. The kernels never read the padded inputs, but the
+        gradient of ``w_i`` is a matmul over every step, so padding must be finite for it to be
+        (:func:`recurrax.scan` zeroes it).
 
     Reverse mode runs the native backward pass; forward mode, :func:`recurrax.backends.xla.lstm_tangent_scan`.
     """
@@ -143,7 +140,8 @@ def _lstm_sequence_jvp(unroll, primals, tangents):
     dzs = projection_tangent(w_i, xs, dw_i, db, dxs, batch_major=True)
     dpre = gate_tangent(dzs, h0, hs, dw_h, acts, time_axis=1, reset=None if reset is None else (resets, h_r))
     linear = (dpre, dense(dh0, h0), dense(dc0, c0), *_restored_tangents(reset, dreset, h0, 2))
-    dhs, dcs = native_lstm.tangent(w_h, acts, cs, c0, resets, c_r, _kernel_lengths(lengths, h0), *linear, unroll)
+    lens = lengths_operand(lengths, h0, xs.shape[1])
+    dhs, dcs = native_lstm.tangent(w_h, acts, cs, c0, resets, c_r, lens, *linear, unroll)
     return swap(hs, cs), swap(dhs, dcs)
 
 
@@ -187,7 +185,8 @@ def _gru_sequence_jvp(unroll, primals, tangents):
     da, dhn = gru_weight_tangents(h0, hs, dzs, dw_h, db_hn, time_axis=1, reset=prev_reset)
     da, dhn = (jnp.zeros_like(a) if d is None else d for a, d in ((acts, da), (hn, dhn)))
     linear = (da, dhn, dense(dh0, h0), *_restored_tangents(reset, dreset, h0, 1))
-    dhs = native_gru.tangent(w_h, acts, hn, hs, h0, resets, h_r, _kernel_lengths(lengths, h0), *linear, unroll)
+    lens = lengths_operand(lengths, h0, xs.shape[1])
+    dhs = native_gru.tangent(w_h, acts, hn, hs, h0, resets, h_r, lens, *linear, unroll)
     return swap(hs)[0], swap(dhs)[0]
 
 

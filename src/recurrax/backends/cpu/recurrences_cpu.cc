@@ -323,6 +323,8 @@ struct Rows {
   std::vector<int64_t> order;    // the rows by decreasing length (stable)
   std::vector<int64_t> running;  // running[t]: how many rows run step t, t in [0, T)
 
+  // t = -1 is the backward pass's last step (the initial state's cotangent): every row runs it, so no pad is ever
+  // written there (a pad's seq_row(T, -1, n) would be row n-1's last step).
   int64_t at(int64_t t) const { return t < 0 ? static_cast<int64_t>(order.size()) : running[t]; }
 };
 
