@@ -160,3 +160,28 @@ def test_conv_benchmark_quick_run_times_recurrax_and_flax(capsys):
         (impl, mode) for impl in ("recurrax conv_lstm", "flax.linen ConvLSTMCell") for mode in conv.MODES
     }
     assert "| recurrax conv_lstm | fwd+bwd |" in capsys.readouterr().out
+
+
+def test_gpu_check_refuses_without_a_gpu_and_runs_its_parts_within_the_limit(tmp_path, monkeypatch, capsys):
+    """``python -m benchmarks.gpu_check``: no GPU, nothing run and status 2; with one (faked here, each part a
+    stand-in command), a summary naming the device, each part's output, and a part past its limit stopped."""
+    import sys
+
+    from benchmarks import gpu_check
+
+    monkeypatch.setattr(gpu_check, "_gpu_devices", lambda: [])
+    assert gpu_check.main(["--out", str(tmp_path)]) == 2
+    assert "no GPU" in capsys.readouterr().out and not (tmp_path / "gpu_check.md").exists()
+    real = gpu_check.commands(8, tmp_path)
+    assert [name for name, _ in real] == ["conformance tests", "gpu suite"]
+    assert "tests/backends" in real[0][1] and "--suite" in real[1][1] and str(tmp_path) in real[1][1]
+
+    monkeypatch.setattr(gpu_check, "_gpu_devices", lambda: ["cuda(id=0)"])
+    quick = [sys.executable, "-c", "print('3 passed')"]
+    slow = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(30)"]
+    monkeypatch.setattr(gpu_check, "commands", lambda workers, out: [("conformance tests", quick), ("gpu suite", slow)])
+    assert gpu_check.main(["--out", str(tmp_path), "--minutes", "0.05", "--test-share", "0.5"]) == 0
+    summary = (tmp_path / "gpu_check.md").read_text()
+    assert "Devices: cuda(id=0)" in summary and "3 passed" in summary
+    assert "### conformance tests: exit 0" in summary and "### gpu suite: stopped at its limit" in summary
+    assert "started" in summary  # what the stopped part had printed

@@ -61,13 +61,17 @@ def test_the_backend_run_with_lstm_ref_equals_sequential_for_ragged_lengths(reve
     chex.assert_trees_all_close((final, jnp.moveaxis(ys, 0, 1)), (want_final, want), **TOL)
 
 
-def test_on_cpu_it_reports_itself_unavailable_and_refuses_by_name():
+def test_off_a_gpu_it_reports_itself_unavailable_and_refuses_by_name():
+    """On a GPU (``python -m benchmarks.gpu_check``) the same call is available and ``auto`` runs it instead."""
     cell, params, xs, _ = _problem()
     reasons = backends.available(cell, params, xs)
-    assert "runs on GPU only" in reasons["cudnn_lstm"] and "'cpu'" in reasons["cudnn_lstm"]
+    assert cudnn.CUDNN_LSTM.forward_mode is False
+    if jax.default_backend() == "gpu":
+        assert reasons["cudnn_lstm"] is None and backends.which(cell, params, xs) == "cudnn_lstm"
+        return
+    assert "runs on GPU only" in reasons["cudnn_lstm"] and repr(jax.default_backend()) in reasons["cudnn_lstm"]
     with pytest.raises(ValueError, match=r"backend 'cudnn_lstm' cannot run this call: .*GPU only"):
         rx.scan(cell, params, xs, backend="cudnn_lstm")
-    assert cudnn.CUDNN_LSTM.forward_mode is False
 
 
 def test_what_it_refuses_beyond_the_platform():

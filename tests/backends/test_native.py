@@ -28,7 +28,10 @@ from reference import gru as numpy_gru
 from reference import lstm as numpy_lstm
 from reference import random_inputs, random_params, random_state, run, to_numpy
 
-pytestmark = pytest.mark.skipif(build.load() is None, reason="no C++ compiler: the native kernels are not built")
+pytestmark = [
+    pytest.mark.skipif(jax.default_backend() != "cpu", reason="the native kernels run on CPU only"),
+    pytest.mark.skipif(build.load() is None, reason="no C++ compiler: the native kernels are not built"),
+]
 
 TOL = dict(atol=2e-5, rtol=2e-5)
 KINDS = ["lstm", "gru"]
