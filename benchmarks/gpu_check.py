@@ -44,7 +44,8 @@ def commands(workers: int, out: Path) -> list[tuple[str, list[str]]]:
     return [("conformance tests", tests), ("gpu suite", bench)]
 
 
-def _run(name: str, argv: list[str], seconds: float, env: dict[str, str]) -> tuple[str, float]:
+def _run(name: str, argv: list[str], seconds: float, env: dict[str, str]) -> str:
+    """The part's report: how it ended, after how long, and the end of what it printed."""
     start = time.perf_counter()
     try:
         done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds, check=False)
@@ -54,9 +55,8 @@ def _run(name: str, argv: list[str], seconds: float, env: dict[str, str]) -> tup
         text = lambda b: b if isinstance(b, str) else (b or b"").decode(errors="replace")  # noqa: E731
         out = text(stopped.stdout) + text(stopped.stderr)
         status = f"stopped at its limit of {seconds:.0f} s"
-    elapsed = time.perf_counter() - start
     tail = "\n".join(out.strip().splitlines()[-15:])
-    return f"### {name}: {status} after {elapsed:.0f} s\n\n```text\n{tail}\n```\n", elapsed
+    return f"### {name}: {status} after {time.perf_counter() - start:.0f} s\n\n```text\n{tail}\n```\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,15 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, cmd in parts:
             print(f"{name}: {' '.join(cmd)}")
         return 0
+    import jax
+
     devices = _gpu_devices()
     if not devices:
-        import jax
-
         print(f"gpu_check: JAX sees no GPU here (default backend {jax.default_backend()!r}); nothing was run.")
         return 2
     # Several test processes share one GPU: none may take most of its memory up front.
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
-    import jax
 
     args.out.mkdir(parents=True, exist_ok=True)
     deadline = time.perf_counter() + 60.0 * args.minutes
@@ -91,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits = (60.0 * args.minutes * args.test_share, None)  # None: what is left
     for (name, cmd), limit in zip(parts, limits):
         left = deadline - time.perf_counter()
-        report, _ = _run(name, cmd, left if limit is None else min(limit, left), env)
+        report = _run(name, cmd, left if limit is None else min(limit, left), env)
         lines += [f"Command: `{' '.join(cmd[1:])}`\n", report]
         print("\n".join(lines[-2:]), flush=True)
     (args.out / "gpu_check.md").write_text("\n".join(lines))

@@ -174,7 +174,7 @@ def past_lengths(lengths: Array, *seqs: Array) -> tuple[Array, ...]:
     if lengths.shape[-1] == 0:
         return seqs
     valid = jnp.arange(seqs[0].shape[1]) < lengths  # (N, T)
-    return tuple(jnp.where(valid.reshape(*valid.shape, *(1,) * (s.ndim - 2)), s, 0).astype(s.dtype) for s in seqs)
+    return tuple(jnp.where(valid.reshape(*valid.shape, *(1,) * (s.ndim - 2)), s, 0) for s in seqs)
 
 
 def projected(xs: Array, w_i: Array, b: Array, zs: Array) -> Array:

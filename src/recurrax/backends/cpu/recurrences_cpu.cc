@@ -783,7 +783,7 @@ ffi::Error GruBackwardCall(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_h, ffi:
       },
       [&p](int64_t s, int64_t n, int64_t u0, int64_t width) {
         backward_pad(p.dzs, p.T, 3 * p.H, p.H, s, n, u0, width);
-        std::fill(p.dhn + seq_row(p.T, s, n) * p.H + u0, p.dhn + seq_row(p.T, s, n) * p.H + u0 + width, 0.0f);
+        backward_pad(p.dhn, p.T, p.H, p.H, s, n, u0, width);
       });
   return ffi::Error::Success();
 }
